@@ -1,0 +1,138 @@
+"""The public Python API: ``fit``, ``load`` and ``TenniClassifier``."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+
+from ._logging import warn
+from .backbones import DEFAULT_TEXT_BACKBONE
+from .data import Dataset, as_dataset
+from .evaluation import classification_metrics
+from .model import Model
+from .strategies import get_strategy_class
+
+DEFAULT_STRATEGY = "probe"
+
+
+@dataclass
+class FitResult:
+    """One row of the table ``fit`` ends with."""
+
+    strategy: str
+    accuracy: float
+    macro_f1: float
+    seconds: float
+    backbone: str | None = None
+    metrics: dict = field(default_factory=dict, repr=False)
+
+    def row(self) -> dict:
+        return {"strategy": self.strategy, "backbone": self.backbone, "accuracy": self.accuracy,
+                "macro_f1": self.macro_f1, "seconds": self.seconds}
+
+
+def make_estimator(strategy: str, backbone: str = DEFAULT_TEXT_BACKBONE, config=None, seed: int = 0):
+    cls = get_strategy_class(strategy)
+    est = cls(backbone=backbone if cls.uses_backbone else None, config=config, seed=seed)
+    est.config_  # validate options now, before any data is read or model loaded  # noqa: B018
+    return est
+
+
+def _fit_and_score(estimator, train: Dataset, test: Dataset) -> FitResult:
+    start = time.perf_counter()
+    estimator.fit(train.inputs, train.labels)
+    predictions = estimator.predict(test.inputs)
+    seconds = time.perf_counter() - start
+    metrics = classification_metrics(test.labels, predictions, [str(c) for c in estimator.classes_])
+    return FitResult(estimator.name, metrics["accuracy"], metrics["macro_f1"], seconds,
+                     estimator.backbone if estimator.uses_backbone else None, metrics)
+
+
+def split_for_fit(data, test=None, *, test_size: float = 0.2, seed: int = 0, **read_options):
+    """(train, test) Datasets: the given test file, or a stratified hold-out of ``data``."""
+    dataset = as_dataset(data, **read_options)
+    dataset.require_labels()
+    if test is not None:
+        test_set = as_dataset(test, **read_options)
+        test_set.require_labels(min_classes=1)
+        train = dataset
+        unseen = sorted(set(test_set.labels) - set(dataset.labels))
+        if unseen:
+            shown = ", ".join(f"'{u}'" for u in unseen[:5])
+            warn(f"{test_set.path or 'test data'}: label(s) {shown} never appear in the training data; "
+                 "the model cannot predict them, so they count as errors")
+    else:
+        train, test_set = dataset.train_test_split(test_size=test_size, seed=seed)
+    return train, test_set
+
+
+def fit(data, *, test=None, strategy: str = DEFAULT_STRATEGY, backbone: str = DEFAULT_TEXT_BACKBONE,
+        config: dict | None = None, seed: int = 0, baseline: bool = True, test_size: float = 0.2,
+        text_col: str | None = None, label_col: str | None = None, encoding: str = "utf-8-sig") -> Model:
+    """Fit ``strategy`` on ``data`` and measure it, beside the no-transfer baseline, on a held-out set.
+
+    ``data`` is a file (CSV, TSV, JSONL, Parquet), a folder of class sub-folders, a ``(texts, labels)`` pair, a
+    DataFrame or a :class:`Dataset`. Without ``test``, a stratified ``test_size`` share is held out. The returned
+    :class:`Model` carries the measured metrics (``model.metrics["results"]``) and is trained on the training part.
+    """
+    read = {"text_col": text_col, "label_col": label_col, "encoding": encoding}
+    estimator = make_estimator(strategy, backbone, config, seed)
+    train, test_set = split_for_fit(data, test, test_size=test_size, seed=seed, **read)
+    results = [_fit_and_score(estimator, train, test_set)]
+    if baseline and strategy != "scratch":
+        results.append(_fit_and_score(make_estimator("scratch", seed=seed), train, test_set))
+    main = results[0]
+    metrics = {
+        "test": {k: v for k, v in main.metrics.items()},
+        "results": [r.row() for r in results],
+    }
+    if len(results) > 1:
+        metrics["transfer_gain"] = {"accuracy": main.accuracy - results[1].accuracy,
+                                    "macro_f1": main.macro_f1 - results[1].macro_f1}
+    summary = {
+        "source": str(getattr(train, "path", None) or "in-memory data"),
+        "train_size": len(train), "test_size": len(test_set),
+        "test_source": str(test_set.path) if test is not None else f"stratified {test_size:.0%} hold-out",
+        "class_counts": train.class_counts(),
+    }
+    return Model(estimator, modality=train.modality, metrics=metrics, data_summary=summary)
+
+
+def load(path: str | Path, *, backbone: str | None = None) -> Model:
+    """Load a model directory written by ``Model.save`` or ``tenni fit -o``."""
+    return Model.load(path, backbone=backbone)
+
+
+class TenniClassifier(ClassifierMixin, BaseEstimator):
+    """A scikit-learn estimator over texts: drop it into ``cross_val_score``, ``GridSearchCV`` or a pipeline.
+
+    >>> from sklearn.model_selection import cross_val_score
+    >>> cross_val_score(TenniClassifier(strategy="probe"), texts, labels, cv=5)  # doctest: +SKIP
+    """
+
+    def __init__(self, strategy: str = DEFAULT_STRATEGY, backbone: str = DEFAULT_TEXT_BACKBONE,
+                 config: dict | None = None, seed: int = 0):
+        self.strategy = strategy
+        self.backbone = backbone
+        self.config = config
+        self.seed = seed
+
+    def fit(self, X, y) -> TenniClassifier:
+        self.estimator_ = make_estimator(self.strategy, self.backbone, self.config, self.seed)
+        self.estimator_.fit(list(np.asarray(X, dtype=object).ravel()), y)
+        self.classes_ = self.estimator_.classes_
+        return self
+
+    def predict_proba(self, X) -> np.ndarray:
+        return self.estimator_.predict_proba(list(np.asarray(X, dtype=object).ravel()))
+
+    def predict(self, X) -> np.ndarray:
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+    def to_model(self) -> Model:
+        """Wrap the fitted estimator as a :class:`Model`, to ``save`` it like one from ``tenni.fit``."""
+        return Model(self.estimator_)

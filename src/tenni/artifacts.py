@@ -1,0 +1,75 @@
+"""A saved model is a directory: ``tenni.json`` (manifest) + ``weights.safetensors`` + ``README.md`` (model card).
+
+No pickle anywhere: loading reads JSON and tensors, never executes code. The directory is built under a temporary
+name and renamed into place, so it is complete or absent. Loading refuses an unknown format version, damaged
+weights (hash mismatch) and a backbone whose weights differ from the ones the model was trained on.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ._paths import AtomicDirectory, sha256_file
+from .errors import ModelFileError
+
+FORMAT = "tenni-model"
+FORMAT_VERSION = 1
+MANIFEST = "tenni.json"
+WEIGHTS = "weights.safetensors"
+
+
+def write_model_dir(target: str | Path, manifest: dict, tensors: dict[str, np.ndarray], card: str) -> Path:
+    from safetensors.numpy import save_file
+
+    target = Path(target)
+    if target.exists() and not target.is_dir():
+        raise ModelFileError("exists and is not a directory", path=target, hint="choose another -o path")
+    if target.is_dir() and any(target.iterdir()) and not (target / MANIFEST).exists():
+        raise ModelFileError("exists and is not a tenni model directory; refusing to replace it", path=target,
+                             hint="choose a new or empty -o path")
+    with AtomicDirectory(target) as tmp:
+        arrays = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
+        save_file(arrays, str(tmp / WEIGHTS), metadata={"format": FORMAT})
+        manifest = dict(manifest, format=FORMAT, format_version=FORMAT_VERSION,
+                        weights={"file": WEIGHTS, "sha256": sha256_file(tmp / WEIGHTS)})
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        (tmp / "README.md").write_text(card, encoding="utf-8")
+    return target
+
+
+def read_model_dir(path: str | Path, *, verify: bool = True) -> tuple[dict, dict[str, np.ndarray]]:
+    from safetensors.numpy import load_file
+
+    path = Path(path)
+    if not path.is_dir():
+        raise ModelFileError("no such model directory", path=path, hint="pass the -o folder of `tenni fit`")
+    manifest_path = path / MANIFEST
+    if not manifest_path.exists():
+        raise ModelFileError(f"no {MANIFEST} in the directory, so it is not a tenni model", path=path,
+                             hint="pass the -o folder of `tenni fit`")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except ValueError as err:
+        raise ModelFileError(f"damaged manifest: {err}", path=manifest_path, hint="re-run `tenni fit`") from None
+    if manifest.get("format") != FORMAT:
+        raise ModelFileError(f"not a tenni model manifest (format {manifest.get('format')!r})", path=manifest_path)
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ModelFileError(f"unknown format version {version!r} (this tenni reads {FORMAT_VERSION})",
+                             path=manifest_path, hint="upgrade tenni, or re-fit the model with this version")
+    weights = path / manifest.get("weights", {}).get("file", WEIGHTS)
+    if not weights.exists():
+        raise ModelFileError("weights file is missing", path=weights, hint="copy the whole model directory")
+    if verify:
+        expected = manifest.get("weights", {}).get("sha256")
+        if expected and sha256_file(weights) != expected:
+            raise ModelFileError("weights do not match the hash in the manifest (damaged or modified)",
+                                 path=weights, hint="copy the model directory again, or re-fit")
+    try:
+        tensors = load_file(str(weights))
+    except Exception as err:
+        raise ModelFileError(f"cannot read weights: {err}", path=weights) from None
+    return manifest, tensors

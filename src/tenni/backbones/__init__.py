@@ -1,0 +1,30 @@
+"""Backbones: pretrained encoders by registry name, local path or hub id (see :mod:`.registry`)."""
+
+from __future__ import annotations
+
+from .registry import (
+    DEFAULT_TEXT_BACKBONE,
+    BackboneSpec,
+    get_spec,
+    list_backbones,
+    register_backbone,
+    resolve,
+)
+from .text import TextBackbone
+
+_LOADED: dict[tuple, TextBackbone] = {}
+
+
+def get_backbone(name_or_path: str = DEFAULT_TEXT_BACKBONE, *, trust_remote_code: bool = False,
+                 max_length: int = 256) -> TextBackbone:
+    """The backbone for a name, path or hub id; one instance per process so a loaded model is shared."""
+    key = (name_or_path, trust_remote_code, max_length)
+    if key not in _LOADED:
+        name, path, spec = resolve(name_or_path)
+        _LOADED[key] = TextBackbone(name, path, trust_remote_code=trust_remote_code, max_length=max_length,
+                                    trainable=True if spec is None else spec.trainable)
+    return _LOADED[key]
+
+
+__all__ = ["DEFAULT_TEXT_BACKBONE", "BackboneSpec", "TextBackbone", "get_backbone", "get_spec",
+           "list_backbones", "register_backbone", "resolve"]

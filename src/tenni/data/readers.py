@@ -1,0 +1,241 @@
+"""Read user files into a :class:`Dataset`, with errors that point at the file, row and column.
+
+Supported: CSV, TSV, JSONL (also ``.ndjson``), Parquet, a plain ``.txt`` file (one unlabeled text per line, for
+prediction), and a folder with one sub-folder of ``.txt`` files per class.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+from ..errors import DataError
+from .dataset import Dataset
+
+TEXT_COLUMNS = ("text", "texts", "sentence", "content", "body", "message", "review", "document", "utterance",
+                "question", "input", "query", "comment", "description", "title")
+LABEL_COLUMNS = ("label", "labels", "class", "category", "target", "intent", "y", "tag", "topic", "sentiment")
+TABLE_SUFFIXES = {".csv", ".tsv", ".tab", ".jsonl", ".ndjson", ".parquet", ".pq", ".txt"}
+_ENCODING_HINT = "pass --encoding (e.g. cp932 for Excel Shift_JIS files, latin-1) or re-save the file as UTF-8"
+
+
+def read_dataset(path: str | Path, *, text_col: str | None = None, label_col: str | None = None,
+                 labeled: bool = True, encoding: str = "utf-8-sig") -> Dataset:
+    """Read ``path`` into a Dataset; ``labeled=False`` makes the label column optional (for prediction)."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError("no such file or folder", path=path, hint="check the path")
+    if path.is_dir():
+        return _read_folder(path, encoding=encoding, labeled=labeled)
+    suffix = path.suffix.lower()
+    if suffix not in TABLE_SUFFIXES:
+        raise DataError(f"unknown file type '{suffix or '(none)'}'", path=path,
+                        hint="use .csv, .tsv, .jsonl, .parquet, .txt, or a folder of class sub-folders")
+    if path.stat().st_size == 0:
+        raise DataError("the file is empty", path=path, hint="check that the export finished")
+    if suffix == ".parquet" or suffix == ".pq":
+        rows, columns = _read_parquet(path)
+    elif suffix in (".jsonl", ".ndjson"):
+        rows, columns = _read_jsonl(path, encoding)
+    elif suffix == ".txt":
+        text = _decode(path, encoding)
+        lines = [(i, line.strip()) for i, line in enumerate(text.splitlines(), start=1)]
+        rows = [(i, {"text": line}) for i, line in lines if line]
+        columns = ["text"]
+    else:
+        rows, columns = _read_delimited(path, encoding, delimiter="\t" if suffix in (".tsv", ".tab") else ",")
+    if not rows:
+        raise DataError("the file has a header but no rows", path=path, hint="add data rows")
+    tcol = _pick_column(columns, text_col, TEXT_COLUMNS, "text", path, required=True)
+    lcol = _pick_column(columns, label_col, LABEL_COLUMNS, "label", path, required=labeled)
+    if tcol == lcol:
+        raise DataError(f"the same column '{tcol}' was picked for text and label", path=path,
+                        hint="pass --text-col and --label-col")
+    inputs, labels, sources = [], [], []
+    for row_no, record in rows:
+        value = record.get(tcol)
+        text = "" if value is None else str(value).strip()
+        if not text:
+            raise DataError("empty text", path=path, row=row_no, column=tcol,
+                            hint="fill it in or delete the row")
+        inputs.append(text)
+        sources.append(f"{path}:{row_no}")
+        if lcol is not None:
+            label = record.get(lcol)
+            label = "" if label is None or (isinstance(label, float) and label != label) else str(label).strip()
+            if not label:
+                if labeled:
+                    raise DataError("missing label", path=path, row=row_no, column=lcol,
+                                    hint="fill it in or delete the row")
+                labels.append(None)
+            else:
+                labels.append(_normalise_label(label))
+    has_labels = lcol is not None and all(lab is not None for lab in labels)
+    return Dataset(inputs=inputs, labels=labels if has_labels else None, modality="text", sources=sources,
+                   path=str(path))
+
+
+def _normalise_label(label: str) -> str:
+    # "1.0" from a float column and "1" mean the same class
+    if label.endswith(".0") and label[:-2].lstrip("-").isdigit():
+        return label[:-2]
+    return label
+
+
+def _decode(path: Path, encoding: str) -> str:
+    data = path.read_bytes()
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        col = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        bad = data[err.start: err.start + 1].hex()
+        raise DataError(f"cannot decode byte 0x{bad} at line {line}, column {col} as {encoding}", path=path,
+                        row=None, hint=_ENCODING_HINT) from None
+    except LookupError:
+        raise DataError(f"unknown encoding '{encoding}'", path=path, hint="use e.g. utf-8, cp932, latin-1") from None
+
+
+def _read_delimited(path: Path, encoding: str, delimiter: str):
+    text = _decode(path, encoding)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise DataError("the file is empty", path=path) from None
+    except csv.Error as err:
+        raise DataError(f"malformed header: {err}", path=path, row=1) from None
+    header = [h.strip() for h in header]
+    if not any(header):
+        raise DataError("the first line (header) is empty", path=path, row=1,
+                        hint="the first line must name the columns, e.g. text,label")
+    rows = []
+    prev_line = reader.line_num
+    try:
+        for record in reader:
+            start_line = prev_line + 1
+            prev_line = reader.line_num
+            if not record or all(not cell.strip() for cell in record):
+                continue
+            if len(record) > len(header):
+                raise DataError(f"{len(record)} fields but the header has {len(header)}", path=path,
+                                row=start_line, hint="quote texts that contain the delimiter")
+            rows.append((start_line, dict(zip(header, record))))
+    except csv.Error as err:
+        raise DataError(f"malformed {('TSV' if delimiter == chr(9) else 'CSV')}: {err}", path=path,
+                        row=reader.line_num, hint="check the quoting on that line") from None
+    return rows, header
+
+
+def _read_jsonl(path: Path, encoding: str):
+    text = _decode(path, encoding)
+    rows, columns = [], []
+    seen = set()
+    for line_no, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"invalid JSON at column {err.colno}: {err.msg}", path=path, row=line_no,
+                            hint="each line must be one JSON object") from None
+        if not isinstance(record, dict):
+            raise DataError("the line is not a JSON object", path=path, row=line_no,
+                            hint='write {"text": ..., "label": ...} on each line')
+        for key in record:
+            if key not in seen:
+                seen.add(key)
+                columns.append(key)
+        rows.append((line_no, record))
+    return rows, columns
+
+
+def _read_parquet(path: Path):
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as err:  # pyarrow raises several types for damaged files
+        raise DataError(f"cannot read Parquet: {err}", path=path, hint="check that the file is complete") from None
+    columns = list(table.column_names)
+    records = table.to_pylist()
+    # Parquet has no lines: "row" is the 1-based record number, header excluded
+    return [(i, rec) for i, rec in enumerate(records, start=1)], columns
+
+
+def _pick_column(columns, requested, candidates, what, path, *, required):
+    if requested is not None:
+        if requested in columns:
+            return requested
+        raise DataError(f"no {what} column '{requested}'; columns found: {', '.join(map(str, columns))}",
+                        path=path, hint=f"pass --{what}-col with one of those")
+    by_lower = {str(c).lower(): c for c in columns}
+    for name in candidates:
+        if name in by_lower:
+            return by_lower[name]
+    if not required:
+        return None
+    raise DataError(f"cannot tell which column holds the {what}; columns found: {', '.join(map(str, columns))}",
+                    path=path, hint=f"pass --{what}-col NAME")
+
+
+def _read_folder(root: Path, *, encoding: str, labeled: bool) -> Dataset:
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    inputs, labels, sources = [], [], []
+    if not class_dirs:
+        files = sorted(root.glob("*.txt"))
+        if not files or labeled:
+            raise DataError("the folder has no class sub-folders", path=root,
+                            hint="put each class's .txt files in a sub-folder named after the class")
+        class_dirs = []
+        for f in files:
+            inputs.append(_read_text_file(f, encoding))
+            sources.append(str(f))
+        return Dataset(inputs=inputs, labels=None, sources=sources, path=str(root))
+    for cls_dir in class_dirs:
+        files = sorted(cls_dir.rglob("*.txt"))
+        for f in files:
+            inputs.append(_read_text_file(f, encoding))
+            labels.append(cls_dir.name)
+            sources.append(str(f))
+    if not inputs:
+        raise DataError("no .txt files in the class sub-folders", path=root,
+                        hint="each class folder should hold one .txt file per example")
+    return Dataset(inputs=inputs, labels=labels, sources=sources, path=str(root))
+
+
+def _read_text_file(path: Path, encoding: str) -> str:
+    if path.stat().st_size == 0:
+        raise DataError("the file is empty", path=path, hint="delete it or add its text")
+    text = _decode(path, encoding).strip()
+    if not text:
+        raise DataError("the file holds only whitespace", path=path, hint="delete it or add its text")
+    return text
+
+
+def as_dataset(data, *, text_col=None, label_col=None, labeled=True, encoding="utf-8-sig") -> Dataset:
+    """Accept a path, a Dataset, a ``(texts, labels)`` pair, or a pandas DataFrame."""
+    if isinstance(data, Dataset):
+        return data
+    if isinstance(data, (str, Path)):
+        return read_dataset(data, text_col=text_col, label_col=label_col, labeled=labeled, encoding=encoding)
+    if isinstance(data, tuple) and len(data) == 2:
+        texts, labels = data
+        texts = [str(t) for t in texts]
+        labels = None if labels is None else [str(y) for y in labels]
+        for i, t in enumerate(texts):
+            if not t.strip():
+                raise DataError("empty text", row=i, hint="remove empty strings from the inputs")
+        return Dataset(inputs=texts, labels=labels, sources=[f"item {i}" for i in range(len(texts))])
+    if hasattr(data, "columns") and hasattr(data, "to_dict"):
+        columns = list(data.columns)
+        tcol = _pick_column(columns, text_col, TEXT_COLUMNS, "text", "DataFrame", required=True)
+        lcol = _pick_column(columns, label_col, LABEL_COLUMNS, "label", "DataFrame", required=labeled)
+        labels = None if lcol is None else [str(v) for v in data[lcol]]
+        return as_dataset(([str(v) for v in data[tcol]], labels))
+    if isinstance(data, (list,)) and all(isinstance(t, str) for t in data):
+        return as_dataset((data, None))
+    raise DataError(f"cannot use data of type {type(data).__name__}",
+                    hint="pass a file path, a folder, a (texts, labels) pair, or a DataFrame")

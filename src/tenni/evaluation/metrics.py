@@ -1,0 +1,24 @@
+"""Metrics for a classifier on a labeled set: accuracy, macro-F1, per-class precision/recall, confusion matrix."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def classification_metrics(y_true, y_pred, labels: list[str]) -> dict:
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+    y_true = np.asarray([str(v) for v in y_true])
+    y_pred = np.asarray([str(v) for v in y_pred])
+    present = sorted(set(labels) | set(y_true))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=present, zero_division=0)
+    return {
+        "n": int(len(y_true)),
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),
+        "per_class": {c: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+                      for c, p, r, f, s in zip(present, precision, recall, f1, support)},
+        "confusion_matrix": {"labels": present,
+                             "matrix": confusion_matrix(y_true, y_pred, labels=present).tolist()},
+    }

@@ -1,0 +1,124 @@
+"""A fitted model: backbone reference + strategy state + label map + the metrics it was measured with."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .artifacts import read_model_dir, write_model_dir
+from .data import as_dataset
+from .errors import ModelFileError
+from .evaluation import classification_metrics
+from .strategies import get_strategy_class
+
+
+class Model:
+    """What ``tenni.fit`` returns and ``tenni.load`` reads back; ``predict``, ``evaluate`` and ``save``."""
+
+    def __init__(self, estimator, *, modality: str = "text", metrics: dict | None = None,
+                 data_summary: dict | None = None, created: str | None = None, tenni_version: str = __version__):
+        self.estimator = estimator
+        self.modality = modality
+        self.metrics = metrics or {}
+        self.data_summary = data_summary or {}
+        self.created = created or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        self.tenni_version = tenni_version
+
+    def __repr__(self) -> str:
+        return f"Model(strategy={self.strategy!r}, backbone={self.backbone_name!r}, labels={self.labels})"
+
+    @property
+    def strategy(self) -> str:
+        return self.estimator.name
+
+    @property
+    def labels(self) -> list[str]:
+        return [str(c) for c in self.estimator.classes_]
+
+    @property
+    def backbone_name(self) -> str | None:
+        return self.estimator.backbone if self.estimator.uses_backbone else None
+
+    # --- use ------------------------------------------------------------------------------------------------
+    def predict(self, inputs) -> list[str]:
+        return [str(v) for v in self.estimator.predict(_inputs(inputs))]
+
+    def predict_proba(self, inputs) -> np.ndarray:
+        """Probabilities, one column per label in ``self.labels`` order."""
+        return self.estimator.predict_proba(_inputs(inputs))
+
+    def evaluate(self, data, **read_options) -> dict:
+        dataset = as_dataset(data, **read_options)
+        dataset.require_labels(min_classes=1)
+        return classification_metrics(dataset.labels, self.predict(dataset.inputs), self.labels)
+
+    # --- persistence ----------------------------------------------------------------------------------------
+    def manifest(self, state_meta: dict | None = None) -> dict:
+        backbone = None
+        if self.estimator.uses_backbone:
+            from .backbones import get_backbone, get_spec
+
+            bb = get_backbone(self.estimator.backbone)
+            spec = get_spec(bb.name)
+            backbone = {"name": bb.name, "fingerprint": bb.fingerprint,
+                        "source": spec.source if spec else bb.name, "max_length": bb.max_length}
+        if state_meta is None:
+            state_meta = self.estimator.get_state()[1]
+        return {
+            "tenni_version": self.tenni_version,
+            "created": self.created,
+            "modality": self.modality,
+            "backbone": backbone,
+            "strategy": {"name": self.strategy, "config": self.estimator.config_dict(), "state": state_meta},
+            "labels": self.labels,
+            "seed": self.estimator.seed,
+            "metrics": self.metrics,
+            "data": self.data_summary,
+        }
+
+    def save(self, path: str | Path) -> Path:
+        from .model_card import render_model_card
+
+        tensors, meta = self.estimator.get_state()
+        manifest = self.manifest(meta)
+        return write_model_dir(path, manifest, tensors, render_model_card(manifest))
+
+    @classmethod
+    def load(cls, path: str | Path, *, backbone: str | None = None) -> Model:
+        """Read a model directory; ``backbone`` overrides where the base backbone is found (moved folders)."""
+        manifest, tensors = read_model_dir(path)
+        strategy_cls = get_strategy_class(manifest["strategy"]["name"])
+        bb_info = manifest.get("backbone")
+        bb_name = None
+        if strategy_cls.uses_backbone:
+            from .backbones import get_backbone
+
+            if not bb_info:
+                raise ModelFileError("manifest names no backbone for a strategy that needs one", path=path)
+            bb_name = backbone or bb_info["name"]
+            bb = get_backbone(bb_name)
+            if bb_info.get("fingerprint") and bb.fingerprint != bb_info["fingerprint"]:
+                raise ModelFileError(
+                    f"backbone '{bb.name}' has weights {bb.fingerprint[:19]}… but the model was trained on "
+                    f"{bb_info['fingerprint'][:19]}…", path=path,
+                    hint="install the same backbone version, or pass --backbone with the original weights")
+        estimator = strategy_cls.from_state(backbone=bb_name, config=manifest["strategy"]["config"],
+                                            seed=manifest.get("seed", 0), classes=manifest["labels"],
+                                            tensors=tensors, meta=manifest["strategy"].get("state", {}))
+        return cls(estimator, modality=manifest.get("modality", "text"), metrics=manifest.get("metrics"),
+                   data_summary=manifest.get("data"), created=manifest.get("created"),
+                   tenni_version=manifest.get("tenni_version", "?"))
+
+
+def _inputs(inputs) -> list[str]:
+    if isinstance(inputs, str):
+        return [inputs]
+    return [str(x) for x in inputs]
+
+
+def load(path: str | Path, *, backbone: str | None = None) -> Model:
+    """Load a model directory written by ``Model.save`` / ``tenni fit -o``."""
+    return Model.load(path, backbone=backbone)

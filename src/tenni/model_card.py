@@ -1,0 +1,33 @@
+"""The model card (README.md in every model directory), generated from the manifest's real metrics."""
+
+from __future__ import annotations
+
+
+def render_model_card(manifest: dict) -> str:
+    strategy = manifest["strategy"]["name"]
+    backbone = manifest.get("backbone") or {}
+    metrics = manifest.get("metrics") or {}
+    data = manifest.get("data") or {}
+    lines = [f"# tenni model: {strategy}" + (f" on {backbone.get('name')}" if backbone else ""), ""]
+    lines.append(f"Created {manifest.get('created')} with tenni {manifest.get('tenni_version')}; "
+                 f"seed {manifest.get('seed')}.")
+    lines.append("")
+    if backbone:
+        lines += [f"- Backbone: `{backbone.get('name')}` ({backbone.get('source')})",
+                  f"- Backbone weights: `{backbone.get('fingerprint')}`"]
+    lines.append(f"- Labels ({len(manifest['labels'])}): " + ", ".join(f"`{x}`" for x in manifest["labels"]))
+    if data:
+        lines.append(f"- Training data: {data.get('train_size')} examples from `{data.get('source')}`; "
+                     f"evaluated on {data.get('test_size')} held-out examples ({data.get('test_source')})")
+    results = metrics.get("results") or []
+    if results:
+        lines += ["", "## Measured on the held-out set", "", "| strategy | accuracy | macro-F1 | seconds |",
+                  "|---|---|---|---|"]
+        for row in results:
+            lines.append(f"| {row['strategy']} | {row['accuracy']:.3f} | {row['macro_f1']:.3f} | "
+                         f"{row['seconds']:.1f} |")
+    lines += ["", "## Use", "", "```bash", "tenni predict THIS_DIR texts.csv -o predictions.csv", "```", "",
+              "```python", "import tenni", "model = tenni.load('THIS_DIR')",
+              "model.predict(['a new text'])", "```", "",
+              "Loading reads JSON and safetensors only; no code from this directory is executed.", ""]
+    return "\n".join(lines)

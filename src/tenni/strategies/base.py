@@ -1,0 +1,162 @@
+"""The strategy contract: a scikit-learn estimator over (backbone, texts, labels).
+
+Following ``sklearn/base.py``: ``__init__`` only stores hyper-parameters (``backbone``, ``config``, ``seed``), ``fit``
+returns ``self``, fitted state ends in ``_``. So ``clone``, ``cross_val_score`` and pipelines work unchanged.
+Each strategy has a config dataclass whose fields carry ``metadata={"help": ...}`` (as in PEFT), and a name it is
+registered under. ``get_state`` / ``from_state`` turn a fitted strategy into tensors + JSON for the artifact and
+back, never pickle.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+
+from ..backbones import DEFAULT_TEXT_BACKBONE, get_backbone
+from ..errors import ConfigError
+
+_STRATEGIES: dict[str, type[Strategy]] = {}
+
+
+def register_strategy(cls: type[Strategy]) -> type[Strategy]:
+    _STRATEGIES[cls.name] = cls
+    return cls
+
+
+def strategy_names() -> list[str]:
+    _import_all()
+    return list(_STRATEGIES)
+
+
+def get_strategy_class(name: str) -> type[Strategy]:
+    _import_all()
+    try:
+        return _STRATEGIES[name]
+    except KeyError:
+        raise ConfigError(f"unknown strategy '{name}'", hint=f"choose one of: {', '.join(_STRATEGIES)}") from None
+
+
+def _import_all() -> None:
+    from . import finetune, lora, probe, scratch, setfit  # noqa: F401  (registration side effect)
+
+
+def config_help(config_cls) -> dict[str, str]:
+    return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(config_cls)}
+
+
+def make_config(config_cls, config: Any):
+    """Accept None, a dict, or the dataclass; reject unknown keys with the list of known ones."""
+    if config is None:
+        return config_cls()
+    if isinstance(config, config_cls):
+        return config
+    if isinstance(config, dict):
+        known = {f.name: f for f in dataclasses.fields(config_cls)}
+        unknown = sorted(set(config) - set(known))
+        if unknown:
+            raise ConfigError(f"unknown option(s) {', '.join(unknown)} for this strategy",
+                              hint=f"known: {', '.join(known)}")
+        values = {}
+        for key, value in config.items():
+            default = known[key].default
+            values[key] = _coerce(key, value, default)
+        return config_cls(**values)
+    raise ConfigError(f"config must be a dict or {config_cls.__name__}, not {type(config).__name__}")
+
+
+def _coerce(key, value, default):
+    """Values from the CLI arrive as strings; give them the type of the default."""
+    if not isinstance(value, str) or isinstance(default, str) or default is None:
+        return value
+    try:
+        if isinstance(default, bool):
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if isinstance(default, int):
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+        if isinstance(default, (tuple, list)):
+            return tuple(v.strip() for v in value.split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(f"option {key} needs a {type(default).__name__}, got '{value}'") from None
+    return value
+
+
+def balanced_class_weight(y: np.ndarray, n_classes: int) -> np.ndarray:
+    """n / (k * count_c): the weighting scikit-learn calls 'balanced', for imbalanced data."""
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    counts[counts == 0] = 1.0
+    return (len(y) / (n_classes * counts)).astype(np.float32)
+
+
+class Strategy(ClassifierMixin, BaseEstimator):
+    name: ClassVar[str] = ""
+    Config: ClassVar[type] = object
+    uses_backbone: ClassVar[bool] = True
+    needs_trainable_backbone: ClassVar[bool] = False
+
+    def __init__(self, backbone: str = DEFAULT_TEXT_BACKBONE, config: Any = None, seed: int = 0):
+        self.backbone = backbone
+        self.config = config
+        self.seed = seed
+
+    # --- helpers for subclasses ----------------------------------------------------------------------------
+    @property
+    def config_(self):
+        return make_config(self.Config, self.config)
+
+    def _backbone(self):
+        backbone = get_backbone(self.backbone)
+        if self.needs_trainable_backbone and not backbone.trainable:
+            raise ConfigError(f"strategy '{self.name}' trains the backbone, but '{backbone.name}' is frozen",
+                              hint="use --strategy probe, or a trainable backbone")
+        return backbone
+
+    # --- the estimator API ---------------------------------------------------------------------------------
+    def fit(self, X, y) -> Strategy:
+        texts = [str(t) for t in X]
+        labels = np.asarray([str(v) for v in y])
+        self.classes_ = np.unique(labels)
+        if len(self.classes_) < 2:
+            raise ConfigError("fit needs at least two classes", hint="check the labels")
+        y_idx = np.searchsorted(self.classes_, labels)
+        cfg = self.config_
+        self._fit(texts, y_idx, cfg)
+        return self
+
+    def predict_proba(self, X) -> np.ndarray:
+        return self._predict_proba([str(t) for t in X])
+
+    def predict(self, X) -> np.ndarray:
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+    # --- to implement ----------------------------------------------------------------------------------------
+    def _fit(self, texts: list[str], y: np.ndarray, cfg) -> None:
+        raise NotImplementedError
+
+    def _predict_proba(self, texts: list[str]) -> np.ndarray:
+        raise NotImplementedError
+
+    def get_state(self) -> tuple[dict[str, np.ndarray], dict]:
+        """Fitted state as (tensors, JSON-able metadata)."""
+        raise NotImplementedError
+
+    def _set_state(self, tensors: dict[str, np.ndarray], meta: dict) -> None:
+        raise NotImplementedError
+
+    @classmethod
+    def from_state(cls, *, backbone, config, seed, classes, tensors, meta) -> Strategy:
+        est = cls(backbone=backbone, config=config, seed=seed)
+        est.classes_ = np.asarray(classes)
+        est._set_state(tensors, meta)
+        return est
+
+    def config_dict(self) -> dict:
+        return dataclasses.asdict(self.config_)

@@ -1,0 +1,85 @@
+"""Full fine-tuning: every backbone weight and a new classification head, with early stopping."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .base import Strategy, balanced_class_weight, register_strategy
+
+
+@dataclass
+class FinetuneConfig:
+    learning_rate: float = field(default=5e-5, metadata={"help": "learning rate of the backbone"})
+    head_learning_rate: float = field(default=2e-3, metadata={
+        "help": "learning rate of the new head (discriminative: the head starts from random, the body does not)"})
+    epochs: int = field(default=10, metadata={"help": "epochs, raised until at least min_steps optimizer steps"})
+    min_steps: int = field(default=100, metadata={
+        "help": "at least this many optimizer steps: few-shot sets otherwise get too few updates to learn"})
+    max_epochs: int = field(default=40, metadata={"help": "upper bound on epochs after the min_steps rule"})
+    batch_size: int = field(default=16, metadata={"help": "examples per optimizer step"})
+    max_length: int = field(default=128, metadata={"help": "tokens per text; longer texts are truncated"})
+    warmup_ratio: float = field(default=0.1, metadata={"help": "share of steps with linear learning-rate warm-up"})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
+    patience: int = field(default=3, metadata={"help": "epochs without validation gain before stopping"})
+    validation_fraction: float = field(default=0.15, metadata={
+        "help": "share of each class held out for early stopping (skipped when a class has under 5 examples)"})
+    dropout: float = field(default=0.1, metadata={"help": "dropout before the head"})
+    class_weight: str | None = field(default="balanced", metadata={"help": "'balanced' or None"})
+
+
+@register_strategy
+class FineTune(Strategy):
+    """Train the whole backbone with a classification head."""
+
+    name = "finetune"
+    Config = FinetuneConfig
+    needs_trainable_backbone = True
+    _state_prefix = "model."
+
+    def _build(self, n_classes: int, cfg):
+        from ._torch import SequenceClassifier, load_encoder
+
+        tokenizer, encoder, dim = load_encoder(self._backbone())
+        return tokenizer, SequenceClassifier(encoder, dim, n_classes, dropout=cfg.dropout)
+
+    def _param_groups(self, model, cfg):
+        return [
+            {"params": [p for p in model.encoder.parameters() if p.requires_grad], "lr": cfg.learning_rate,
+             "weight_decay": cfg.weight_decay},
+            {"params": list(model.head.parameters()), "lr": cfg.head_learning_rate, "weight_decay": 0.0},
+        ]
+
+    def _fit(self, texts, y, cfg) -> None:
+        from ._torch import Tokenized, TrainPlan, train_classifier
+
+        n_classes = len(self.classes_)
+        self._tokenizer, self._model = self._build(n_classes, cfg)
+        data = Tokenized(self._tokenizer, texts, cfg.max_length)
+        plan = TrainPlan(epochs=cfg.epochs, batch_size=cfg.batch_size, min_steps=cfg.min_steps,
+                         max_epochs=cfg.max_epochs, warmup_ratio=cfg.warmup_ratio, patience=cfg.patience,
+                         validation_fraction=cfg.validation_fraction)
+        weight = balanced_class_weight(y, n_classes) if cfg.class_weight == "balanced" else None
+        self.training_ = train_classifier(self._model, data, y, param_groups=self._param_groups(self._model, cfg),
+                                          plan=plan, class_weight=weight, seed=self.seed,
+                                          description=f"training ({self.name})")
+
+    def _predict_proba(self, texts) -> np.ndarray:
+        from ._torch import Tokenized, predict_logits
+
+        data = Tokenized(self._tokenizer, texts, self.config_.max_length)
+        return predict_logits(self._model, data).softmax(-1).numpy().astype(np.float64)
+
+    def get_state(self):
+        from ._torch import to_numpy_state
+
+        return to_numpy_state(self._model.state_dict(), self._state_prefix), {"training": self.training_}
+
+    def _set_state(self, tensors, meta) -> None:
+        from ._torch import from_numpy_state
+
+        self._tokenizer, self._model = self._build(len(self.classes_), self.config_)
+        self._model.load_state_dict(from_numpy_state(tensors, self._state_prefix))
+        self._model.eval()
+        self.training_ = meta.get("training", {})

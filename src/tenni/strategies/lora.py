@@ -1,0 +1,66 @@
+"""LoRA (PEFT): low-rank adapters in the attention projections + a classification head.
+
+Only the adapters and the head train, and only they are saved: the artifact is a few hundred KB on top of the
+base backbone, which is checked by hash when the model is loaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..errors import ConfigError
+from .base import register_strategy
+from .finetune import FineTune, FinetuneConfig
+
+
+@dataclass
+class LoraConfig(FinetuneConfig):
+    r: int = field(default=8, metadata={"help": "rank of the low-rank update"})
+    alpha: int = field(default=16, metadata={"help": "LoRA scaling numerator (update scaled by alpha / r)"})
+    lora_dropout: float = field(default=0.1, metadata={"help": "dropout on the LoRA input"})
+    target_modules: tuple = field(default=("query", "value"), metadata={
+        "help": "names of the linear layers that get adapters (comma-separated on the CLI)"})
+    learning_rate: float = field(default=1e-3, metadata={"help": "learning rate of the adapters"})
+
+
+@register_strategy
+class LoRA(FineTune):
+    """Parameter-efficient fine-tuning with PEFT LoRA adapters."""
+
+    name = "lora"
+    Config = LoraConfig
+
+    def _build(self, n_classes: int, cfg):
+        import peft
+
+        tokenizer, model = super()._build(n_classes, cfg)
+        lora = peft.LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.lora_dropout,
+                               target_modules=list(cfg.target_modules), bias="none")
+        try:
+            model.encoder.model = peft.get_peft_model(model.encoder.model, lora)
+        except ValueError as err:
+            names = sorted({n.rsplit(".", 1)[-1] for n, m in model.encoder.model.named_modules()
+                            if type(m).__name__ == "Linear"})
+            raise ConfigError(f"LoRA target modules {list(cfg.target_modules)} do not fit this backbone ({err})",
+                              hint=f"set target_modules to some of: {', '.join(names)}") from None
+        return tokenizer, model
+
+    def get_state(self):
+        from peft import get_peft_model_state_dict
+
+        from ._torch import to_numpy_state
+
+        tensors = to_numpy_state(get_peft_model_state_dict(self._model.encoder.model), "lora.")
+        tensors.update(to_numpy_state(self._model.head.state_dict(), "head."))
+        return tensors, {"training": self.training_}
+
+    def _set_state(self, tensors, meta) -> None:
+        from peft import set_peft_model_state_dict
+
+        from ._torch import from_numpy_state
+
+        self._tokenizer, self._model = self._build(len(self.classes_), self.config_)
+        set_peft_model_state_dict(self._model.encoder.model, from_numpy_state(tensors, "lora."))
+        self._model.head.load_state_dict(from_numpy_state(tensors, "head."))
+        self._model.eval()
+        self.training_ = meta.get("training", {})

@@ -1,0 +1,89 @@
+"""The no-transfer baseline: TF-IDF + logistic regression, trained only on the user's labels.
+
+It is here so the gain from transfer is always measured, never claimed. Texts in scripts without spaces
+(Japanese, Chinese) get character n-grams, since a word analyzer would treat a whole sentence as one token.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ._linear import fit_logistic, logistic_proba
+from .base import Strategy, register_strategy
+
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]")
+
+
+def mostly_unspaced_script(texts: list[str], threshold: float = 0.3) -> bool:
+    sample = "".join(texts[:500])
+    letters = sum(ch.isalpha() for ch in sample) or 1
+    return len(_CJK.findall(sample)) / letters >= threshold
+
+
+@dataclass
+class ScratchConfig:
+    analyzer: str = field(default="auto", metadata={
+        "help": "'word', 'char_wb', or 'auto' (character n-grams for Japanese/Chinese/Korean, words otherwise)"})
+    ngram_max: int = field(default=2, metadata={"help": "longest n-gram (words) ; characters use ngram_max + 2"})
+    min_df: int = field(default=1, metadata={"help": "ignore terms in fewer documents than this"})
+    C: float = field(default=10.0, metadata={"help": "inverse L2 strength of the logistic regression"})
+    class_weight: str | None = field(default="balanced", metadata={"help": "'balanced' or None"})
+
+
+@register_strategy
+class TfidfScratch(Strategy):
+    """TF-IDF features learned from the labeled texts alone + logistic regression."""
+
+    name = "scratch"
+    Config = ScratchConfig
+    uses_backbone = False
+
+    def _vectorizer_params(self, cfg: ScratchConfig, texts) -> dict:
+        analyzer = cfg.analyzer
+        if analyzer == "auto":
+            analyzer = "char_wb" if mostly_unspaced_script(texts) else "word"
+        ngram = (1, cfg.ngram_max) if analyzer == "word" else (1, cfg.ngram_max + 2)
+        return {"analyzer": analyzer, "ngram_range": list(ngram), "lowercase": True}
+
+    def _counts(self, texts):
+        from sklearn.feature_extraction.text import CountVectorizer
+
+        params = dict(self.vectorizer_)
+        params["ngram_range"] = tuple(params["ngram_range"])
+        return CountVectorizer(vocabulary=self.vocabulary_, **params).transform(texts)
+
+    def _tfidf(self, texts):
+        from sklearn.preprocessing import normalize
+
+        X = self._counts(texts).astype(np.float64)
+        X.data = 1.0 + np.log(X.data)  # sublinear tf
+        X = X.multiply(self.idf_.astype(np.float64)).tocsr()
+        return normalize(X)
+
+    def _fit(self, texts, y, cfg: ScratchConfig) -> None:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        self.vectorizer_ = self._vectorizer_params(cfg, texts)
+        vec = TfidfVectorizer(sublinear_tf=True, min_df=cfg.min_df, analyzer=self.vectorizer_["analyzer"],
+                              ngram_range=tuple(self.vectorizer_["ngram_range"]), lowercase=True)
+        vec.fit(texts)
+        self.vocabulary_ = {term: int(i) for term, i in vec.vocabulary_.items()}
+        self.idf_ = np.asarray(vec.idf_, np.float32)
+        X = self._tfidf(texts)
+        self.coef_, self.intercept_, _ = fit_logistic(X, y, seed=self.seed, C=cfg.C,
+                                                      class_weight=cfg.class_weight)
+
+    def _predict_proba(self, texts) -> np.ndarray:
+        return logistic_proba(self._tfidf(texts), self.coef_, self.intercept_)
+
+    def get_state(self):
+        return ({"idf": self.idf_, "head.coef": self.coef_, "head.intercept": self.intercept_},
+                {"vectorizer": self.vectorizer_, "vocabulary": self.vocabulary_})
+
+    def _set_state(self, tensors, meta) -> None:
+        self.idf_, self.coef_, self.intercept_ = tensors["idf"], tensors["head.coef"], tensors["head.intercept"]
+        self.vectorizer_ = meta["vectorizer"]
+        self.vocabulary_ = meta["vocabulary"]
