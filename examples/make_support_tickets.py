@@ -387,7 +387,7 @@ def main():
             w = csv.writer(f)
             w.writerow(["text", "label"])
             w.writerows(part)
-        print("wrote %d rows to %s" % (len(part), os.path.join(folder, name)))
+        print(f"wrote {len(part)} rows to {os.path.join(folder, name)}")
 
 
 if __name__ == "__main__":

@@ -146,7 +146,7 @@ def train_classifier(model: SequenceClassifier, data: Tokenized, y: np.ndarray, 
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-                running += float(loss) * len(idx)
+                running += float(loss.detach()) * len(idx)
                 bar.advance(1)
             record = {"epoch": epoch + 1, "train_loss": running / len(order)}
             if val_idx is not None:

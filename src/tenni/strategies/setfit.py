@@ -103,7 +103,7 @@ class SetFitStrategy(Strategy):
                     optimizer.step()
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
-                    losses.append(float(loss))
+                    losses.append(float(loss.detach()))
                     bar.advance(1)
         self._encoder.eval()
         feats = self._embed(texts)

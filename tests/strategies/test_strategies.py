@@ -1,0 +1,86 @@
+"""One matrix over strategies: learn above chance, round-trip through the artifact, honour the sklearn contract."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+
+import tenni
+from tenni.errors import ConfigError
+from tenni.strategies import get_strategy_class, strategy_names
+
+from ..conftest import FAST_CONFIGS
+
+STRATEGIES = ["probe", "scratch", "finetune", "lora", "setfit"]
+
+
+def test_every_strategy_is_registered():
+    assert set(STRATEGIES) <= set(strategy_names())
+
+
+@pytest.fixture(scope="module", params=STRATEGIES)
+def fitted(request, train_data):
+    name = request.param
+    cls = get_strategy_class(name)
+    est = cls(config=FAST_CONFIGS[name], seed=0)
+    return est.fit(*train_data)
+
+
+def test_learns_well_above_chance(fitted, test_data):
+    texts, labels = test_data
+    accuracy = float(np.mean(fitted.predict(texts) == np.asarray(labels)))
+    assert accuracy >= 0.8, f"{fitted.name}: accuracy {accuracy:.2f} on 3 separable classes (chance 0.33)"
+
+
+def test_probabilities_are_distributions(fitted, test_data):
+    proba = fitted.predict_proba(test_data[0][:7])
+    assert proba.shape == (7, 3)
+    assert np.allclose(proba.sum(axis=1), 1.0, atol=1e-5)
+    assert (proba >= 0).all()
+
+
+def test_save_load_gives_identical_predictions(fitted, test_data, tmp_path):
+    model = tenni.Model(fitted)
+    model.save(tmp_path / "m")
+    loaded = tenni.load(tmp_path / "m")
+    texts = test_data[0]
+    assert loaded.labels == model.labels
+    np.testing.assert_allclose(loaded.predict_proba(texts), model.predict_proba(texts), atol=1e-6)
+    assert loaded.predict(texts) == model.predict(texts)
+
+
+def test_clone_keeps_hyperparameters_and_drops_fitted_state(fitted):
+    copy = clone(fitted)
+    assert copy.get_params() == fitted.get_params()
+    assert not hasattr(copy, "classes_")
+
+
+def test_unknown_option_is_a_config_error():
+    with pytest.raises(ConfigError, match="unknown option"):
+        get_strategy_class("probe")(config={"epochz": 3}).fit(["a b", "c d"], ["x", "y"])
+
+
+def test_option_strings_from_the_cli_are_coerced():
+    est = get_strategy_class("finetune")(config={"epochs": "3", "learning_rate": "1e-4", "head_init": "random"})
+    assert est.config_.epochs == 3 and est.config_.learning_rate == pytest.approx(1e-4)
+    with pytest.raises(ConfigError, match="needs a int"):
+        get_strategy_class("finetune")(config={"epochs": "three"}).config_  # noqa: B018
+
+
+def test_class_weights_rescue_the_minority_class():
+    """With 5% positives, balanced weights keep recall on the rare class; the option is honoured."""
+    rng = np.random.default_rng(0)
+    common = [f"order {i} shipped on time with tracking" for i in range(60)]
+    rare = [f"refund {i} requested because item arrived broken" for i in range(4)]
+    texts, labels = common + rare, ["ok"] * 60 + ["problem"] * 4
+    order = rng.permutation(len(texts))
+    texts, labels = [texts[i] for i in order], [labels[i] for i in order]
+    est = get_strategy_class("scratch")(config={"class_weight": "balanced"}).fit(texts, labels)
+    assert est.predict(["refund requested, item arrived broken"])[0] == "problem"
+
+
+def test_lora_rejects_target_modules_the_backbone_lacks(train_data):
+    cfg = dict(FAST_CONFIGS["lora"], target_modules=("no_such_layer",))
+    with pytest.raises(ConfigError, match="target_modules"):
+        get_strategy_class("lora")(config=cfg).fit(*train_data)

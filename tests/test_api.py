@@ -1,0 +1,45 @@
+"""The Python API: fit with the baseline beside it, and the scikit-learn estimator."""
+
+from __future__ import annotations
+
+import numpy as np
+
+import tenni
+
+
+def test_fit_measures_transfer_and_baseline(train_csv, test_csv):
+    model = tenni.fit(train_csv, test=test_csv, strategy="probe")
+    rows = {r["strategy"]: r for r in model.metrics["results"]}
+    assert set(rows) == {"probe", "scratch"}
+    assert rows["probe"]["accuracy"] > 0.8
+    assert "transfer_gain" in model.metrics
+    assert model.metrics["test"]["confusion_matrix"]["labels"] == ["food", "sports", "weather"]
+    assert model.data_summary["train_size"] == 48
+
+
+def test_fit_without_test_holds_out_a_stratified_split(train_data):
+    model = tenni.fit(train_data, baseline=False, test_size=0.25, seed=1)
+    assert [r["strategy"] for r in model.metrics["results"]] == ["probe"]
+    assert model.data_summary["test_size"] == 12
+
+
+def test_classifier_works_in_cross_val_score(train_data):
+    from sklearn.model_selection import cross_val_score
+
+    texts, labels = train_data
+    scores = cross_val_score(tenni.TenniClassifier(strategy="probe"), np.array(texts), np.array(labels), cv=3)
+    assert scores.shape == (3,) and scores.mean() > 0.8
+
+
+def test_classifier_in_a_grid_search(train_data):
+    from sklearn.model_selection import GridSearchCV
+
+    search = GridSearchCV(tenni.TenniClassifier(strategy="scratch"), {"config": [{"C": 1.0}, {"C": 10.0}]}, cv=2)
+    search.fit(*train_data)
+    assert search.best_params_["config"]["C"] in (1.0, 10.0)
+
+
+def test_classifier_to_model_saves(train_data, tmp_path):
+    clf = tenni.TenniClassifier(strategy="scratch").fit(*train_data)
+    clf.to_model().save(tmp_path / "m")
+    assert tenni.load(tmp_path / "m").predict(["We ordered sushi and dessert"]) == ["food"]

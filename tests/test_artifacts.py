@@ -1,0 +1,91 @@
+"""The model directory: manifest, no pickle, atomic writes, and refusals on damage or mismatch."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import tenni
+from tenni.errors import ModelFileError
+from tenni.strategies import get_strategy_class
+
+
+@pytest.fixture(scope="module")
+def probe_model(train_data):
+    return tenni.Model(get_strategy_class("probe")().fit(*train_data))
+
+
+def test_manifest_records_what_is_needed(probe_model, tmp_path):
+    path = probe_model.save(tmp_path / "m")
+    manifest = json.loads((path / "tenni.json").read_text())
+    assert manifest["format_version"] == 1 and manifest["tenni_version"] == tenni.__version__
+    assert manifest["backbone"]["name"] == "text/minilm"
+    assert manifest["backbone"]["fingerprint"].startswith("sha256:")
+    assert manifest["strategy"]["name"] == "probe" and "C" in manifest["strategy"]["config"]
+    assert manifest["labels"] == ["food", "sports", "weather"]
+    assert manifest["weights"]["sha256"]
+    assert sorted(p.name for p in path.iterdir()) == ["README.md", "tenni.json", "weights.safetensors"]
+
+
+def test_unknown_format_version_is_refused(probe_model, tmp_path):
+    path = probe_model.save(tmp_path / "m")
+    manifest = json.loads((path / "tenni.json").read_text())
+    manifest["format_version"] = 99
+    (path / "tenni.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelFileError, match="unknown format version 99"):
+        tenni.load(path)
+
+
+def test_damaged_weights_are_refused(probe_model, tmp_path):
+    path = probe_model.save(tmp_path / "m")
+    weights = path / "weights.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-3] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match="do not match the hash"):
+        tenni.load(path)
+
+
+def test_backbone_with_other_weights_is_refused(probe_model, tmp_path):
+    path = probe_model.save(tmp_path / "m")
+    manifest = json.loads((path / "tenni.json").read_text())
+    manifest["backbone"]["fingerprint"] = "sha256:" + "0" * 64
+    (path / "tenni.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelFileError, match="was trained on"):
+        tenni.load(path)
+
+
+def test_not_a_model_dir(tmp_path):
+    with pytest.raises(ModelFileError, match="not a tenni model"):
+        tenni.load(tmp_path)
+
+
+def test_failed_save_leaves_the_old_model_untouched(probe_model, tmp_path, monkeypatch):
+    path = probe_model.save(tmp_path / "m")
+    before = (path / "tenni.json").read_text()
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("tenni.model_card.render_model_card", boom)
+    with pytest.raises(KeyboardInterrupt):
+        probe_model.save(path)
+    assert (path / "tenni.json").read_text() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m"], "no temporary directory may be left behind"
+
+
+def test_refuses_to_overwrite_a_foreign_directory(probe_model, tmp_path):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "thesis.tex").write_text("precious")
+    with pytest.raises(ModelFileError, match="refusing"):
+        probe_model.save(tmp_path / "docs")
+    assert (tmp_path / "docs" / "thesis.tex").read_text() == "precious"
+
+
+def test_weights_are_safetensors_not_pickle(probe_model, tmp_path):
+    path = probe_model.save(tmp_path / "m")
+    head = (path / "weights.safetensors").read_bytes()[:8]
+    header_len = int.from_bytes(head, "little")
+    assert 0 < header_len < 10_000_000  # a safetensors header, not a pickle stream (b"\x80\x04")
+    assert b"__reduce__" not in (path / "weights.safetensors").read_bytes()

@@ -1,0 +1,91 @@
+"""The command line: exit codes, tables, files written, one-line errors without tracebacks."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tenni.cli import main
+
+
+def run(capsys, monkeypatch, *args) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "argv", ["tenni", *map(str, args)])
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, train_csv, test_csv):
+    out = tmp_path_factory.mktemp("cli") / "model"
+    proc = subprocess.run([sys.executable, "-m", "tenni.cli", "fit", str(train_csv), "--test", str(test_csv),
+                           "-o", str(out)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "probe" in proc.stdout and "scratch" in proc.stdout and "transfer" in proc.stdout
+    return out
+
+
+def test_fit_prints_the_table_and_saves(model_dir):
+    assert (model_dir / "tenni.json").exists()
+
+
+def test_fit_json(capsys, monkeypatch, train_csv):
+    code, out, _ = run(capsys, monkeypatch, "fit", train_csv, "--strategy", "scratch", "--json")
+    assert code == 0
+    assert json.loads(out)["results"][0]["strategy"] == "scratch"
+
+
+def test_predict_csv_and_jsonl(capsys, monkeypatch, model_dir, tmp_path):
+    inputs = tmp_path / "new.txt"
+    inputs.write_text("Heavy snow closed the roads\nI cooked curry for dinner\n")
+    code, out, _ = run(capsys, monkeypatch, "predict", model_dir, inputs)
+    assert code == 0
+    rows = list(csv.DictReader(out.splitlines()))
+    assert [r["prediction"] for r in rows] == ["weather", "food"]
+    assert {"p_food", "p_sports", "p_weather", "confidence"} <= set(rows[0])
+    code, _, _ = run(capsys, monkeypatch, "predict", model_dir, inputs, "-o", tmp_path / "p.jsonl")
+    lines = (tmp_path / "p.jsonl").read_text().splitlines()
+    assert code == 0 and json.loads(lines[1])["prediction"] == "food"
+
+
+def test_evaluate(capsys, monkeypatch, model_dir, test_csv):
+    code, out, _ = run(capsys, monkeypatch, "evaluate", model_dir, test_csv)
+    assert code == 0 and "accuracy" in out and "confusion matrix" in out
+    code, out, _ = run(capsys, monkeypatch, "evaluate", model_dir, test_csv, "--json")
+    assert json.loads(out)["accuracy"] > 0.8
+
+
+def test_models_lists_the_default(capsys, monkeypatch):
+    code, out, _ = run(capsys, monkeypatch, "models", "--json")
+    assert code == 0 and any(r["name"] == "text/minilm" and r["offline"] for r in json.loads(out))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["fit", "missing.csv"], "no such file"),
+    (["fit", "{train}", "--strategy", "magic"], "unknown strategy 'magic'"),
+    (["fit", "{train}", "--set", "epochs"], "KEY=VALUE"),
+    (["fit", "{train}", "--text-col", "body"], "columns found"),
+    (["predict", "{tmp}", "{train}"], "not a tenni model"),
+])
+def test_bad_input_exits_2_with_one_line(capsys, monkeypatch, tmp_path, train_csv, args, message):
+    args = [a.format(train=train_csv, tmp=tmp_path) for a in args]
+    code, _, err = run(capsys, monkeypatch, *args)
+    assert code == 2
+    assert message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_console_script_bad_file_has_no_traceback(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,label\nfine,a\n,b\n")
+    proc = subprocess.run([sys.executable, "-m", "tenni.cli", "fit", str(bad)], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "bad.csv:3" in proc.stderr and "Traceback" not in proc.stderr
