@@ -1,0 +1,96 @@
+"""Shared benchmark plumbing: data location, few-shot sampling, resumable JSON results, README tables."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+
+
+def shared_data() -> Path:
+    """``$TENNI_BENCH_DATA``, else ``../shared/data`` beside the checkout."""
+    path = Path(os.environ.get("TENNI_BENCH_DATA", ROOT.parent / "shared" / "data"))
+    if not path.is_dir():
+        raise SystemExit(f"benchmark data not found at {path}; set TENNI_BENCH_DATA")
+    return path
+
+
+def environment() -> dict:
+    import importlib.metadata as md
+
+    versions = {}
+    for pkg in ("tenni", "torch", "transformers", "sentence-transformers", "setfit", "peft", "scikit-learn"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            versions[pkg] = None
+    import torch
+
+    return {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "versions": versions}
+
+
+class Results:
+    """A JSON file of runs, rewritten atomically after each run; keys already present are skipped on re-run."""
+
+    def __init__(self, path: Path, meta: dict):
+        self.path = path
+        self.data = {"meta": meta, "runs": []}
+        if path.exists():
+            self.data = json.loads(path.read_text())
+            self.data["meta"].update(meta)
+
+    def key(self, run: dict) -> tuple:
+        return tuple(run[k] for k in ("dataset", "n", "seed", "method"))
+
+    def done(self, **key) -> bool:
+        wanted = tuple(key[k] for k in ("dataset", "n", "seed", "method"))
+        return any(self.key(r) == wanted for r in self.data["runs"])
+
+    def add(self, run: dict) -> None:
+        self.data["runs"] = [r for r in self.data["runs"] if self.key(r) != self.key(run)]
+        self.data["runs"].append(run)
+        self.data["meta"]["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        self.save()
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data, indent=1, ensure_ascii=False) + "\n")
+        tmp.replace(self.path)
+
+
+def summarise(runs: list[dict]) -> list[dict]:
+    groups: dict[tuple, list[dict]] = {}
+    for r in runs:
+        if r.get("status", "ok") == "ok":
+            groups.setdefault((r["dataset"], r["n"], r["method"]), []).append(r)
+    rows = []
+    for (dataset, n, method), items in sorted(groups.items(), key=lambda kv: (kv[0][0], str(kv[0][1]), kv[0][2])):
+        acc = [r["accuracy"] for r in items]
+        f1 = [r["macro_f1"] for r in items]
+        sec = [r["seconds"] for r in items]
+        rows.append({"dataset": dataset, "n": n, "method": method, "seeds": len(items),
+                     "accuracy_mean": statistics.mean(acc), "accuracy_std": statistics.pstdev(acc),
+                     "macro_f1_mean": statistics.mean(f1), "seconds_mean": statistics.mean(sec)})
+    return rows
+
+
+def replace_in_readme(marker: str, text: str) -> bool:
+    readme = ROOT / "README.md"
+    if not readme.exists():
+        return False
+    content = readme.read_text()
+    start, end = f"<!-- bench:{marker} -->", f"<!-- /bench:{marker} -->"
+    if start not in content or end not in content:
+        return False
+    head, rest = content.split(start, 1)
+    _, tail = rest.split(end, 1)
+    readme.write_text(f"{head}{start}\n{text}\n{end}{tail}")
+    return True
