@@ -127,7 +127,10 @@ class TextBackbone:
         with self._lock:
             if self._model is None:
                 try:
+                    import transformers
                     from sentence_transformers import SentenceTransformer
+
+                    transformers.logging.disable_progress_bar()  # tenni shows its own progress
 
                     model = SentenceTransformer(str(self.path), device="cpu",
                                                 trust_remote_code=self.trust_remote_code)

@@ -51,7 +51,10 @@ class SequenceClassifier(nn.Module):
 
 def load_encoder(backbone, *, normalise: bool | None = None):
     """(tokenizer, PooledEncoder, dim) for a text backbone, from its local folder; no remote code by default."""
+    import transformers
     from transformers import AutoModel, AutoTokenizer
+
+    transformers.logging.disable_progress_bar()
 
     folder = backbone.transformer_dir()
     try:
