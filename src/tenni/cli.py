@@ -46,15 +46,17 @@ def fit(
     test: Path | None = typer.Option(None, "--test", help="Separate labeled test file (else a hold-out split)."),
     strategy: str = typer.Option("probe", "--strategy", "-s",
                                  help="probe, finetune, lora, setfit or scratch."),
-    backbone: str = typer.Option("text/minilm", "--backbone", "-b",
-                                 help="Registered name (`tenni models`), local folder, or hub id."),
+    backbone: str = typer.Option("auto", "--backbone", "-b",
+                                 help="auto (by the data's language), a registered name (`tenni models`), "
+                                      "a local folder, or a hub id."),
     seed: int = typer.Option(0, "--seed", help="Random seed (split, sampling, training)."),
     baseline: bool = typer.Option(True, "--baseline/--no-baseline",
                                   help="Also fit the from-scratch baseline on the same split."),
     test_size: float = typer.Option(0.2, "--test-size", help="Hold-out share when no --test is given."),
     text_col: str | None = typer.Option(None, "--text-col", help="Column holding the text."),
     label_col: str | None = typer.Option(None, "--label-col", help="Column holding the label."),
-    encoding: str = typer.Option("utf-8-sig", "--encoding", help="Text encoding of the data files."),
+    encoding: str = typer.Option("auto", "--encoding",
+                                 help="Text encoding: auto (UTF-8, UTF-16 with BOM, Shift_JIS/CP932) or a codec."),
     set_: list[str] | None = typer.Option(None, "--set", help="Strategy option KEY=VALUE (repeatable)."),
     json_out: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ):
@@ -93,7 +95,7 @@ def predict(
     inputs: Path = typer.Argument(..., help="Texts: CSV/TSV/JSONL/Parquet with a text column, or .txt lines."),
     output: Path | None = typer.Option(None, "-o", "--output", help="Write .csv or .jsonl (default: CSV to stdout)."),
     text_col: str | None = typer.Option(None, "--text-col", help="Column holding the text."),
-    encoding: str = typer.Option("utf-8-sig", "--encoding", help="Text encoding of the input file."),
+    encoding: str = typer.Option("auto", "--encoding", help="Text encoding of the input file."),
     backbone: str | None = typer.Option(None, "--backbone", help="Where the base backbone is, if it moved."),
 ):
     """Predict labels and class probabilities for new texts."""
@@ -138,7 +140,7 @@ def evaluate(
     test: Path = typer.Argument(..., help="Labeled test data."),
     text_col: str | None = typer.Option(None, "--text-col"),
     label_col: str | None = typer.Option(None, "--label-col"),
-    encoding: str = typer.Option("utf-8-sig", "--encoding"),
+    encoding: str = typer.Option("auto", "--encoding"),
     backbone: str | None = typer.Option(None, "--backbone", help="Where the base backbone is, if it moved."),
     json_out: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
 ):
@@ -183,17 +185,21 @@ def models(
     from .backbones import list_backbones
 
     specs = list_backbones(pattern)
-    rows = [{"name": s.name, "modality": s.modality, "dim": s.dim, "offline": s.available(),
-             "trainable": s.trainable, "source": s.source, "licence": s.licence} for s in specs]
+    rows = [{"name": s.name, "modality": s.modality, "dim": s.dim, "languages": list(s.languages),
+             "offline": s.available(), "trainable": s.trainable, "source": s.source, "licence": s.licence,
+             "description": s.description} for s in specs]
     if json_out:
         out.print_json(json.dumps(rows))
         return
     table = Table(title="backbones (any local folder or Hugging Face hub id works too)")
-    for col in ("name", "modality", "dim", "offline", "trainable", "source", "licence"):
-        table.add_column(col)
+    table.add_column("name", no_wrap=True)
+    for col in ("languages", "dim", "offline", "trainable", "licence"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("description")
     for r in rows:
-        table.add_row(r["name"], r["modality"], str(r["dim"]), "[green]yes[/]" if r["offline"] else "[red]no[/]",
-                      "yes" if r["trainable"] else "frozen", r["source"], r["licence"])
+        table.add_row(r["name"], ",".join(r["languages"]), str(r["dim"]),
+                      "[green]yes[/]" if r["offline"] else "[red]no[/]", "yes" if r["trainable"] else "frozen",
+                      r["licence"], r["description"])
     out.print(table)
 
 

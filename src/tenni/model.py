@@ -64,7 +64,7 @@ class Model:
             bb = get_backbone(self.estimator.backbone)
             spec = get_spec(bb.name)
             backbone = {"name": bb.name, "fingerprint": bb.fingerprint,
-                        "source": spec.source if spec else bb.name, "max_length": bb.max_length}
+                        "source": spec.source if spec else bb.name, "max_length": getattr(bb, "max_length", None)}
         if state_meta is None:
             state_meta = self.estimator.get_state()[1]
         return {

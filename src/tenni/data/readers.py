@@ -6,9 +6,11 @@ prediction), and a folder with one sub-folder of ``.txt`` files per class.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
+import unicodedata
 from pathlib import Path
 
 from ..errors import DataError
@@ -18,11 +20,11 @@ TEXT_COLUMNS = ("text", "texts", "sentence", "content", "body", "message", "revi
                 "question", "input", "query", "comment", "description", "title")
 LABEL_COLUMNS = ("label", "labels", "class", "category", "target", "intent", "y", "tag", "topic", "sentiment")
 TABLE_SUFFIXES = {".csv", ".tsv", ".tab", ".jsonl", ".ndjson", ".parquet", ".pq", ".txt"}
-_ENCODING_HINT = "pass --encoding (e.g. cp932 for Excel Shift_JIS files, latin-1) or re-save the file as UTF-8"
+_ENCODING_HINT = "pass --encoding (e.g. cp1252 or latin-1 for Western Excel files) or re-save the file as UTF-8"
 
 
 def read_dataset(path: str | Path, *, text_col: str | None = None, label_col: str | None = None,
-                 labeled: bool = True, encoding: str = "utf-8-sig") -> Dataset:
+                 labeled: bool = True, encoding: str = "auto") -> Dataset:
     """Read ``path`` into a Dataset; ``labeled=False`` makes the label column optional (for prediction)."""
     path = Path(path)
     if not path.exists():
@@ -78,24 +80,64 @@ def read_dataset(path: str | Path, *, text_col: str | None = None, label_col: st
 
 
 def _normalise_label(label: str) -> str:
+    label = unicodedata.normalize("NFKC", label).strip()  # full-width "Ａ１" and "A1" are the same class
     # "1.0" from a float column and "1" mean the same class
     if label.endswith(".0") and label[:-2].lstrip("-").isdigit():
         return label[:-2]
     return label
 
 
+AUTO_ENCODINGS = ("utf-8", "cp932")
+
+
 def _decode(path: Path, encoding: str) -> str:
+    """Decode a file; ``auto`` reads UTF-8 (with or without BOM), UTF-16 with BOM, and Shift_JIS/CP932 (Excel)."""
     data = path.read_bytes()
+    if encoding.lower() != "auto":
+        return _decode_as(path, data, encoding)
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return _decode_as(path, data, "utf-16")
     try:
-        return data.decode(encoding)
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        line = data[: err.start].count(b"\n") + 1
-        col = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
-        bad = data[err.start: err.start + 1].hex()
+        first_error = err
+    try:
+        text = data.decode("cp932")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and _looks_japanese(text):
+        return text
+    line, col, bad = _locate(data, first_error.start)
+    raise DataError(f"cannot decode byte 0x{bad} at line {line}, column {col}; encodings tried: "
+                    f"{', '.join(AUTO_ENCODINGS)}", path=path, hint=_ENCODING_HINT) from None
+
+
+def _looks_japanese(text: str) -> bool:
+    """CP932 decodes many non-Japanese byte strings too; accept it only if the non-ASCII part is Japanese."""
+    non_ascii = [ch for ch in text if ord(ch) > 127]
+    if not non_ascii:
+        return True
+    japanese = sum(1 for ch in non_ascii if "\u3000" <= ch <= "\u30ff" or "\u4e00" <= ch <= "\u9fff"
+                   or "\uff00" <= ch <= "\uffef")
+    return japanese / len(non_ascii) >= 0.6
+
+
+def _locate(data: bytes, offset: int) -> tuple[int, int, str]:
+    line = data[:offset].count(b"\n") + 1
+    col = offset - (data.rfind(b"\n", 0, offset) + 1) + 1
+    return line, col, data[offset: offset + 1].hex()
+
+
+def _decode_as(path: Path, data: bytes, encoding: str) -> str:
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as err:
+        line, col, bad = _locate(data, err.start)
         raise DataError(f"cannot decode byte 0x{bad} at line {line}, column {col} as {encoding}", path=path,
-                        row=None, hint=_ENCODING_HINT) from None
+                        hint=_ENCODING_HINT) from None
     except LookupError:
         raise DataError(f"unknown encoding '{encoding}'", path=path, hint="use e.g. utf-8, cp932, latin-1") from None
+    return text[1:] if text.startswith("\ufeff") else text
 
 
 def _read_delimited(path: Path, encoding: str, delimiter: str):
@@ -215,7 +257,7 @@ def _read_text_file(path: Path, encoding: str) -> str:
     return text
 
 
-def as_dataset(data, *, text_col=None, label_col=None, labeled=True, encoding="utf-8-sig") -> Dataset:
+def as_dataset(data, *, text_col=None, label_col=None, labeled=True, encoding="auto") -> Dataset:
     """Accept a path, a Dataset, a ``(texts, labels)`` pair, or a pandas DataFrame."""
     if isinstance(data, Dataset):
         return data

@@ -6,21 +6,15 @@ It is here so the gain from transfer is always measured, never claimed. Texts in
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..language import main_language, normalise_width
 from ._linear import fit_logistic, logistic_proba
 from .base import Strategy, register_strategy
 
-_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]")
-
-
-def mostly_unspaced_script(texts: list[str], threshold: float = 0.3) -> bool:
-    sample = "".join(texts[:500])
-    letters = sum(ch.isalpha() for ch in sample) or 1
-    return len(_CJK.findall(sample)) / letters >= threshold
+UNSPACED_LANGUAGES = ("ja", "zh", "th", "ko")  # character n-grams beat words (Korean: agglutinative)
 
 
 @dataclass
@@ -44,16 +38,22 @@ class TfidfScratch(Strategy):
     def _vectorizer_params(self, cfg: ScratchConfig, texts) -> dict:
         analyzer = cfg.analyzer
         if analyzer == "auto":
-            analyzer = "char_wb" if mostly_unspaced_script(texts) else "word"
+            analyzer = "char_wb" if main_language(texts) in UNSPACED_LANGUAGES else "word"
         ngram = (1, cfg.ngram_max) if analyzer == "word" else (1, cfg.ngram_max + 2)
-        return {"analyzer": analyzer, "ngram_range": list(ngram), "lowercase": True}
+        return {"analyzer": analyzer, "ngram_range": list(ngram), "lowercase": True, "nfkc": True}
 
     def _counts(self, texts):
         from sklearn.feature_extraction.text import CountVectorizer
 
-        params = dict(self.vectorizer_)
+        params = {k: v for k, v in self.vectorizer_.items() if k != "nfkc"}
         params["ngram_range"] = tuple(params["ngram_range"])
-        return CountVectorizer(vocabulary=self.vocabulary_, **params).transform(texts)
+        return CountVectorizer(vocabulary=self.vocabulary_, **params).transform(self._prepare(texts))
+
+    def _prepare(self, texts):
+        """NFKC: full-width letters and digits (common in Japanese text) count as their ASCII forms."""
+        if self.vectorizer_.get("nfkc"):
+            return [normalise_width(t) for t in texts]
+        return texts
 
     def _tfidf(self, texts):
         from sklearn.preprocessing import normalize
@@ -69,7 +69,7 @@ class TfidfScratch(Strategy):
         self.vectorizer_ = self._vectorizer_params(cfg, texts)
         vec = TfidfVectorizer(sublinear_tf=True, min_df=cfg.min_df, analyzer=self.vectorizer_["analyzer"],
                               ngram_range=tuple(self.vectorizer_["ngram_range"]), lowercase=True)
-        vec.fit(texts)
+        vec.fit(self._prepare(texts))
         self.vocabulary_ = {term: int(i) for term, i in vec.vocabulary_.items()}
         self.idf_ = np.asarray(vec.idf_, np.float32)
         X = self._tfidf(texts)
