@@ -108,6 +108,7 @@ def tiny_backbone(tmp_path_factory) -> Path:
 FAST_CONFIGS = {
     "probe": None,
     "scratch": None,
+    "hybrid": None,
     "finetune": {"epochs": 2, "min_steps": 12, "max_epochs": 4, "max_length": 32},
     "lora": {"epochs": 2, "min_steps": 12, "max_epochs": 4, "max_length": 32},
     "setfit": {"num_iterations": 4, "max_pairs": 160, "max_length": 32},

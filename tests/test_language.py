@@ -108,14 +108,21 @@ def test_frozen_backbone_refuses_training_strategies():
         make_estimator("finetune", "text/e5-small-multilingual").fit(texts, labels)
 
 
-def test_multilingual_probe_learns_japanese(tmp_path):
+def test_multilingual_probe_learns_japanese():
+    texts, labels = ja_texts(8, 3)
+    est = make_estimator("probe", "text/e5-small-multilingual").fit(texts, labels)
+    test_texts, test_labels = ja_texts(5, 4)
+    assert np.mean(est.predict(test_texts) == np.asarray(test_labels)) >= 0.8
+
+
+def test_default_for_japanese_is_the_multilingual_hybrid(tmp_path):
     import tenni
 
     train, test = ja_texts(8, 3), ja_texts(5, 4)
     model = tenni.fit(train, test=test, baseline=True)
-    assert model.backbone_name == "text/e5-small-multilingual"
+    assert model.backbone_name == "text/e5-small-multilingual" and model.strategy == "hybrid"
     rows = {r["strategy"]: r for r in model.metrics["results"]}
-    assert rows["probe"]["accuracy"] >= 0.8
+    assert rows["hybrid"]["accuracy"] >= 0.8
     assert model.data_summary["languages"].get("ja", 0) > 0.9
     model.save(tmp_path / "m")
     assert tenni.load(tmp_path / "m").predict(["明日は台風になるでしょう。"]) == ["天気"]

@@ -44,8 +44,9 @@ def fit(
     data: Path = typer.Argument(..., help="Labeled data: CSV, TSV, JSONL, Parquet, or a folder of class folders."),
     output: Path | None = typer.Option(None, "-o", "--output", help="Directory to save the model in."),
     test: Path | None = typer.Option(None, "--test", help="Separate labeled test file (else a hold-out split)."),
-    strategy: str = typer.Option("probe", "--strategy", "-s",
-                                 help="probe, finetune, lora, setfit or scratch."),
+    strategy: str | None = typer.Option(None, "--strategy", "-s", show_default=False,
+                                        help="probe, hybrid, setfit, lora, finetune or scratch [default: probe; "
+                                             "hybrid for text outside Latin script]"),
     backbone: str = typer.Option("auto", "--backbone", "-b",
                                  help="auto (by the data's language), a registered name (`tenni models`), "
                                       "a local folder, or a hub id."),

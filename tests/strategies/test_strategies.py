@@ -12,7 +12,7 @@ from tenni.strategies import get_strategy_class, strategy_names
 
 from ..conftest import FAST_CONFIGS
 
-STRATEGIES = ["probe", "scratch", "finetune", "lora", "setfit"]
+STRATEGIES = ["probe", "scratch", "hybrid", "finetune", "lora", "setfit"]
 
 
 def test_every_strategy_is_registered():
@@ -84,3 +84,15 @@ def test_lora_rejects_target_modules_the_backbone_lacks(train_data):
     cfg = dict(FAST_CONFIGS["lora"], target_modules=("no_such_layer",))
     with pytest.raises(ConfigError, match="target_modules"):
         get_strategy_class("lora")(config=cfg).fit(*train_data)
+
+
+def test_hybrid_picks_tfidf_when_the_backbone_cannot_see_the_signal(tiny_backbone):
+    """The label word sits past the tiny encoder's 64-token window: the probe sees identical texts, TF-IDF does
+    not, so the CV blend must lean to TF-IDF."""
+    filler = " ".join(["report"] * 100)
+    texts = [f"{filler} alpha{i % 5}" for i in range(20)] + [f"{filler} beta{i % 5}" for i in range(20)]
+    labels = ["a"] * 20 + ["b"] * 20
+    est = get_strategy_class("hybrid")(backbone=str(tiny_backbone)).fit(texts, labels)
+    assert est.weight_ <= 0.4
+    assert np.mean(est.predict(texts) == np.asarray(labels)) == 1.0
+    assert set(est.cv_) == {str(w) for w in est.config_.weights}

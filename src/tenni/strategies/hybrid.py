@@ -1,0 +1,93 @@
+"""Hybrid: a frozen-feature probe and the TF-IDF model, blended with a weight chosen by cross-validation.
+
+Transfer and surface statistics fail in different places. Where the backbone knows the language and the task is
+about meaning, the probe wins; where it does not (an English encoder on Japanese), or where labels follow surface
+cues (a news site's boilerplate, product codes), character/word n-grams win. Out-of-fold predictions on the
+training data choose the blend, from all-TF-IDF (weight 0) to all-probe (weight 1), so the hybrid is about as good
+as the better of the two without anyone having to know in advance which that is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .base import Strategy, register_strategy
+from .probe import LinearProbe
+from .scratch import TfidfScratch
+
+
+@dataclass
+class HybridConfig:
+    weights: tuple = field(default=(0.0, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0), metadata={
+        "help": "candidate weights of the probe (1 - weight goes to TF-IDF); the best by CV is kept"})
+    folds: int = field(default=4, metadata={"help": "stratified folds for choosing the weight"})
+    class_weight: str | None = field(default="balanced", metadata={"help": "'balanced' or None, for both parts"})
+
+
+@register_strategy
+class Hybrid(Strategy):
+    """Probe + TF-IDF soft vote, weight picked on out-of-fold predictions."""
+
+    name = "hybrid"
+    Config = HybridConfig
+
+    def _parts(self, cfg: HybridConfig):
+        probe = LinearProbe(backbone=self.backbone, config={"class_weight": cfg.class_weight}, seed=self.seed)
+        scratch = TfidfScratch(backbone=None, config={"class_weight": cfg.class_weight}, seed=self.seed)
+        return probe, scratch
+
+    def _fit(self, texts, y, cfg: HybridConfig) -> None:
+        from sklearn.model_selection import StratifiedKFold
+
+        labels = self.classes_[y]
+        folds = int(min(cfg.folds, np.bincount(y).min()))
+        self._backbone().encode(texts)  # one pass through the encoder; the folds read the cache
+        if folds >= 2 and len(cfg.weights) > 1:
+            oof_probe = np.zeros((len(texts), len(self.classes_)))
+            oof_tfidf = np.zeros_like(oof_probe)
+            splitter = StratifiedKFold(folds, shuffle=True, random_state=self.seed)
+            for train_idx, val_idx in splitter.split(texts, y):
+                sub_train = [texts[i] for i in train_idx]
+                sub_val = [texts[i] for i in val_idx]
+                probe, scratch = self._parts(cfg)
+                for part, oof in ((probe, oof_probe), (scratch, oof_tfidf)):
+                    part.fit(sub_train, labels[train_idx])
+                    cols = np.searchsorted(self.classes_, part.classes_)
+                    oof[np.ix_(val_idx, cols)] = part.predict_proba(sub_val)
+            scores = []
+            for w in cfg.weights:
+                blend = w * oof_probe + (1 - w) * oof_tfidf
+                accuracy = float(np.mean(blend.argmax(1) == y))
+                log_loss = float(-np.mean(np.log(blend[np.arange(len(y)), y].clip(1e-9))))
+                scores.append((accuracy, -log_loss, -abs(w - 0.5), w))
+            self.weight_ = float(max(scores)[3])
+            self.cv_ = {str(w): {"accuracy": s[0], "log_loss": -s[1]} for s, w in zip(scores, cfg.weights)}
+        else:
+            self.weight_, self.cv_ = 0.5, {}
+        self.probe_, self.scratch_ = self._parts(cfg)
+        self.probe_.fit(texts, labels)
+        self.scratch_.fit(texts, labels)
+
+    def _predict_proba(self, texts) -> np.ndarray:
+        return (self.weight_ * self.probe_.predict_proba(texts)
+                + (1 - self.weight_) * self.scratch_.predict_proba(texts))
+
+    def get_state(self):
+        tensors, meta = {}, {"weight": self.weight_, "cv": self.cv_}
+        for prefix, part in (("probe.", self.probe_), ("scratch.", self.scratch_)):
+            part_tensors, part_meta = part.get_state()
+            tensors.update({prefix + k: v for k, v in part_tensors.items()})
+            meta[prefix.rstrip(".")] = {"meta": part_meta, "config": part.config_dict()}
+        return tensors, meta
+
+    def _set_state(self, tensors, meta) -> None:
+        self.weight_, self.cv_ = float(meta["weight"]), meta.get("cv", {})
+        parts = {}
+        for prefix, cls in (("probe", LinearProbe), ("scratch", TfidfScratch)):
+            sub = {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+            parts[prefix] = cls.from_state(backbone=self.backbone if prefix == "probe" else None,
+                                           config=meta[prefix]["config"], seed=self.seed, classes=self.classes_,
+                                           tensors=sub, meta=meta[prefix]["meta"])
+        self.probe_, self.scratch_ = parts["probe"], parts["scratch"]
