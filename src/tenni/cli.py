@@ -205,6 +205,49 @@ def models(
 
 
 @app.command()
+def assess(
+    data: Path = typer.Argument(..., help="Labeled training data."),
+    backbones: str | None = typer.Option(None, "--backbones",
+                                         help="Comma-separated candidates (default: every offline backbone)."),
+    test: Path | None = typer.Option(None, "--test", help="Unlabeled or labeled texts you will predict on "
+                                                          "(for the embedding-space shift measure)."),
+    text_col: str | None = typer.Option(None, "--text-col"),
+    label_col: str | None = typer.Option(None, "--label-col"),
+    encoding: str = typer.Option("auto", "--encoding"),
+    seed: int = typer.Option(0, "--seed"),
+    json_out: bool = typer.Option(False, "--json", help="Print the assessment as JSON."),
+):
+    """Before training: will transfer work here, with which backbone, and which strategy?"""
+    from .assess import assess as run_assess
+
+    names = [b.strip() for b in backbones.split(",") if b.strip()] if backbones else None
+    result = run_assess(data, backbones=names, test=test, seed=seed, text_col=text_col, label_col=label_col,
+                        encoding=encoding)
+    if json_out:
+        out.print_json(json.dumps(result.to_dict()))
+        return
+    table = Table(title=f"{result.n_examples} examples, {result.n_classes} classes (smallest: "
+                        f"{result.min_per_class}); CV: {result.folds}")
+    for col in ("rank", "backbone", "probe acc [95% CI]", "kNN acc", "LogME", "H-score", "vs scratch", "verdict"):
+        table.add_column(col, justify="right" if col not in ("backbone", "verdict") else "left")
+    for i, r in enumerate(result.reports, start=1):
+        gain = "" if r.gain_over_scratch is None else f"{100 * r.gain_over_scratch:+.1f} pts"
+        table.add_row(str(i) if r.gain_over_scratch is not None else "", r.backbone,
+                      f"{r.probe_accuracy:.3f} [{r.probe_interval[0]:.3f}, {r.probe_interval[1]:.3f}]",
+                      f"{r.knn_accuracy:.3f}", f"{r.logme:.3f}", f"{r.h_score:.2f}", gain, r.verdict)
+    out.print(table)
+    for r in result.reports:
+        if r.reasons:
+            out.print(f"[bold]{r.backbone}[/]: " + "; ".join(r.reasons))
+    rec = result.recommendation
+    out.print(f"[bold green]recommended:[/] --backbone {rec['backbone']} --strategy {rec['strategy']}"
+              + ("  (and try continued pretraining on unlabeled in-domain text)" if rec["continued_pretraining"]
+                 else ""))
+    for reason in rec["reasons"]:
+        out.print(f"  - {reason}")
+
+
+@app.command()
 def version():
     """Print tenni's version."""
     from . import __version__

