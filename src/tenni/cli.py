@@ -239,12 +239,50 @@ def assess(
     for r in result.reports:
         if r.reasons:
             out.print(f"[bold]{r.backbone}[/]: " + "; ".join(r.reasons))
+    if result.label_check:
+        out.print(f"[bold]label check[/] ({'`tenni check`'} for details): {result.label_check}")
     rec = result.recommendation
     out.print(f"[bold green]recommended:[/] --backbone {rec['backbone']} --strategy {rec['strategy']}"
               + ("  (and try continued pretraining on unlabeled in-domain text)" if rec["continued_pretraining"]
                  else ""))
     for reason in rec["reasons"]:
         out.print(f"  - {reason}")
+
+
+@app.command()
+def check(
+    data: Path = typer.Argument(..., help="Labeled data to check."),
+    test: Path | None = typer.Option(None, "--test", help="Test data: report items that also occur in training."),
+    backbone: str = typer.Option("auto", "--backbone", "-b"),
+    text_col: str | None = typer.Option(None, "--text-col"),
+    label_col: str | None = typer.Option(None, "--label-col"),
+    encoding: str = typer.Option("auto", "--encoding"),
+    limit: int = typer.Option(20, "--limit", help="Rows to show per table."),
+    json_out: bool = typer.Option(False, "--json", help="Print everything as JSON."),
+):
+    """Find likely mislabeled examples, duplicates and train/test leakage."""
+    from .assess import check_labels
+
+    result = check_labels(data, test=test, backbone=backbone, text_col=text_col, label_col=label_col,
+                          encoding=encoding)
+    if json_out:
+        out.print_json(json.dumps(result.to_dict(), ensure_ascii=False))
+        return
+    out.print(result.summary())
+    if result.suspected_mislabels:
+        table = Table(title="likely mislabeled (out-of-fold probe disagrees confidently)")
+        for col in ("where", "label", "suggested", "p(label)", "text"):
+            table.add_column(col)
+        for m in result.suspected_mislabels[:limit]:
+            table.add_row(m["source"], m["label"], m["suggested"], f"{m['p_label']:.2f}", m["text"][:80])
+        out.print(table)
+    for g in result.duplicate_groups[:limit]:
+        mark = "[red]conflicting labels[/] " if len(set(g["labels"])) > 1 else ""
+        out.print(f"duplicate {mark}{', '.join(g['sources'])}: {g['text'][:60]!r} -> {', '.join(g['labels'])}")
+    for d in result.near_duplicates[:limit]:
+        out.print(f"near duplicate ({d['similarity']:.3f}): {d['a']} ~ {d['b']} ({', '.join(d['labels'])})")
+    for leak in result.leakage[:limit]:
+        out.print(f"[red]leak[/] ({leak['kind']}, {leak['similarity']:.3f}): {leak['test']} = {leak['train']}")
 
 
 @app.command()

@@ -45,6 +45,7 @@ class Assessment:
     folds: str
     reports: list[BackboneReport]
     recommendation: dict
+    label_check: str = ""
 
     def ranking(self) -> list[str]:
         return [r.backbone for r in self.reports]
@@ -124,6 +125,11 @@ def assess(data, *, backbones: list[str] | None = None, test=None, seed: int = 0
                             f"{len(splits) // 3} folds x 3 repeats" if splits else "none", reports + [scratch],
                             {})
     assessment.recommendation = recommend(reports, scratch, int(counts.min()))
+    if reports:
+        from .check import check_labels
+
+        assessment.label_check = check_labels(dataset, test=test, backbone=reports[0].backbone, seed=seed,
+                                              **read_options).summary()
     return assessment
 
 

@@ -1,0 +1,116 @@
+"""``tenni check``: likely mislabeled examples, exact and near duplicates, and train/test leakage.
+
+Uses the same cached features as ``assess``. Mislabel candidates are examples whose out-of-fold prediction
+(a linear probe that never saw them) confidently disagrees with their label — the idea behind confident learning
+(Northcutt et al., 2021), kept simple: flagged when the probe gives the given label little probability and
+another label most of it.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from ..data import as_dataset
+
+
+@dataclass
+class LabelCheck:
+    suspected_mislabels: list[dict] = field(default_factory=list)
+    duplicate_groups: list[dict] = field(default_factory=list)
+    near_duplicates: list[dict] = field(default_factory=list)
+    leakage: list[dict] = field(default_factory=list)
+    backbone: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def summary(self) -> str:
+        conflicts = sum(1 for g in self.duplicate_groups if len(set(g["labels"])) > 1)
+        return (f"{len(self.suspected_mislabels)} likely mislabeled, {len(self.duplicate_groups)} groups of exact "
+                f"duplicates ({conflicts} with conflicting labels), {len(self.near_duplicates)} near-duplicate pairs"
+                + (f", {len(self.leakage)} test items also in training" if self.leakage else ""))
+
+
+def _normal_form(text: str) -> str:
+    return re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text).lower()).strip()
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a / np.linalg.norm(a, axis=1, keepdims=True).clip(min=1e-12)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True).clip(min=1e-12)
+    return a @ b.T
+
+
+def out_of_fold_proba(features: np.ndarray, y: np.ndarray, seed: int = 0) -> np.ndarray | None:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    folds = int(min(5, np.bincount(y)[np.bincount(y) > 0].min()))
+    if folds < 2:
+        return None
+    model = LogisticRegression(C=10.0, max_iter=2000, class_weight="balanced")
+    return cross_val_predict(model, features, y, cv=StratifiedKFold(folds, shuffle=True, random_state=seed),
+                             method="predict_proba")
+
+
+def check_labels(data, *, test=None, backbone: str = "auto", seed: int = 0, max_given: float = 0.2,
+                 min_other: float = 0.6, near: float = 0.97, **read_options) -> LabelCheck:
+    from ..api import choose_backbone
+    from ..backbones import get_backbone
+
+    dataset = as_dataset(data, **read_options)
+    dataset.require_labels()
+    name = choose_backbone(backbone, dataset.inputs)
+    bb = get_backbone(name)
+    feats = bb.encode(dataset.inputs)
+    classes = dataset.classes
+    y = np.searchsorted(classes, dataset.labels)
+    result = LabelCheck(backbone=name)
+
+    proba = out_of_fold_proba(feats, y, seed)
+    if proba is not None:
+        given = proba[np.arange(len(y)), y]
+        best = proba.argmax(1)
+        flagged = np.flatnonzero((best != y) & (given <= max_given) & (proba.max(1) >= min_other))
+        for i in flagged[np.argsort(given[flagged])]:
+            result.suspected_mislabels.append({
+                "source": dataset.sources[i], "text": dataset.inputs[i], "label": dataset.labels[i],
+                "suggested": classes[best[i]], "p_label": round(float(given[i]), 4),
+                "p_suggested": round(float(proba[i, best[i]]), 4)})
+
+    groups: dict[str, list[int]] = {}
+    for i, text in enumerate(dataset.inputs):
+        groups.setdefault(_normal_form(text), []).append(i)
+    for members in groups.values():
+        if len(members) > 1:
+            result.duplicate_groups.append({"sources": [dataset.sources[i] for i in members],
+                                            "labels": [dataset.labels[i] for i in members],
+                                            "text": dataset.inputs[members[0]]})
+    exact_of = {i: members[0] for members in groups.values() for i in members}
+    sims = _cosine(feats, feats)
+    rows, cols = np.nonzero(np.triu(sims >= near, k=1))
+    for i, j in zip(rows, cols):
+        if exact_of[i] != exact_of[j]:
+            result.near_duplicates.append({"a": dataset.sources[i], "b": dataset.sources[j],
+                                           "similarity": round(float(sims[i, j]), 4),
+                                           "labels": [dataset.labels[i], dataset.labels[j]]})
+    if test is not None:
+        test_set = as_dataset(test, labeled=False, **read_options)
+        train_forms = {_normal_form(t): i for i, t in enumerate(dataset.inputs)}
+        test_feats = bb.encode(test_set.inputs)
+        cross = _cosine(test_feats, feats)
+        for k, text in enumerate(test_set.inputs):
+            j = train_forms.get(_normal_form(text))
+            kind = "exact"
+            if j is None:
+                j = int(cross[k].argmax())
+                if cross[k, j] < near:
+                    continue
+                kind = "near"
+            result.leakage.append({"test": test_set.sources[k], "train": dataset.sources[j], "kind": kind,
+                                   "similarity": round(float(cross[k, j]), 4)})
+    return result

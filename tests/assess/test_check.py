@@ -1,0 +1,32 @@
+"""The label check finds planted label flips, duplicates and train/test leakage."""
+
+from __future__ import annotations
+
+from tenni.assess import check_labels
+
+
+def test_finds_planted_label_flips(train_data):
+    texts, labels = list(train_data[0]), list(train_data[1])
+    others = {"food": "sports", "sports": "weather", "weather": "food"}
+    planted = [3, 17, 30]
+    for i in planted:
+        labels[i] = others[labels[i]]
+    result = check_labels((texts, labels), backbone="text/minilm")
+    flagged = {int(m["source"].split()[-1]) for m in result.suspected_mislabels}
+    assert len(flagged & set(planted)) >= 2, result.suspected_mislabels
+    assert len(flagged - set(planted)) <= 2, "too many false alarms on clean examples"
+    for m in result.suspected_mislabels:
+        if int(m["source"].split()[-1]) in planted:
+            assert m["suggested"] == train_data[1][int(m["source"].split()[-1])]
+
+
+def test_finds_duplicates_conflicts_and_leakage(train_data, test_data):
+    texts, labels = list(train_data[0]), list(train_data[1])
+    texts += [texts[0].upper(), texts[1]]            # exact duplicates (case and spacing ignored)
+    labels += [labels[0], "sports" if labels[1] != "sports" else "food"]  # one conflicting
+    test_texts = [texts[5], "A completely new sentence about gardening."]
+    result = check_labels((texts, labels), test=(test_texts, None), backbone="text/minilm")
+    assert len(result.duplicate_groups) >= 2
+    assert any(len(set(g["labels"])) > 1 for g in result.duplicate_groups)
+    assert [leak["test"] for leak in result.leakage] == ["item 0"]
+    assert "conflicting" in result.summary()
