@@ -1,4 +1,5 @@
-"""A saved model is a directory: ``tenni.json`` (manifest) + ``weights.safetensors`` + ``README.md`` (model card).
+"""A saved model is a directory: ``tenni.json`` (manifest) + ``weights.safetensors`` + ``README.md`` (model card)
++ ``report.html`` (the measured results, readable in a browser).
 
 No pickle anywhere: loading reads JSON and tensors, never executes code. The directory is built under a temporary
 name and renamed into place, so it is complete or absent. Loading refuses an unknown format version, damaged
@@ -21,7 +22,8 @@ MANIFEST = "tenni.json"
 WEIGHTS = "weights.safetensors"
 
 
-def write_model_dir(target: str | Path, manifest: dict, tensors: dict[str, np.ndarray], card: str) -> Path:
+def write_model_dir(target: str | Path, manifest: dict, tensors: dict[str, np.ndarray], card: str,
+                    extra_files: dict[str, str] | None = None) -> Path:
     from safetensors.numpy import save_file
 
     target = Path(target)
@@ -37,6 +39,8 @@ def write_model_dir(target: str | Path, manifest: dict, tensors: dict[str, np.nd
                         weights={"file": WEIGHTS, "sha256": sha256_file(tmp / WEIGHTS)})
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         (tmp / "README.md").write_text(card, encoding="utf-8")
+        for name, content in (extra_files or {}).items():
+            (tmp / name).write_text(content, encoding="utf-8")
     return target
 
 

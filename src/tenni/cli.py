@@ -286,6 +286,70 @@ def check(
 
 
 @app.command()
+def curve(
+    data: Path = typer.Argument(..., help="Labeled data."),
+    output: Path = typer.Option(Path("curve"), "-o", "--output", help="Directory for curve.json/.png/.html."),
+    strategy: str | None = typer.Option(None, "--strategy", "-s", help="Strategy to trace [default as fit]."),
+    backbone: str = typer.Option("auto", "--backbone", "-b"),
+    budgets: str | None = typer.Option(None, "--budgets", help="Labels per class, e.g. 2,4,8,16,32."),
+    seeds: int = typer.Option(3, "--seeds", help="Random draws per budget."),
+    test: Path | None = typer.Option(None, "--test", help="Separate labeled test file (else a 30% hold-out)."),
+    target: float | None = typer.Option(None, "--target", help="Accuracy to reach: how many labels per class?"),
+    text_col: str | None = typer.Option(None, "--text-col"),
+    label_col: str | None = typer.Option(None, "--label-col"),
+    encoding: str = typer.Option("auto", "--encoding"),
+):
+    """Accuracy at growing label budgets, transfer vs scratch, with a forecast: how many labels do you need?"""
+    from ._paths import atomic_write_bytes, atomic_write_json
+    from .evaluation.curve import curve_table, labels_for, plot_curve, run_curve
+    from .evaluation.report import curve_section, page
+
+    sizes = [int(b) for b in budgets.split(",")] if budgets else None
+    result = run_curve(data, strategy=strategy, backbone=backbone, budgets=sizes, seeds=seeds, test=test,
+                       text_col=text_col, label_col=label_col, encoding=encoding)
+    output.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(output / "curve.json", result)
+    plot_curve(result, output / "curve.png")
+    html_text = page(f"learning curve: {result['strategy']}", [curve_section(result, output / "curve.png")])
+    atomic_write_bytes(output / "curve.html", html_text.encode("utf-8"))
+    table = Table(title=f"{result['strategy']} on {result['backbone']} vs scratch; {result['seeds']} seeds, "
+                        f"test n = {result['test_size']}")
+    for col in ("strategy", "labels/class", "accuracy", ""):
+        table.add_column(col)
+    for row in curve_table(result):
+        table.add_row(*row)
+    out.print(table)
+    saved = result.get("labels_saved")
+    if saved:
+        if saved["scratch_labels_per_class"]:
+            out.print(f"to reach {saved['target_accuracy']:.3f}, transfer used {saved['transfer_labels_per_class']} "
+                      f"labels per class; scratch would need about {saved['scratch_labels_per_class']:.0f}")
+        else:
+            out.print(f"scratch's forecast plateau ({saved['scratch_plateau']:.3f}) stays below "
+                      f"{saved['target_accuracy']:.3f}: transfer's accuracy is out of its reach")
+    if target is not None:
+        for name in result["curves"]:
+            need = labels_for(result, name, target)
+            out.print(f"{name}: {'about ' + format(need, '.0f') if need else 'not reachable (plateau below it)'}"
+                      f" labels per class for accuracy {target:.2f}")
+    out.print(f"written: {output / 'curve.html'}, {output / 'curve.png'}, {output / 'curve.json'}")
+
+
+@app.command()
+def report(
+    model_dir: Path = typer.Argument(..., help="A model directory from `tenni fit -o`."),
+    data: Path | None = typer.Option(None, "--data", help="Labeled data: adds the assessment."),
+    with_curve: bool = typer.Option(False, "--curve", help="With --data: add a learning curve (slower)."),
+    output: Path | None = typer.Option(None, "-o", "--output", help="HTML file [default: MODEL_DIR/report.html]."),
+):
+    """Write a self-contained HTML report of a model: data, results, per-class metrics, confusion matrix."""
+    from .report import write_report
+
+    path = write_report(model_dir, output, data=data, curve=with_curve)
+    out.print(f"written: {path}")
+
+
+@app.command()
 def version():
     """Print tenni's version."""
     from . import __version__

@@ -81,10 +81,12 @@ class Model:
 
     def save(self, path: str | Path) -> Path:
         from .model_card import render_model_card
+        from .report import render_report
 
         tensors, meta = self.estimator.get_state()
         manifest = self.manifest(meta)
-        return write_model_dir(path, manifest, tensors, render_model_card(manifest))
+        return write_model_dir(path, manifest, tensors, render_model_card(manifest),
+                               {"report.html": render_report(manifest)})
 
     @classmethod
     def load(cls, path: str | Path, *, backbone: str | None = None) -> Model:

@@ -1,0 +1,76 @@
+"""Learning-curve fit on a known curve, the curve command end to end, and the HTML report."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+
+from tenni.evaluation.curve import PowerLaw, fit_power_law, summarise_curve
+
+
+def test_power_law_fit_recovers_a_synthetic_saturating_curve():
+    truth = PowerLaw(a=0.92, b=0.6, c=0.7)
+    n = np.array([2, 4, 8, 16, 32])
+    fitted = fit_power_law(n, truth(n))
+    assert abs(fitted.a - truth.a) < 0.02
+    assert abs(float(fitted(128)) - float(truth(128))) < 0.01  # forecast beyond the measured budgets
+
+
+def test_labels_for_target_inverts_the_curve():
+    law = PowerLaw(a=0.9, b=0.5, c=0.5)
+    need = law.labels_for(0.8)
+    assert abs(float(law(need)) - 0.8) < 1e-9
+    assert law.labels_for(0.95) is None  # above the plateau
+
+
+def test_forecast_interval_contains_the_truth_under_noise():
+    rng = np.random.default_rng(0)
+    truth = PowerLaw(a=0.9, b=0.5, c=0.6)
+    budgets = [2, 4, 8, 16]
+    per_seed = truth(budgets) + rng.normal(0, 0.01, size=(5, 4))
+    result = summarise_curve("probe", budgets, per_seed, forecast_at=[64])
+    f = result.forecast["64"]
+    assert f["low"] <= float(truth(64)) <= f["high"]
+    assert abs(f["mean"] - float(truth(64))) < 0.03
+
+
+def test_curve_command_writes_plot_html_and_json(capsys, monkeypatch, tmp_path):
+    from tenni.cli import main
+
+    from ..conftest import make_texts, write_csv
+
+    data = write_csv(tmp_path / "d.csv", *make_texts(20, seed=5))
+    out = tmp_path / "curve"
+    monkeypatch.setattr(sys, "argv", ["tenni", "curve", str(data), "-o", str(out), "--budgets", "2,4,8",
+                                      "--seeds", "2", "--target", "0.9"])
+    main()
+    result = json.loads((out / "curve.json").read_text())
+    assert set(result["curves"]) == {"probe", "scratch"}
+    probe = result["curves"]["probe"]
+    assert np.mean(probe["accuracy"]["8"]) > 0.8
+    assert (out / "curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert "data:image/png;base64" in (out / "curve.html").read_text()
+    assert "labels per class" in capsys.readouterr().out
+
+
+def test_saved_model_has_a_report(train_csv, test_csv, tmp_path):
+    import tenni
+
+    model = tenni.fit(train_csv, test=test_csv)
+    path = model.save(tmp_path / "m")
+    html = (path / "report.html").read_text()
+    assert "Confusion matrix" in html and "Per class" in html and "transfer vs scratch" in html
+    assert "<script" not in html
+
+
+def test_report_command_adds_the_assessment(capsys, monkeypatch, train_csv, test_csv, tmp_path):
+    import tenni
+    from tenni.cli import main
+
+    tenni.fit(train_csv, test=test_csv).save(tmp_path / "m")
+    monkeypatch.setattr(sys, "argv", ["tenni", "report", str(tmp_path / "m"), "--data", str(train_csv)])
+    main()
+    html = (tmp_path / "m" / "report.html").read_text()
+    assert "Assessment (before training)" in html and "recommended" in html
