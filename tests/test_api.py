@@ -18,7 +18,7 @@ def test_fit_measures_transfer_and_baseline(train_csv, test_csv):
 
 
 def test_fit_without_test_holds_out_a_stratified_split(train_data):
-    model = tenni.fit(train_data, baseline=False, test_size=0.25, seed=1)
+    model = tenni.fit(train_data, strategy="probe", baseline=False, test_size=0.25, seed=1)
     assert [r["strategy"] for r in model.metrics["results"]] == ["probe"]
     assert model.data_summary["test_size"] == 12
 
@@ -43,3 +43,9 @@ def test_classifier_to_model_saves(train_data, tmp_path):
     clf = tenni.TenniClassifier(strategy="scratch").fit(*train_data)
     clf.to_model().save(tmp_path / "m")
     assert tenni.load(tmp_path / "m").predict(["We ordered sushi and dessert"]) == ["food"]
+
+
+def test_default_strategy_is_the_budgeted_race(train_data):
+    model = tenni.fit(train_data, budget=4, test_size=0.25)
+    assert model.strategy == "auto" and model.metrics["results"][0]["strategy"].startswith("auto (")
+    assert model.estimator.config_.budget == 4

@@ -27,9 +27,10 @@ def run(capsys, monkeypatch, *args) -> tuple[int, str, str]:
 def model_dir(tmp_path_factory, train_csv, test_csv):
     out = tmp_path_factory.mktemp("cli") / "model"
     proc = subprocess.run([sys.executable, "-m", "tenni.cli", "fit", str(train_csv), "--test", str(test_csv),
-                           "-o", str(out)], capture_output=True, text=True)
+                           "--budget", "10s", "-o", str(out)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    assert "probe" in proc.stdout and "scratch" in proc.stdout and "transfer" in proc.stdout
+    assert "auto (" in proc.stdout and "scratch" in proc.stdout and "transfer gain" in proc.stdout
+    assert "auto chose" in proc.stdout
     return out
 
 
@@ -73,6 +74,8 @@ def test_models_lists_the_default(capsys, monkeypatch):
     (["fit", "{train}", "--strategy", "magic"], "unknown strategy 'magic'"),
     (["fit", "{train}", "--set", "epochs"], "KEY=VALUE"),
     (["fit", "{train}", "--text-col", "body"], "columns found"),
+    (["fit", "{train}", "--budget", "soon"], "cannot read the duration"),
+    (["fit", "{train}", "-s", "probe", "--budget", "5m"], "--strategy auto only"),
     (["predict", "{tmp}", "{train}"], "not a tenni model"),
 ])
 def test_bad_input_exits_2_with_one_line(capsys, monkeypatch, tmp_path, train_csv, args, message):

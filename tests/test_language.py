@@ -120,9 +120,10 @@ def test_default_for_japanese_is_the_multilingual_hybrid(tmp_path):
 
     train, test = ja_texts(8, 3), ja_texts(5, 4)
     model = tenni.fit(train, test=test, baseline=True)
-    assert model.backbone_name == "text/e5-small-multilingual" and model.strategy == "hybrid"
-    rows = {r["strategy"]: r for r in model.metrics["results"]}
-    assert rows["hybrid"]["accuracy"] >= 0.8
+    assert model.backbone_name == "text/e5-small-multilingual" and model.strategy == "auto"
+    assert model.estimator.chosen_.name in {"probe", "hybrid"}  # the frozen backbone rules out training
+    assert set(model.estimator.race_) == {"probe", "hybrid"}
+    assert model.metrics["results"][0]["accuracy"] >= 0.8
     assert model.data_summary["languages"].get("ja", 0) > 0.9
     model.save(tmp_path / "m")
     assert tenni.load(tmp_path / "m").predict(["明日は台風になるでしょう。"]) == ["天気"]

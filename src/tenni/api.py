@@ -12,12 +12,13 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from ._logging import info, warn
 from .backbones import DEFAULT_TEXT_BACKBONE
 from .data import Dataset, as_dataset
+from .errors import ConfigError
 from .evaluation import classification_metrics
 from .language import detect_languages
 from .model import Model
 from .strategies import get_strategy_class
 
-DEFAULT_STRATEGY = "probe"
+DEFAULT_STRATEGY = "auto"
 
 
 @dataclass
@@ -89,7 +90,8 @@ def _fit_and_score(estimator, train: Dataset, test: Dataset) -> FitResult:
     predictions = estimator.predict(test.inputs)
     seconds = time.perf_counter() - start
     metrics = classification_metrics(test.labels, predictions, [str(c) for c in estimator.classes_])
-    return FitResult(estimator.name, metrics["accuracy"], metrics["macro_f1"], seconds,
+    name = estimator.name if not hasattr(estimator, "chosen_") else f"{estimator.name} ({estimator.chosen_.name})"
+    return FitResult(name, metrics["accuracy"], metrics["macro_f1"], seconds,
                      estimator.backbone if estimator.uses_backbone else None, metrics)
 
 
@@ -112,33 +114,27 @@ def split_for_fit(data, test=None, *, test_size: float = 0.2, seed: int = 0, **r
 
 
 def choose_strategy(requested: str | None, texts: list[str]) -> str:
-    """The default strategy: the probe, or for text outside Latin script the hybrid (probe + character n-grams).
-
-    Small multilingual encoders know Japanese or Chinese less well than MiniLM knows English, and character
-    n-grams are strong there (livedoor_news: see the README's benchmark); the hybrid picks the blend by CV.
-    """
-    if requested is not None:
-        return requested
-    from .language import main_language
-
-    if main_language(texts) != "latin":
-        info("default strategy for this language: hybrid (multilingual probe + character n-grams, blend by CV)")
-        return "hybrid"
-    return DEFAULT_STRATEGY
+    """``None`` means ``auto``: a budgeted race between the strategies (see :mod:`tenni.strategies.auto`)."""
+    return requested if requested is not None else DEFAULT_STRATEGY
 
 
 def fit(data, *, test=None, strategy: str | None = None, backbone: str = AUTO,
         config: dict | None = None, seed: int = 0, baseline: bool = True, test_size: float = 0.2,
-        text_col: str | None = None, label_col: str | None = None, encoding: str = "auto") -> Model:
+        text_col: str | None = None, label_col: str | None = None, encoding: str = "auto",
+        budget: float | None = None) -> Model:
     """Fit ``strategy`` on ``data`` and measure it, beside the no-transfer baseline, on a held-out set.
 
     ``data`` is a file (CSV, TSV, JSONL, Parquet), a folder of class sub-folders, a ``(texts, labels)`` pair, a
     DataFrame or a :class:`Dataset`. ``backbone="auto"`` picks one by the data's language (see
-    :func:`choose_backbone`); ``strategy=None`` is the probe, or the hybrid outside Latin script
-    (:func:`choose_strategy`). Without ``test``, a stratified ``test_size`` share is held out. The returned
-    :class:`Model` carries the measured metrics (``model.metrics["results"]``) and is trained on the training part.
+    :func:`choose_backbone`); ``strategy=None`` is ``auto``, a race of the strategies within ``budget``
+    seconds. Without ``test``, a stratified ``test_size`` share is held out. The returned :class:`Model`
+    carries the measured metrics (``model.metrics["results"]``) and is trained on the training part.
     """
     read = {"text_col": text_col, "label_col": label_col, "encoding": encoding}
+    if budget is not None:
+        if (strategy or DEFAULT_STRATEGY) != "auto":
+            raise ConfigError("a time budget applies to --strategy auto only", hint="drop --budget")
+        config = dict(config or {}, budget=float(budget))
     if strategy is not None:
         make_estimator(strategy, DEFAULT_TEXT_BACKBONE, config, seed)  # fail fast on a bad strategy or option
     train, test_set = split_for_fit(data, test, test_size=test_size, seed=seed, **read)
@@ -178,7 +174,7 @@ class TenniClassifier(ClassifierMixin, BaseEstimator):
     >>> cross_val_score(TenniClassifier(strategy="probe"), texts, labels, cv=5)  # doctest: +SKIP
     """
 
-    def __init__(self, strategy: str = DEFAULT_STRATEGY, backbone: str = DEFAULT_TEXT_BACKBONE,
+    def __init__(self, strategy: str = "probe", backbone: str = DEFAULT_TEXT_BACKBONE,
                  config: dict | None = None, seed: int = 0):
         self.strategy = strategy
         self.backbone = backbone

@@ -35,6 +35,18 @@ def _parse_set(values: list[str] | None) -> dict | None:
     return config
 
 
+def _parse_duration(text: str) -> float:
+    """'90', '90s', '5m', '1.5h' -> seconds."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    value = text.strip().lower()
+    try:
+        if value and value[-1] in units:
+            return float(value[:-1]) * units[value[-1]]
+        return float(value)
+    except ValueError:
+        raise ConfigError(f"cannot read the duration '{text}'", hint="write e.g. 90s, 5m or 1h") from None
+
+
 def _fmt_seconds(s: float) -> str:
     return f"{s:.1f}"
 
@@ -45,8 +57,9 @@ def fit(
     output: Path | None = typer.Option(None, "-o", "--output", help="Directory to save the model in."),
     test: Path | None = typer.Option(None, "--test", help="Separate labeled test file (else a hold-out split)."),
     strategy: str | None = typer.Option(None, "--strategy", "-s", show_default=False,
-                                        help="probe, hybrid, setfit, lora, finetune or scratch [default: probe; "
-                                             "hybrid for text outside Latin script]"),
+                                        help="auto, probe, hybrid, setfit, lora, finetune or scratch "
+                                             "[default: auto, a budgeted race of the others]"),
+    budget: str | None = typer.Option(None, "--budget", help="Time for --strategy auto, e.g. 90s, 5m [2m]."),
     backbone: str = typer.Option("auto", "--backbone", "-b",
                                  help="auto (by the data's language), a registered name (`tenni models`), "
                                       "a local folder, or a hub id."),
@@ -66,7 +79,7 @@ def fit(
 
     model = api.fit(data, test=test, strategy=strategy, backbone=backbone, config=_parse_set(set_), seed=seed,
                     baseline=baseline, test_size=test_size, text_col=text_col, label_col=label_col,
-                    encoding=encoding)
+                    encoding=encoding, budget=_parse_duration(budget) if budget else None)
     if output is not None:
         model.save(output)
     if json_out:
@@ -82,6 +95,9 @@ def fit(
         table.add_row(row["strategy"], row["backbone"] or "(none: from scratch)", f"{row['accuracy']:.3f}",
                       f"{row['macro_f1']:.3f}", _fmt_seconds(row["seconds"]))
     out.print(table)
+    reason = getattr(model.estimator, "reason_", None)
+    if reason:
+        out.print(f"auto {reason}")
     gain = model.metrics.get("transfer_gain")
     if gain:
         word = "gain" if gain["accuracy"] >= 0 else "LOSS"

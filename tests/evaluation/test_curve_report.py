@@ -58,7 +58,7 @@ def test_curve_command_writes_plot_html_and_json(capsys, monkeypatch, tmp_path):
 def test_saved_model_has_a_report(train_csv, test_csv, tmp_path):
     import tenni
 
-    model = tenni.fit(train_csv, test=test_csv)
+    model = tenni.fit(train_csv, test=test_csv, strategy="probe")
     path = model.save(tmp_path / "m")
     html = (path / "report.html").read_text()
     assert "Confusion matrix" in html and "Per class" in html and "transfer vs scratch" in html
@@ -69,7 +69,7 @@ def test_report_command_adds_the_assessment(capsys, monkeypatch, train_csv, test
     import tenni
     from tenni.cli import main
 
-    tenni.fit(train_csv, test=test_csv).save(tmp_path / "m")
+    tenni.fit(train_csv, test=test_csv, strategy="probe").save(tmp_path / "m")
     monkeypatch.setattr(sys, "argv", ["tenni", "report", str(tmp_path / "m"), "--data", str(train_csv)])
     main()
     html = (tmp_path / "m" / "report.html").read_text()

@@ -96,3 +96,36 @@ def test_hybrid_picks_tfidf_when_the_backbone_cannot_see_the_signal(tiny_backbon
     assert est.weight_ <= 0.4
     assert np.mean(est.predict(texts) == np.asarray(labels)) == 1.0
     assert set(est.cv_) == {str(w) for w in est.config_.weights}
+
+
+def test_auto_races_within_a_tiny_budget_and_round_trips(train_data, test_data, tmp_path):
+    """With 5 seconds, only the cheap candidates can run; the trained ones are stopped, never half-counted."""
+    est = get_strategy_class("auto")(config={"budget": 5.0}).fit(*train_data)
+    assert est.chosen_.name in {"probe", "hybrid"}
+    assert est.race_["probe"]["scores"], "the incumbent always runs"
+    for name in ("setfit", "lora", "finetune"):
+        assert est.race_[name]["status"].startswith("stopped") and not est.race_[name]["scores"]
+    assert est.race_[est.chosen_.name]["status"] == "chosen"
+    accuracy = float(np.mean(est.predict(test_data[0]) == np.asarray(test_data[1])))
+    assert accuracy >= 0.8
+    tenni.Model(est).save(tmp_path / "m")
+    loaded = tenni.load(tmp_path / "m")
+    assert loaded.estimator.chosen_.name == est.chosen_.name
+    np.testing.assert_allclose(loaded.predict_proba(test_data[0]), est.predict_proba(test_data[0]), atol=1e-6)
+
+
+def test_auto_needs_a_margin_to_leave_the_probe():
+    from tenni.strategies.auto import AutoConfig, AutoStrategy
+
+    race = {"probe": {"scores": [0.90, 0.80]}, "hybrid": {"scores": [0.905, 0.80]},
+            "lora": {"scores": [0.95]}}
+    assert AutoStrategy._choose(race, AutoConfig(margin=0.01)) == "lora"   # +5 points on the fold it ran
+    race["lora"]["scores"] = [0.905]
+    assert AutoStrategy._choose(race, AutoConfig(margin=0.01)) == "probe"  # within the margin: keep the probe
+
+
+def test_deadline_stops_training_loops(train_data):
+    from tenni._deadline import BudgetExceeded, time_limit
+
+    with pytest.raises(BudgetExceeded), time_limit(0.0):
+        get_strategy_class("finetune")(config=FAST_CONFIGS["finetune"]).fit(*train_data)

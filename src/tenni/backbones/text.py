@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._deadline import check_deadline
 from .._logging import progress
 from .._paths import atomic_write_json, cache_dir, sha256_file
 from ..errors import BackboneError
@@ -186,6 +187,7 @@ class TextBackbone:
             label = f"embedding ({self.name.rsplit('/', 1)[-1]})"
             with progress(label, len(items) if show_progress else None) as bar:
                 for start in range(0, len(items), chunk):
+                    check_deadline()  # what was encoded so far stays in the cache
                     part = items[start:start + chunk]
                     feats = model.encode([t for _, t in part], batch_size=batch_size, convert_to_numpy=True,
                                          show_progress_bar=False)

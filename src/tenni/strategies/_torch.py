@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._deadline import check_deadline
 from .._logging import progress
 from ..errors import BackboneError
 
@@ -141,6 +142,7 @@ def train_classifier(model: SequenceClassifier, data: Tokenized, y: np.ndarray, 
             order = rng.permutation(train_idx)
             running = 0.0
             for start in range(0, len(order), plan.batch_size):
+                check_deadline()
                 idx = order[start:start + plan.batch_size]
                 logits = model(**data.batch(idx))
                 loss = loss_fn(logits, y_t[idx])

@@ -40,7 +40,7 @@ def get_strategy_class(name: str) -> type[Strategy]:
 
 
 def _import_all() -> None:
-    from . import finetune, hybrid, lora, probe, scratch, setfit  # noqa: F401  (registration side effect)
+    from . import auto, finetune, hybrid, lora, probe, scratch, setfit  # noqa: F401  (registration side effect)
 
 
 def config_help(config_cls) -> dict[str, str]:

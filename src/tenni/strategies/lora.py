@@ -6,6 +6,7 @@ base backbone, which is checked by hash when the model is loaded.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError
@@ -37,7 +38,9 @@ class LoRA(FineTune):
         lora = peft.LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.lora_dropout,
                                target_modules=list(cfg.target_modules), bias="none")
         try:
-            model.encoder.model = peft.get_peft_model(model.encoder.model, lora)
+            with warnings.catch_warnings():  # transformers 5 deprecation notices raised from inside peft
+                warnings.simplefilter("ignore", FutureWarning)
+                model.encoder.model = peft.get_peft_model(model.encoder.model, lora)
         except ValueError as err:
             names = sorted({n.rsplit(".", 1)[-1] for n, m in model.encoder.model.named_modules()
                             if type(m).__name__ == "Linear"})

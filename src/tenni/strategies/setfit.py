@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .._deadline import check_deadline
 from .._logging import progress
 from ._linear import fit_logistic, logistic_proba
 from .base import Strategy, register_strategy
@@ -93,6 +94,7 @@ class SetFitStrategy(Strategy):
             for _ in range(cfg.epochs):
                 order = rng.permutation(len(pairs))
                 for start in range(0, len(order), cfg.batch_size):
+                    check_deadline()
                     batch = pairs[order[start:start + cfg.batch_size]]
                     unique, inverse = np.unique(batch[:, :2], return_inverse=True)
                     emb = self._encoder(**data.batch(unique))

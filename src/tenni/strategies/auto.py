@@ -1,0 +1,169 @@
+"""``auto``: race the candidate strategies on cross-validation folds under a time budget, keep the winner.
+
+Successive halving (Jamieson & Talwalkar, 2016) over folds: every candidate that fits the budget is scored on the
+first fold, the better half goes on to the next fold, and so on; the survivor with the best mean accuracy over the
+folds it ran is refitted on all the data. Cheap candidates run first, and each candidate's time is estimated
+before it starts (from its measured first fold afterwards), so nothing is started that cannot finish inside the
+budget — the final refit included. The probe is the incumbent: a challenger must beat it by ``margin`` on the
+same folds to be chosen, since a tie is better won by the cheaper, steadier model.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .._deadline import BudgetExceeded, time_limit
+from .._logging import info
+from .base import Strategy, get_strategy_class, register_strategy
+
+COST_ORDER = ("probe", "hybrid", "setfit", "lora", "finetune")
+
+
+@dataclass
+class AutoConfig:
+    budget: float = field(default=120.0, metadata={
+        "help": "seconds for the whole race, final refit included (CLI: --budget 5m)"})
+    candidates: tuple = field(default=COST_ORDER, metadata={"help": "strategies to race, cheapest first"})
+    folds: int = field(default=3, metadata={"help": "stratified folds the race runs over"})
+    margin: float = field(default=0.01, metadata={
+        "help": "accuracy a challenger must gain over the probe (same folds) to be chosen"})
+
+
+def estimate_seconds(name: str, n_train: int, n_classes: int) -> float:
+    """A deliberately pessimistic prior for 2 CPU cores, replaced by measured times once a candidate has run."""
+    if name == "probe":
+        return 0.02 * n_train + 1.0
+    if name == "hybrid":
+        return 0.05 * n_train + 3.0
+    if name == "setfit":
+        pairs = min(2000, 40 * n_train)
+        return 0.6 * pairs / 16 + 0.02 * n_train + 5.0
+    steps = max(100, 10 * math.ceil(n_train / 16))  # lora / finetune: min_steps and epochs defaults
+    return (0.35 if name == "finetune" else 0.25) * steps + 5.0
+
+
+@register_strategy
+class AutoStrategy(Strategy):
+    """Pick the strategy by a budgeted race on CV folds; behaves as the winner afterwards."""
+
+    name = "auto"
+    Config = AutoConfig
+
+    def _fit(self, texts, y, cfg: AutoConfig) -> None:
+        from sklearn.model_selection import StratifiedKFold
+
+        start = time.perf_counter()
+        labels = self.classes_[y]
+        backbone = self._backbone()
+        candidates = [c for c in COST_ORDER if c in cfg.candidates] + [c for c in cfg.candidates
+                                                                        if c not in COST_ORDER]
+        if not backbone.trainable:
+            candidates = [c for c in candidates if not get_strategy_class(c).needs_trainable_backbone]
+        if "probe" not in candidates:
+            candidates.insert(0, "probe")
+        folds = int(min(cfg.folds, np.bincount(y).min()))
+        race: dict[str, dict] = {c: {"scores": [], "seconds": [], "status": "racing"} for c in candidates}
+        if folds >= 2:
+            splits = list(StratifiedKFold(folds, shuffle=True, random_state=self.seed).split(texts, y))
+            alive = list(candidates)
+            for k, (train_idx, val_idx) in enumerate(splits):
+                survivors = []
+                for name in alive:
+                    entry = race[name]
+                    fold_est = (np.mean(entry["seconds"]) if entry["seconds"]
+                                else estimate_seconds(name, len(train_idx), len(self.classes_)))
+                    refit_est = fold_est * len(texts) / max(len(train_idx), 1)
+                    elapsed = time.perf_counter() - start
+                    if name != "probe" and elapsed + fold_est + refit_est > cfg.budget:
+                        entry["status"] = f"stopped: would not finish within the {cfg.budget:.0f} s budget"
+                        continue
+                    t0 = time.perf_counter()
+                    est = get_strategy_class(name)(backbone=self.backbone, seed=self.seed)
+                    remaining = None if name == "probe" else cfg.budget - elapsed - refit_est
+                    try:
+                        with time_limit(remaining):
+                            est.fit([texts[i] for i in train_idx], labels[train_idx])
+                    except BudgetExceeded:
+                        entry["status"] = f"stopped mid-fold: over the {cfg.budget:.0f} s budget"
+                        entry["scores"], entry["seconds"] = [], []
+                        info(f"auto: {name} stopped, over budget")
+                        continue
+                    pred = est.predict([texts[i] for i in val_idx])
+                    entry["scores"].append(float(np.mean(pred == labels[val_idx])))
+                    entry["seconds"].append(time.perf_counter() - t0)
+                    survivors.append(name)
+                    info(f"auto: fold {k + 1}/{len(splits)}: {name} {entry['scores'][-1]:.3f} "
+                         f"({entry['seconds'][-1]:.0f} s; {time.perf_counter() - start:.0f} s of {cfg.budget:.0f})")
+                if k < len(splits) - 1 and len(survivors) > 2:
+                    # successive halving: the better half (by mean over the folds run so far) goes on
+                    ranked = sorted(survivors, key=lambda c: np.mean(race[c]["scores"]), reverse=True)
+                    keep = ranked[: max(2, math.ceil(len(ranked) / 2))]
+                    if "probe" not in keep:
+                        keep.append("probe")  # the incumbent always runs every fold: comparisons stay paired
+                    for name in survivors:
+                        if name not in keep:
+                            race[name]["status"] = f"dropped after fold {k + 1} (successive halving)"
+                    survivors = [c for c in survivors if c in keep]
+                alive = survivors
+            chosen = self._choose(race, cfg)
+        else:
+            chosen = "probe"
+            for entry in race.values():
+                entry["status"] = "not raced: a class has a single example"
+        for entry in race.values():
+            if entry["status"] == "racing":
+                entry["status"] = "finished"
+            entry["mean_accuracy"] = float(np.mean(entry["scores"])) if entry["scores"] else None
+        race[chosen]["status"] = "chosen"
+        self.race_ = race
+        self.chosen_ = get_strategy_class(chosen)(backbone=self.backbone, seed=self.seed).fit(texts, labels)
+        self.reason_ = self._explain(chosen, race)
+        self.seconds_ = time.perf_counter() - start
+
+    @staticmethod
+    def _choose(race: dict, cfg: AutoConfig) -> str:
+        probe = race["probe"]["scores"]
+        best, best_gain = "probe", 0.0
+        for name, entry in race.items():
+            n = len(entry["scores"])
+            if name == "probe" or n == 0:
+                continue
+            gain = float(np.mean(entry["scores"]) - np.mean(probe[:n]))
+            # a challenger that ran fewer folds is compared on the folds it ran, and needs the margin to win
+            if gain > cfg.margin and gain > best_gain:
+                best, best_gain = name, gain
+        return best
+
+    @staticmethod
+    def _explain(chosen: str, race: dict) -> str:
+        parts = []
+        for name, entry in race.items():
+            if entry["scores"]:
+                parts.append(f"{name} {np.mean(entry['scores']):.3f} ({len(entry['scores'])} folds, "
+                             f"{np.mean(entry['seconds']):.0f} s/fold)")
+            else:
+                parts.append(f"{name} {entry['status']}")
+        return f"chose {chosen}: " + "; ".join(parts)
+
+    @property
+    def chosen_name(self) -> str:
+        return self.chosen_.name
+
+    def _predict_proba(self, texts) -> np.ndarray:
+        return self.chosen_.predict_proba(texts)
+
+    def get_state(self):
+        tensors, meta = self.chosen_.get_state()
+        return tensors, {"chosen": self.chosen_.name, "chosen_config": self.chosen_.config_dict(),
+                         "chosen_meta": meta, "race": self.race_, "reason": self.reason_}
+
+    def _set_state(self, tensors, meta) -> None:
+        cls = get_strategy_class(meta["chosen"])
+        self.chosen_ = cls.from_state(backbone=self.backbone if cls.uses_backbone else None,
+                                      config=meta["chosen_config"], seed=self.seed, classes=self.classes_,
+                                      tensors=tensors, meta=meta["chosen_meta"])
+        self.race_, self.reason_ = meta.get("race", {}), meta.get("reason", "")
