@@ -305,7 +305,7 @@ def check(
 def curve(
     data: Path = typer.Argument(..., help="Labeled data."),
     output: Path = typer.Option(Path("curve"), "-o", "--output", help="Directory for curve.json/.png/.html."),
-    strategy: str | None = typer.Option(None, "--strategy", "-s", help="Strategy to trace [default as fit]."),
+    strategy: str | None = typer.Option(None, "--strategy", "-s", help="Strategy to trace [default: probe]."),
     backbone: str = typer.Option("auto", "--backbone", "-b"),
     budgets: str | None = typer.Option(None, "--budgets", help="Labels per class, e.g. 2,4,8,16,32."),
     seeds: int = typer.Option(3, "--seeds", help="Random draws per budget."),

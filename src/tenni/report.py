@@ -37,7 +37,8 @@ def write_report(model_dir: str | Path, output: str | Path | None = None, *, dat
         if curve:
             from .evaluation.curve import run_curve
 
-            curve_result = run_curve(data, strategy=manifest["strategy"]["name"], backbone=backbone or "auto",
+            chosen = manifest["strategy"].get("state", {}).get("chosen") or manifest["strategy"]["name"]
+            curve_result = run_curve(data, strategy=chosen, backbone=backbone or "auto",
                                      **read_options)
     out = Path(output) if output else Path(model_dir) / "report.html"
     html_text = render_report(manifest, assessment, curve_result)

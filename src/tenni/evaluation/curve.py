@@ -96,7 +96,8 @@ def run_curve(data, *, strategy: str | None = None, backbone: str = "auto", budg
     from ..api import choose_backbone, choose_strategy, make_estimator, split_for_fit
 
     train, test_set = split_for_fit(data, test, test_size=test_size, seed=0, **read_options)
-    strategy = choose_strategy(strategy, train.inputs)
+    # every point of the curve is a fit: race-free strategies only (auto would race at each budget and seed)
+    strategy = "probe" if strategy in (None, "auto") else choose_strategy(strategy, train.inputs)
     backbone = choose_backbone(backbone, train.inputs, strategy)
     smallest = min(train.class_counts().values())
     if budgets is None:
