@@ -18,7 +18,7 @@ def test_fit_measures_transfer_and_baseline(train_csv, test_csv):
 
 
 def test_fit_without_test_holds_out_a_stratified_split(train_data):
-    model = tenni.fit(train_data, strategy="probe", baseline=False, test_size=0.25, seed=1)
+    model = tenni.fit(train_data, strategy="probe", baseline=False, test_size=0.25, seed=1, evaluation="holdout")
     assert [r["strategy"] for r in model.metrics["results"]] == ["probe"]
     assert model.data_summary["test_size"] == 12
 
@@ -49,3 +49,14 @@ def test_default_strategy_is_the_budgeted_race(train_data):
     model = tenni.fit(train_data, budget=4, test_size=0.25)
     assert model.strategy == "auto" and model.metrics["results"][0]["strategy"].startswith("auto (")
     assert model.estimator.config_.budget == 4
+
+
+def test_without_a_test_file_cheap_strategies_get_repeated_cv(train_data):
+    model = tenni.fit(train_data, strategy="probe")
+    assert "repeated stratified CV" in model.metrics["evaluation"]
+    probe, scratch = model.metrics["results"]
+    assert probe["accuracy_low"] <= probe["accuracy"] <= probe["accuracy_high"]
+    gain = model.metrics["transfer_gain"]
+    assert gain["accuracy_low"] <= gain["accuracy"] <= gain["accuracy_high"]
+    assert model.data_summary["train_size"] == 48, "after CV the model is trained on all the data"
+    assert sum(model.metrics["test"]["per_class"][c]["support"] for c in model.labels) == 48

@@ -25,7 +25,7 @@ def test_manifest_records_what_is_needed(probe_model, tmp_path):
     assert manifest["strategy"]["name"] == "probe" and "C" in manifest["strategy"]["config"]
     assert manifest["labels"] == ["food", "sports", "weather"]
     assert manifest["weights"]["sha256"]
-    assert sorted(p.name for p in path.iterdir()) == ["README.md", "tenni.json", "weights.safetensors"]
+    assert sorted(p.name for p in path.iterdir()) == ["README.md", "report.html", "tenni.json", "weights.safetensors"]
 
 
 def test_unknown_format_version_is_refused(probe_model, tmp_path):

@@ -95,6 +95,50 @@ def _fit_and_score(estimator, train: Dataset, test: Dataset) -> FitResult:
                      estimator.backbone if estimator.uses_backbone else None, metrics)
 
 
+CHEAP_STRATEGIES = ("probe", "hybrid", "scratch")
+
+
+def _cross_validate(strategy: str, backbone: str, config, seed: int, data: Dataset, baseline: bool,
+                    repeats: int = 2) -> dict:
+    """Repeated stratified K-fold for the strategy and the scratch baseline on the same folds (paired)."""
+    from sklearn.model_selection import RepeatedStratifiedKFold
+
+    from .assess.gap import mean_ci_diff
+    from .assess.scores import interval
+
+    labels = np.asarray(data.labels)
+    smallest = min(data.class_counts().values())
+    data.require_per_class(2, "cross-validated evaluation")
+    folds = min(5, smallest)
+    splitter = RepeatedStratifiedKFold(n_splits=folds, n_repeats=repeats, random_state=seed)
+    names = [strategy] + (["scratch"] if baseline and strategy != "scratch" else [])
+    scores = {n: {"accuracy": [], "macro_f1": [], "seconds": []} for n in names}
+    oof = np.empty(len(labels), dtype=object)
+    for k, (train_idx, test_idx) in enumerate(splitter.split(np.zeros(len(labels)), labels)):
+        train, test = data.subset(train_idx), data.subset(test_idx)
+        for name in names:
+            est = make_estimator(name, backbone, config if name == strategy else None, seed)
+            result = _fit_and_score(est, train, test)
+            for key in ("accuracy", "macro_f1", "seconds"):
+                scores[name][key].append(getattr(result, key))
+            if name == strategy and k < folds:  # the first repeat covers every example once
+                oof[test_idx] = est.predict(test.inputs)
+    rows = []
+    for name in names:
+        mean, low, high = interval(scores[name]["accuracy"])
+        rows.append({"strategy": name, "backbone": None if name == "scratch" else backbone, "accuracy": mean,
+                     "accuracy_low": low, "accuracy_high": high,
+                     "macro_f1": float(np.mean(scores[name]["macro_f1"])),
+                     "seconds": float(np.mean(scores[name]["seconds"]))})
+    out = {"evaluation": f"repeated stratified CV ({folds} folds x {repeats})", "results": rows,
+           "test": classification_metrics(labels, list(oof), data.classes)}
+    if len(names) > 1:
+        gain, low, high = mean_ci_diff(scores[strategy]["accuracy"], scores["scratch"]["accuracy"])
+        f1_gain = float(np.mean(scores[strategy]["macro_f1"]) - np.mean(scores["scratch"]["macro_f1"]))
+        out["transfer_gain"] = {"accuracy": gain, "accuracy_low": low, "accuracy_high": high, "macro_f1": f1_gain}
+    return out
+
+
 def split_for_fit(data, test=None, *, test_size: float = 0.2, seed: int = 0, **read_options):
     """(train, test) Datasets: the given test file, or a stratified hold-out of ``data``."""
     dataset = as_dataset(data, **read_options)
@@ -121,14 +165,19 @@ def choose_strategy(requested: str | None, texts: list[str]) -> str:
 def fit(data, *, test=None, strategy: str | None = None, backbone: str = AUTO,
         config: dict | None = None, seed: int = 0, baseline: bool = True, test_size: float = 0.2,
         text_col: str | None = None, label_col: str | None = None, encoding: str = "auto",
-        budget: float | None = None) -> Model:
+        budget: float | None = None, evaluation: str = "auto") -> Model:
     """Fit ``strategy`` on ``data`` and measure it, beside the no-transfer baseline, on a held-out set.
 
     ``data`` is a file (CSV, TSV, JSONL, Parquet), a folder of class sub-folders, a ``(texts, labels)`` pair, a
     DataFrame or a :class:`Dataset`. ``backbone="auto"`` picks one by the data's language (see
     :func:`choose_backbone`); ``strategy=None`` is ``auto``, a race of the strategies within ``budget``
-    seconds. Without ``test``, a stratified ``test_size`` share is held out. The returned :class:`Model`
-    carries the measured metrics (``model.metrics["results"]``) and is trained on the training part.
+    seconds.
+
+    ``evaluation``: with a ``test`` set, the model is measured on it. Without one, ``"auto"`` uses repeated
+    stratified cross-validation (paired with the baseline, with 95% intervals; the saved model is then trained
+    on all the data) for the strategies that fit in seconds (probe, hybrid, scratch), and a stratified
+    ``test_size`` hold-out for the ones that train the encoder (``"cv"`` or ``"holdout"`` force either).
+    ``model.metrics["results"]`` holds the measurements.
     """
     read = {"text_col": text_col, "label_col": label_col, "encoding": encoding}
     if budget is not None:
@@ -137,6 +186,20 @@ def fit(data, *, test=None, strategy: str | None = None, backbone: str = AUTO,
         config = dict(config or {}, budget=float(budget))
     if strategy is not None:
         make_estimator(strategy, DEFAULT_TEXT_BACKBONE, config, seed)  # fail fast on a bad strategy or option
+    if evaluation not in ("auto", "cv", "holdout"):
+        raise ConfigError(f"unknown evaluation '{evaluation}'", hint="use auto, cv or holdout")
+    if test is None and (evaluation == "cv" or (evaluation == "auto" and strategy in CHEAP_STRATEGIES)):
+        dataset = as_dataset(data, **read)
+        dataset.require_labels()
+        strategy = choose_strategy(strategy, dataset.inputs)
+        backbone = choose_backbone(backbone, dataset.inputs, strategy)
+        metrics = _cross_validate(strategy, backbone, config, seed, dataset, baseline)
+        estimator = make_estimator(strategy, backbone, config, seed)
+        estimator.fit(dataset.inputs, dataset.labels)
+        summary = {"source": str(dataset.path or "in-memory data"), "train_size": len(dataset),
+                   "test_size": len(dataset), "test_source": metrics["evaluation"],
+                   "class_counts": dataset.class_counts(), "languages": detect_languages(dataset.inputs)}
+        return Model(estimator, modality=dataset.modality, metrics=metrics, data_summary=summary)
     train, test_set = split_for_fit(data, test, test_size=test_size, seed=seed, **read)
     strategy = choose_strategy(strategy, train.inputs)
     backbone = choose_backbone(backbone, train.inputs, strategy)
@@ -146,6 +209,7 @@ def fit(data, *, test=None, strategy: str | None = None, backbone: str = AUTO,
         results.append(_fit_and_score(make_estimator("scratch", seed=seed), train, test_set))
     main = results[0]
     metrics = {
+        "evaluation": "test file" if test is not None else f"stratified {test_size:.0%} hold-out",
         "test": {k: v for k, v in main.metrics.items()},
         "results": [r.row() for r in results],
     }

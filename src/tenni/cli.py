@@ -67,6 +67,9 @@ def fit(
     baseline: bool = typer.Option(True, "--baseline/--no-baseline",
                                   help="Also fit the from-scratch baseline on the same split."),
     test_size: float = typer.Option(0.2, "--test-size", help="Hold-out share when no --test is given."),
+    evaluation: str = typer.Option("auto", "--evaluation",
+                                   help="Without --test: cv (repeated stratified CV), holdout, or auto "
+                                        "(cv for probe/hybrid/scratch, holdout for the others)."),
     text_col: str | None = typer.Option(None, "--text-col", help="Column holding the text."),
     label_col: str | None = typer.Option(None, "--label-col", help="Column holding the label."),
     encoding: str = typer.Option("auto", "--encoding",
@@ -79,20 +82,27 @@ def fit(
 
     model = api.fit(data, test=test, strategy=strategy, backbone=backbone, config=_parse_set(set_), seed=seed,
                     baseline=baseline, test_size=test_size, text_col=text_col, label_col=label_col,
-                    encoding=encoding, budget=_parse_duration(budget) if budget else None)
+                    encoding=encoding, budget=_parse_duration(budget) if budget else None, evaluation=evaluation)
     if output is not None:
         model.save(output)
     if json_out:
         out.print_json(json.dumps({"results": model.metrics["results"], "saved_to": str(output) if output else None}))
         return
     summary = model.data_summary
-    table = Table(title=f"{summary['train_size']} training examples, evaluated on {summary['test_size']} "
-                        f"({summary['test_source']})")
+    if "CV" in summary["test_source"]:
+        title = f"{summary['train_size']} examples, {summary['test_source']}; 95% intervals"
+    else:
+        title = (f"{summary['train_size']} training examples, evaluated on {summary['test_size']} "
+                 f"({summary['test_source']})")
+    table = Table(title=title)
     for col, justify in (("strategy", "left"), ("backbone", "left"), ("accuracy", "right"),
                          ("macro-F1", "right"), ("seconds", "right")):
         table.add_column(col, justify=justify)
     for row in model.metrics["results"]:
-        table.add_row(row["strategy"], row["backbone"] or "(none: from scratch)", f"{row['accuracy']:.3f}",
+        accuracy = f"{row['accuracy']:.3f}"
+        if "accuracy_low" in row:
+            accuracy += f" [{row['accuracy_low']:.3f}, {row['accuracy_high']:.3f}]"
+        table.add_row(row["strategy"], row["backbone"] or "(none: from scratch)", accuracy,
                       f"{row['macro_f1']:.3f}", _fmt_seconds(row["seconds"]))
     out.print(table)
     reason = getattr(model.estimator, "reason_", None)
@@ -101,7 +111,9 @@ def fit(
     gain = model.metrics.get("transfer_gain")
     if gain:
         word = "gain" if gain["accuracy"] >= 0 else "LOSS"
-        out.print(f"transfer {word} over scratch: {100 * gain['accuracy']:+.1f} accuracy points, "
+        interval = (f" [{100 * gain['accuracy_low']:+.1f}, {100 * gain['accuracy_high']:+.1f}], paired over folds"
+                    if "accuracy_low" in gain else "")
+        out.print(f"transfer {word} over scratch: {100 * gain['accuracy']:+.1f} accuracy points{interval}, "
                   f"{100 * gain['macro_f1']:+.1f} macro-F1 points")
     out.print(f"saved to {output}" if output else "not saved (pass -o DIR to keep the model)")
 
