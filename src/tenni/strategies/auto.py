@@ -143,7 +143,8 @@ class AutoStrategy(Strategy):
         parts = []
         for name, entry in race.items():
             if entry["scores"]:
-                parts.append(f"{name} {np.mean(entry['scores']):.3f} ({len(entry['scores'])} folds, "
+                n = len(entry["scores"])
+                parts.append(f"{name} {np.mean(entry['scores']):.3f} ({n} fold{'s' if n != 1 else ''}, "
                              f"{np.mean(entry['seconds']):.0f} s/fold)")
             else:
                 parts.append(f"{name} {entry['status']}")
