@@ -127,3 +127,4 @@ def test_default_for_japanese_is_the_multilingual_hybrid(tmp_path):
     assert model.data_summary["languages"].get("ja", 0) > 0.9
     model.save(tmp_path / "m")
     assert tenni.load(tmp_path / "m").predict(["明日は台風になるでしょう。"]) == ["天気"]
+    assert "天気" in (tmp_path / "m" / "report.html").read_text(encoding="utf-8")

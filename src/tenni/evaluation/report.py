@@ -43,18 +43,41 @@ def png_file_tag(path: Path) -> str:
     return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(Path(path).read_bytes()).decode()}">'
 
 
+_CJK_FONTS = ["Noto Sans CJK JP", "Noto Sans JP", "IPAexGothic", "IPAGothic", "Hiragino Sans", "Yu Gothic",
+              "MS Gothic", "Noto Sans CJK SC", "WenQuanYi Zen Hei"]
+
+
+def _cjk_font() -> str | None:
+    from matplotlib import font_manager
+
+    installed = {f.name for f in font_manager.fontManager.ttflist}
+    return next((name for name in _CJK_FONTS if name in installed), None)
+
+
 def confusion_figure(labels: list[str], matrix: list[list[int]]):
+    """A confusion-matrix heat map. Labels the installed fonts cannot draw (Japanese without a CJK font) become
+    numbers, with the legend under the plot, instead of empty boxes."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     m = np.asarray(matrix)
+    ticks = list(labels)
+    caption = None
+    if any(ord(ch) > 0x2FF for label in labels for ch in label):
+        font = _cjk_font()
+        if font:
+            plt.rcParams["font.family"] = ["DejaVu Sans", font]
+        else:
+            ticks = [str(i) for i in range(len(labels))]
+            caption = "  ".join(f"{i}: {label}" for i, label in enumerate(labels))
     size = max(4.0, 0.45 * len(labels) + 2)
     fig, ax = plt.subplots(figsize=(size, size * 0.85), dpi=100)
+    fig.tenni_caption = caption
     ax.imshow(m, cmap="Blues")
-    ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=8)
-    ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    ax.set_xticks(range(len(labels)), ticks, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(len(labels)), ticks, fontsize=8)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     if len(labels) <= 20:
@@ -108,7 +131,10 @@ def model_sections(manifest: dict) -> list[tuple[str, str]]:
         sections.append(("Per class", table(["class", "precision", "recall", "F1", "support"], rows)))
     cm = test.get("confusion_matrix")
     if cm:
-        sections.append(("Confusion matrix", png_tag(confusion_figure(cm["labels"], cm["matrix"]))))
+        fig = confusion_figure(cm["labels"], cm["matrix"])
+        caption = getattr(fig, "tenni_caption", None)
+        sections.append(("Confusion matrix", png_tag(fig) + (f"<p class='muted'>{esc(caption)}</p>" if caption
+                                                             else "")))
     return sections
 
 
