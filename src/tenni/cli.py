@@ -206,8 +206,37 @@ def evaluate(
 
 
 @app.command()
+def adapt(
+    corpus: Path | None = typer.Argument(None, help="Unlabeled texts: .txt (one per line), CSV/JSONL column, "
+                                                    "or a folder of .txt files."),
+    output: Path = typer.Option(..., "-o", "--output", help="Directory for the adapted backbone."),
+    backbone: str = typer.Option("text/minilm", "--backbone", "-b", help="Backbone to continue pretraining."),
+    method: str = typer.Option("simcse", "--method", help="simcse (sentence encoders) or mlm."),
+    budget: str | None = typer.Option(None, "--budget", help="Stop after this long, e.g. 10m (saves cleanly)."),
+    max_steps: int = typer.Option(1000, "--max-steps", help="Optimizer steps at most."),
+    from_labeled: Path | None = typer.Option(None, "--from-labeled",
+                                             help="Task-adaptive: use the texts of this labeled set."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint of an interrupted run."),
+    text_col: str | None = typer.Option(None, "--text-col"),
+    set_: list[str] | None = typer.Option(None, "--set", help="Other options KEY=VALUE (see AdaptConfig)."),
+):
+    """Continue pretraining a backbone on unlabeled in-domain text; use the result with --backbone DIR."""
+    from .adapt import adapt as run_adapt
+
+    if corpus is None and from_labeled is None:
+        raise ConfigError("give an unlabeled corpus, or --from-labeled DATA", hint="tenni adapt texts.txt -o dir")
+    config = dict(_parse_set(set_) or {}, method=method, max_steps=max_steps)
+    if budget:
+        config["budget"] = _parse_duration(budget)
+    path = run_adapt(corpus, output, backbone=backbone, config=config, resume=resume, from_labeled=from_labeled,
+                     text_col=text_col)
+    out.print(f"adapted backbone: {path}  (use it with --backbone {path})")
+
+
+@app.command()
 def models(
     pattern: str = typer.Argument("*", help="Filter names, e.g. 'text/*'."),
+    directory: Path | None = typer.Option(None, "--dir", help="Also list adapted backbones found in this folder."),
     json_out: bool = typer.Option(False, "--json", help="Print as JSON."),
 ):
     """List registered backbones and whether each is usable offline here."""
@@ -217,6 +246,14 @@ def models(
     rows = [{"name": s.name, "modality": s.modality, "dim": s.dim, "languages": list(s.languages),
              "offline": s.available(), "trainable": s.trainable, "source": s.source, "licence": s.licence,
              "description": s.description} for s in specs]
+    if directory is not None:
+        from .adapt.continued import find_adapted
+
+        for found in find_adapted(directory):
+            rows.append({"name": found["path"], "modality": "text", "dim": None, "languages": [], "offline": True,
+                         "trainable": True, "source": f"adapted from {found['base']}", "licence": "as its base",
+                         "description": f"{found['method']} on {found['corpus_texts']} texts, {found['steps']} steps "
+                                        f"(from {found['base']})"})
     if json_out:
         out.print_json(json.dumps(rows))
         return
@@ -226,7 +263,7 @@ def models(
         table.add_column(col, no_wrap=True)
     table.add_column("description")
     for r in rows:
-        table.add_row(r["name"], ",".join(r["languages"]), str(r["dim"]),
+        table.add_row(r["name"], ",".join(r["languages"]), str(r["dim"] or ""),
                       "[green]yes[/]" if r["offline"] else "[red]no[/]", "yes" if r["trainable"] else "frozen",
                       r["licence"], r["description"])
     out.print(table)

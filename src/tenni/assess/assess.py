@@ -118,6 +118,7 @@ def assess(data, *, backbones: list[str] | None = None, test=None, seed: int = 0
         report.verdict, report.reasons = _verdict(report)
         report.seconds = time.perf_counter() - start
         reports.append(report)
+    _compare_adapted(reports)
     reports.sort(key=lambda r: (r.probe_accuracy, r.logme), reverse=True)
     scratch.verdict = "the no-transfer baseline"
     counts = np.bincount(y)
@@ -131,6 +132,35 @@ def assess(data, *, backbones: list[str] | None = None, test=None, seed: int = 0
         assessment.label_check = check_labels(dataset, test=test, backbone=reports[0].backbone, seed=seed,
                                               **read_options).summary()
     return assessment
+
+
+def _compare_adapted(reports: list[BackboneReport]) -> None:
+    """An adapted backbone beside its base: say whether continued pretraining helped, on the same folds."""
+    import json
+    from pathlib import Path
+
+    by_name = {r.backbone: r for r in reports}
+    for report in reports:
+        lineage_file = Path(report.backbone) / "tenni-backbone.json"
+        if not lineage_file.exists():
+            continue
+        lineage = json.loads(lineage_file.read_text())
+        base = by_name.get(lineage.get("base"))
+        report.signals["adapted_from"] = lineage.get("base")
+        if base is None:
+            report.reasons.append(f"adapted from {lineage.get('base')} ({lineage.get('method')}); add it to "
+                                  "--backbones to see whether adaptation helped")
+            continue
+        diff = report.probe_accuracy - base.probe_accuracy
+        report.signals["gain_over_base"] = diff
+        if diff <= -0.01:
+            report.verdict = "adaptation made it worse: use the base backbone"
+            report.reasons.append(f"{100 * diff:+.1f} points against its base {base.backbone} — continued "
+                                  "pretraining on this corpus hurt (a corpus from another domain can do that)")
+        elif diff >= 0.01:
+            report.reasons.append(f"{100 * diff:+.1f} points over its base {base.backbone}: adaptation helped")
+        else:
+            report.reasons.append(f"within a point of its base {base.backbone}: adaptation made no difference")
 
 
 def _scratch_cv(texts, y, splits) -> list[float]:

@@ -1,0 +1,286 @@
+"""Continued pretraining of a sentence encoder on unlabeled in-domain text (DAPT/TAPT, Gururangan et al. 2020).
+
+Methods:
+- ``simcse`` (default): unsupervised SimCSE (Gao et al., 2021). Each text is encoded twice with dropout on; the
+  two views are positives, the rest of the batch negatives (InfoNCE). Works on any encoder, no extra head; the
+  sentence-level objective suits sentence encoders such as the bundled MiniLM, which has no masked-LM head.
+- ``mlm``: masked-language modelling with the model's own head, or a new one tied to the input embeddings when it
+  has none (the bundled MiniLM) — the classic DAPT objective, best with more text and more steps.
+
+Long runs are safe: a progress bar with ETA, a checkpoint every ``checkpoint_every`` steps under
+``OUTPUT.partial/``, ``resume=True`` continues from the last checkpoint after Ctrl-C or a kill, and the output is
+written under a temporary name and renamed, so it is complete or absent. The result is a sentence-transformers
+folder that every command accepts as ``--backbone``, with its lineage in ``tenni-backbone.json``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .._logging import info, progress
+from .._paths import AtomicDirectory, atomic_write_json
+from ..errors import ConfigError, DataError
+
+LINEAGE_FILE = "tenni-backbone.json"
+METHODS = ("simcse", "mlm")
+
+
+@dataclass
+class AdaptConfig:
+    method: str = field(default="simcse", metadata={"help": "simcse or mlm"})
+    max_steps: int = field(default=1000, metadata={"help": "optimizer steps at most"})
+    epochs: int = field(default=1, metadata={"help": "passes over the corpus at most"})
+    budget: float | None = field(default=None, metadata={"help": "seconds at most (stops cleanly, saves)"})
+    batch_size: int = field(default=32, metadata={"help": "texts per step (SimCSE negatives come from the batch)"})
+    learning_rate: float = field(default=3e-5, metadata={"help": "AdamW learning rate"})
+    max_length: int = field(default=64, metadata={"help": "tokens per text"})
+    temperature: float = field(default=0.05, metadata={"help": "SimCSE softmax temperature"})
+    mask_probability: float = field(default=0.15, metadata={"help": "MLM masking rate"})
+    checkpoint_every: int = field(default=100, metadata={"help": "steps between resumable checkpoints"})
+    seed: int = field(default=0, metadata={"help": "shuffling, dropout and masking seed"})
+
+
+def read_corpus(source, *, text_col: str | None = None, encoding: str = "auto") -> list[str]:
+    """Unlabeled texts: a .txt file (one document per line), a CSV/JSONL/Parquet column, or a folder of .txt."""
+    from ..data import as_dataset
+
+    if isinstance(source, (list, tuple)) and all(isinstance(t, str) for t in source):
+        texts = [t.strip() for t in source if t and t.strip()]
+        path = "the corpus"
+    else:
+        path = Path(source)
+        if path.is_dir() and not any(p.is_dir() for p in path.iterdir()):
+            texts = []
+            for f in sorted(path.rglob("*.txt")):
+                body = f.read_text(encoding="utf-8", errors="strict").strip()
+                if body:
+                    texts.append(body)
+        else:
+            texts = list(as_dataset(path, text_col=text_col, labeled=False, encoding=encoding).inputs)
+    if not texts:
+        raise DataError("the corpus is empty: no non-blank texts", path=str(path),
+                        hint="give a .txt file with one document per line, a CSV column, or a folder of .txt")
+    return texts
+
+
+def corpus_hash(texts: list[str]) -> str:
+    digest = hashlib.sha256()
+    for t in texts:
+        digest.update(t.encode("utf-8"))
+        digest.update(b"\0")
+    return "sha256:" + digest.hexdigest()
+
+
+def adapt(corpus, output: str | Path, *, backbone: str = "text/minilm", config: AdaptConfig | dict | None = None,
+          resume: bool = False, from_labeled=None, text_col: str | None = None) -> Path:
+    """Continue pretraining ``backbone`` on ``corpus`` (or the texts of ``from_labeled``) into ``output``."""
+    import torch
+
+    from ..backbones import get_backbone
+    from ..strategies.base import make_config
+
+    cfg = make_config(AdaptConfig, config)
+    if cfg.method not in METHODS:
+        raise ConfigError(f"unknown method '{cfg.method}'", hint=f"choose one of: {', '.join(METHODS)}")
+    texts = read_corpus(from_labeled if from_labeled is not None else corpus, text_col=text_col)
+    base = get_backbone(backbone)
+    if not base.trainable or not hasattr(base, "transformer_dir"):
+        raise ConfigError(f"'{base.name}' is frozen and cannot be adapted", hint="adapt a PyTorch backbone")
+    output = Path(output)
+    partial = output.parent / f"{output.name}.partial"
+    lineage = {"base": base.name, "base_fingerprint": base.fingerprint, "method": cfg.method,
+               "corpus_sha256": corpus_hash(texts), "corpus_texts": len(texts),
+               "corpus_characters": int(sum(len(t) for t in texts)),
+               "task_adaptive": from_labeled is not None, "config": asdict(cfg)}
+    state = _load_checkpoint(partial, lineage) if resume else None
+    if resume and state is None:
+        info("no matching checkpoint to resume from: starting from the beginning")
+    if not resume and partial.exists():
+        shutil.rmtree(partial)
+
+    torch.manual_seed(cfg.seed)
+    tokenizer, model, encoder = _build(base, cfg)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.01)
+    steps_per_epoch = math.ceil(len(texts) / cfg.batch_size)
+    total = min(cfg.max_steps, cfg.epochs * steps_per_epoch)
+    if total < 1:
+        raise ConfigError("nothing to train: max_steps and epochs give zero steps")
+    from transformers import get_linear_schedule_with_warmup
+
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(0.06 * total), total)
+    step, losses, elapsed_before = 0, [], 0.0
+    if state is not None:
+        from safetensors.torch import load_model
+
+        load_model(model, str(state["model"]))
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step, losses, elapsed_before = state["step"], state["losses"], state["elapsed"]
+        info(f"resuming at step {step} of {total}")
+    rng = np.random.default_rng(cfg.seed)
+    order = np.concatenate([rng.permutation(len(texts)) for _ in range(cfg.epochs)])
+    start = time.perf_counter()
+    stopped = "steps"
+    model.train()
+    with progress(f"adapting ({cfg.method})", total) as bar:
+        bar.advance(step)
+        while step < total:
+            if cfg.budget is not None and elapsed_before + time.perf_counter() - start > cfg.budget:
+                stopped = "budget"
+                break
+            idx = order[(step * cfg.batch_size) % len(order):][: cfg.batch_size]
+            batch = [texts[i] for i in idx]
+            loss = (_simcse_loss(encoder, tokenizer, batch, cfg) if cfg.method == "simcse"
+                    else _mlm_loss(model, tokenizer, batch, cfg, rng))
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(float(loss.detach()))
+            step += 1
+            bar.advance(1)
+            if step % cfg.checkpoint_every == 0 and step < total:
+                _save_checkpoint(partial, lineage, model, optimizer, scheduler, step, losses,
+                                 elapsed_before + time.perf_counter() - start)
+    lineage.update(steps=step, planned_steps=total, stopped_by=stopped,
+                   seconds=round(elapsed_before + time.perf_counter() - start, 1),
+                   first_loss=float(np.mean(losses[:10])) if losses else None,
+                   last_loss=float(np.mean(losses[-10:])) if losses else None,
+                   created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    _write_backbone(output, base, encoder.model, tokenizer, lineage)
+    shutil.rmtree(partial, ignore_errors=True)
+    return output
+
+
+def _build(base, cfg: AdaptConfig):
+    from ..strategies._torch import load_encoder
+
+    tokenizer, encoder, _ = load_encoder(base)
+    if cfg.method == "simcse":
+        return tokenizer, encoder, encoder
+    import transformers
+    from transformers import AutoModelForMaskedLM
+
+    transformers.logging.set_verbosity_error()  # "newly initialized head" is expected here, and said below
+    mlm = AutoModelForMaskedLM.from_pretrained(str(base.transformer_dir()))
+    transformers.logging.set_verbosity_warning()
+    if tokenizer.mask_token_id is None:
+        raise ConfigError(f"'{base.name}' has no mask token, so it cannot do MLM", hint="use --method simcse")
+    base_prefix = mlm.base_model_prefix
+    encoder.model = getattr(mlm, base_prefix)  # share weights: what MLM trains is what gets saved
+    return tokenizer, mlm, encoder
+
+
+def _simcse_loss(encoder, tokenizer, batch, cfg):
+    import torch
+
+    enc = tokenizer(batch + batch, truncation=True, max_length=cfg.max_length, padding=True, return_tensors="pt")
+    emb = encoder(enc["input_ids"], enc["attention_mask"])
+    emb = torch.nn.functional.normalize(emb, dim=-1)
+    a, b = emb[: len(batch)], emb[len(batch):]
+    logits = a @ b.T / cfg.temperature
+    return torch.nn.functional.cross_entropy(logits, torch.arange(len(batch)))
+
+
+def _mlm_loss(model, tokenizer, batch, cfg, rng):
+    import torch
+
+    enc = tokenizer(batch, truncation=True, max_length=cfg.max_length, padding=True, return_tensors="pt")
+    ids = enc["input_ids"].clone()
+    labels = ids.clone()
+    special = torch.tensor([[tid in tokenizer.all_special_ids for tid in row] for row in ids.tolist()])
+    probs = torch.from_numpy(rng.random(ids.shape)).float()
+    masked = (probs < cfg.mask_probability) & ~special & (enc["attention_mask"] == 1)
+    if not masked.any():
+        masked[0, 1] = True
+    labels[~masked] = -100
+    ids[masked] = tokenizer.mask_token_id
+    return model(input_ids=ids, attention_mask=enc["attention_mask"], labels=labels).loss
+
+
+def _save_checkpoint(folder: Path, lineage: dict, model, optimizer, scheduler, step, losses, elapsed) -> None:
+    """Weights in safetensors, optimizer state with torch.save(weights_only-loadable tensors), JSON for the rest."""
+    import torch
+    from safetensors.torch import save_model
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    save_model(model, str(tmp / "model.safetensors"))  # handles tied weights (MLM decoder = embeddings)
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt")
+    atomic_write_json(tmp / "state.json", {"step": step, "losses": losses, "elapsed": elapsed,
+                                           "lineage": {k: lineage[k] for k in ("base_fingerprint", "method",
+                                                                               "corpus_sha256")},
+                                           "config": lineage["config"]})
+    done = folder / "checkpoint"
+    old = folder / ".old"
+    if done.exists():
+        done.replace(old)
+    tmp.replace(done)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _load_checkpoint(folder: Path, lineage: dict) -> dict | None:
+    import torch
+
+    ckpt = folder / "checkpoint"
+    try:
+        meta = json.loads((ckpt / "state.json").read_text())
+    except (OSError, ValueError):
+        return None
+    wanted = {k: lineage[k] for k in ("base_fingerprint", "method", "corpus_sha256")}
+    if meta.get("lineage") != wanted or meta.get("config") != lineage["config"]:
+        info("the checkpoint belongs to another backbone, corpus or configuration: not resuming from it")
+        return None
+    extra = torch.load(ckpt / "optimizer.pt", weights_only=True)  # tensors and numbers only, never code
+    return {"model": ckpt / "model.safetensors", "optimizer": extra["optimizer"],
+            "scheduler": extra["scheduler"], "step": meta["step"], "losses": meta["losses"],
+            "elapsed": meta["elapsed"]}
+
+
+def _write_backbone(output: Path, base, model, tokenizer, lineage: dict) -> None:
+    """A complete sentence-transformers folder (weights, tokenizer, pooling) + lineage, atomically."""
+    with AtomicDirectory(output) as tmp:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
+        for name in ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json"):
+            if (base.path / name).exists():
+                shutil.copy(base.path / name, tmp / name)
+        modules_file = base.path / "modules.json"
+        for module in json.loads(modules_file.read_text()) if modules_file.exists() else []:
+            sub = module.get("path", "")
+            if sub and (base.path / sub).is_dir() and not module.get("type", "").endswith("Transformer"):
+                shutil.copytree(base.path / sub, tmp / sub)
+        languages = getattr(base, "languages", None)
+        card = "---\n" + (f"language: {', '.join(languages)}\n" if languages else "") + "---\n"
+        card += (f"# Adapted from {base.name}\n\nContinued pretraining ({lineage['method']}) on "
+                 f"{lineage['corpus_texts']} texts; {lineage['steps']} steps. Made by tenni adapt.\n")
+        (tmp / "README.md").write_text(card, encoding="utf-8")
+        atomic_write_json(tmp / LINEAGE_FILE, lineage)
+    info(f"adapted backbone written to {output} ({lineage['steps']} steps, {lineage['seconds']:.0f} s)")
+
+
+def find_adapted(root: str | Path) -> list[dict]:
+    """Adapted backbones (folders with a lineage file) directly under ``root`` or at it."""
+    root = Path(root)
+    found = []
+    for folder in [root, *sorted(p for p in root.iterdir() if p.is_dir())] if root.is_dir() else []:
+        lineage = folder / LINEAGE_FILE
+        if lineage.exists():
+            try:
+                found.append(dict(json.loads(lineage.read_text()), path=str(folder)))
+            except ValueError:
+                continue
+    return found

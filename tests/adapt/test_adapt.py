@@ -1,0 +1,93 @@
+"""Continued pretraining: changes the encoder, round-trips as a backbone, resumes, refuses an empty corpus."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tenni.adapt import adapt
+from tenni.adapt import continued as continued_module
+from tenni.backbones import TextBackbone
+from tenni.errors import DataError
+
+CORPUS = [f"Invoice {i} for the quarterly maintenance of pump station {i % 7} was approved by the plant manager."
+          for i in range(40)] + [f"Sensor {i} reported vibration above threshold on conveyor line {i % 5}."
+                                 for i in range(40)]
+FAST = {"batch_size": 8, "max_steps": 6, "learning_rate": 5e-4, "max_length": 24, "checkpoint_every": 2}
+
+
+def test_simcse_changes_embeddings_and_round_trips(tiny_backbone, tmp_path):
+    out = adapt(CORPUS, tmp_path / "adapted", backbone=str(tiny_backbone), config=FAST)
+    lineage = json.loads((out / "tenni-backbone.json").read_text())
+    assert lineage["base"] == str(tiny_backbone) and lineage["method"] == "simcse"
+    assert lineage["steps"] == 6 and lineage["corpus_texts"] == len(CORPUS)
+    assert lineage["base_fingerprint"].startswith("sha256:") and lineage["corpus_sha256"].startswith("sha256:")
+    before = TextBackbone("base", tiny_backbone).encode(CORPUS[:4])
+    after = TextBackbone("adapted", out).encode(CORPUS[:4])
+    assert after.shape == before.shape and np.abs(after - before).max() > 1e-3
+    assert not (tmp_path / "adapted.partial").exists(), "checkpoints are removed after success"
+
+
+def test_mlm_adds_a_head_when_the_model_has_none(tiny_backbone, tmp_path):
+    out = adapt(CORPUS, tmp_path / "mlm", backbone=str(tiny_backbone), config=dict(FAST, method="mlm"))
+    assert json.loads((out / "tenni-backbone.json").read_text())["method"] == "mlm"
+    assert TextBackbone("m", out).encode(["pump station"]).shape == (1, 32)
+
+
+def test_interrupted_run_leaves_no_output_and_resumes(tiny_backbone, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real = continued_module._simcse_loss
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:  # after the checkpoint at step 4
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(continued_module, "_simcse_loss", flaky)
+    target = tmp_path / "adapted"
+    with pytest.raises(KeyboardInterrupt):
+        adapt(CORPUS, target, backbone=str(tiny_backbone), config=FAST)
+    assert not target.exists(), "an interrupted run must not leave a half-written backbone"
+    assert (tmp_path / "adapted.partial" / "checkpoint" / "state.json").exists()
+    monkeypatch.setattr(continued_module, "_simcse_loss", real)
+    calls["n"] = 0
+    monkeypatch.setattr(continued_module, "_simcse_loss", lambda *a, **k: (calls.__setitem__("n", calls["n"] + 1),
+                                                                          real(*a, **k))[1])
+    adapt(CORPUS, target, backbone=str(tiny_backbone), config=FAST, resume=True)
+    lineage = json.loads((target / "tenni-backbone.json").read_text())
+    assert lineage["steps"] == 6 and calls["n"] == 2, "resumed at step 4: only the last two steps ran"
+
+
+def test_empty_corpus_is_refused(tmp_path, tiny_backbone):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n   \n")
+    with pytest.raises(DataError, match="empty"):
+        adapt(empty, tmp_path / "out", backbone=str(tiny_backbone), config=FAST)
+    with pytest.raises(DataError, match="empty"):
+        adapt(["  "], tmp_path / "out", backbone=str(tiny_backbone), config=FAST)
+
+
+def test_assess_puts_the_adapted_backbone_beside_its_base(tiny_backbone, tmp_path, train_data):
+    from tenni.assess import assess
+
+    out = adapt(CORPUS, tmp_path / "adapted", backbone=str(tiny_backbone), config=FAST)
+    result = assess(train_data, backbones=[str(tiny_backbone), str(out)])
+    adapted = next(r for r in result.reports if r.backbone == str(out))
+    assert adapted.signals["adapted_from"] == str(tiny_backbone)
+    assert "gain_over_base" in adapted.signals
+    assert any("base" in reason for reason in adapted.reasons)
+
+
+def test_models_lists_adapted_backbones(tiny_backbone, tmp_path, capsys, monkeypatch):
+    import sys
+
+    from tenni.cli import main
+
+    adapt(CORPUS, tmp_path / "a1", backbone=str(tiny_backbone), config=FAST)
+    monkeypatch.setattr(sys, "argv", ["tenni", "models", "--dir", str(tmp_path), "--json"])
+    main()
+    rows = json.loads(capsys.readouterr().out)
+    assert any(r["name"] == str(tmp_path / "a1") and "adapted from" in r["source"] for r in rows)
