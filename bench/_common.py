@@ -7,7 +7,14 @@ import os
 import platform
 import statistics
 import time
+import warnings
 from pathlib import Path
+
+# benchmarks run offline, quietly; set before tenni (and transformers) are imported by the scripts
+for _key, _value in (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"), ("HF_DATASETS_OFFLINE", "1"),
+                     ("TENNI_NO_PROGRESS", "1"), ("TOKENIZERS_PARALLELISM", "false")):
+    os.environ.setdefault(_key, _value)
+warnings.filterwarnings("ignore")
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"

@@ -73,3 +73,8 @@ def test_trainable_strategies_run_on_a_local_backbone(tiny_backbone, train_data,
     loaded = tenni.load(tmp_path / "m")
     np.testing.assert_allclose(loaded.predict_proba(train_data[0][:5]), est.predict_proba(train_data[0][:5]),
                                atol=1e-6)
+
+
+def test_a_typo_in_a_registered_name_is_not_sent_to_the_hub():
+    with pytest.raises(BackboneError, match="unknown backbone 'text/minilmm'.*registered: "):
+        resolve("text/minilmm")

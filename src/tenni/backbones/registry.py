@@ -185,7 +185,8 @@ def resolve(name_or_path: str) -> tuple[str, Path, BackboneSpec | None]:
                                 hint="point at a sentence-transformers or transformers model folder")
         return str(path.resolve()), path.resolve(), None
     looks_local = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1
-    if looks_local or "/" not in name_or_path and name_or_path.startswith("text"):
+    looks_registered = name_or_path.split("/", 1)[0] in {spec.modality for spec in _REGISTRY.values()}
+    if looks_local or looks_registered:
         known = ", ".join(_REGISTRY)
         raise BackboneError(f"unknown backbone '{name_or_path}': not a registered name and no such folder",
                             hint=f"registered: {known}; or pass a hub id like org/model")
