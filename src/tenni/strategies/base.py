@@ -68,7 +68,9 @@ def make_config(config_cls, config: Any):
 
 
 def _coerce(key, value, default):
-    """Values from the CLI arrive as strings; give them the type of the default."""
+    """Values from the CLI arrive as strings; give them the type of the default ('none' means None)."""
+    if isinstance(value, str) and value.strip().lower() in ("none", "null"):
+        return None
     if not isinstance(value, str) or isinstance(default, str) or default is None:
         return value
     try:
