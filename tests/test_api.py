@@ -60,3 +60,30 @@ def test_without_a_test_file_cheap_strategies_get_repeated_cv(train_data):
     assert gain["accuracy_low"] <= gain["accuracy"] <= gain["accuracy_high"]
     assert model.data_summary["train_size"] == 48, "after CV the model is trained on all the data"
     assert sum(model.metrics["test"]["per_class"][c]["support"] for c in model.labels) == 48
+
+
+def test_integer_labels_keep_their_type_for_sklearn_scoring(train_data):
+    from sklearn.model_selection import cross_val_score
+
+    texts, labels = train_data
+    ints = np.searchsorted(sorted(set(labels)), labels)
+    clf = tenni.TenniClassifier(strategy="scratch").fit(texts, ints)
+    assert clf.classes_.dtype.kind == "i" and clf.predict(texts[:3]).dtype.kind == "i"
+    assert np.all(np.isfinite(cross_val_score(tenni.TenniClassifier(strategy="scratch"), np.array(texts), ints,
+                                              cv=3)))
+
+
+def test_empty_input_predicts_an_empty_result(train_data):
+    model = tenni.fit(train_data, strategy="probe", evaluation="holdout")
+    assert model.predict([]) == [] and model.predict_proba([]).shape == (0, 3)
+
+
+def test_missing_values_in_memory_are_errors_not_classes():
+    import pandas as pd
+    import pytest
+
+    from tenni.errors import DataError
+
+    with pytest.raises(DataError, match="item 1: missing label"):
+        tenni.fit(pd.DataFrame({"text": ["a b", "c d", "e f"], "label": ["x", None, "y"]}))
+    assert tenni.data.as_dataset((["a", "b"], [1.0, "Ａ"])).labels == ["1", "A"]

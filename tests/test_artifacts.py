@@ -89,3 +89,33 @@ def test_weights_are_safetensors_not_pickle(probe_model, tmp_path):
     header_len = int.from_bytes(head, "little")
     assert 0 < header_len < 10_000_000  # a safetensors header, not a pickle stream (b"\x80\x04")
     assert b"__reduce__" not in (path / "weights.safetensors").read_bytes()
+
+
+def test_manifest_cannot_point_weights_outside_the_directory(probe_model, tmp_path):
+    path = probe_model.save(tmp_path / "m")
+    manifest = json.loads((path / "tenni.json").read_text())
+    manifest["weights"]["file"] = "../elsewhere.safetensors"
+    (path / "tenni.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelFileError, match="weights other than"):
+        tenni.load(path)
+
+
+def test_a_missing_weights_hash_counts_as_damage(probe_model, tmp_path):
+    path = probe_model.save(tmp_path / "m")
+    manifest = json.loads((path / "tenni.json").read_text())
+    del manifest["weights"]["sha256"]
+    (path / "tenni.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelFileError, match="hash"):
+        tenni.load(path)
+
+
+def test_loading_never_downloads_the_backbone_it_names(probe_model, tmp_path, monkeypatch):
+    path = probe_model.save(tmp_path / "m")
+    manifest = json.loads((path / "tenni.json").read_text())
+    manifest["backbone"]["name"] = "someone/unknown-model"
+    (path / "tenni.json").write_text(json.dumps(manifest))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    from tenni.errors import BackboneError
+
+    with pytest.raises(BackboneError, match="not in the local Hugging Face cache"):
+        tenni.load(path)

@@ -86,6 +86,16 @@ def test_bad_input_exits_2_with_one_line(capsys, monkeypatch, tmp_path, train_cs
     assert len(err.strip().splitlines()) == 1
 
 
+def test_user_text_is_never_read_as_markup(capsys, monkeypatch, tmp_path):
+    from .conftest import make_texts, write_csv
+
+    texts, labels = make_texts(6, seed=9)
+    texts[0] = "[urgent] [/url] " + texts[0]
+    data = write_csv(tmp_path / "m.csv", texts + [texts[0]], labels + [labels[0]])
+    code, out, err = run(capsys, monkeypatch, "check", data, "--backbone", "text/minilm")
+    assert code == 0 and "[urgent] [/url]" in out
+
+
 def test_console_script_bad_file_has_no_traceback(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("text,label\nfine,a\n,b\n")

@@ -18,15 +18,16 @@ def warn(message: str) -> None:
     """A one-line warning the user should read (unseen labels, language mismatch...)."""
     if not _quiet:
         from rich.console import Console
+        from rich.markup import escape
 
-        Console(stderr=True).print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+        Console(stderr=True).print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def info(message: str) -> None:
     if not _quiet:
         from rich.console import Console
 
-        Console(stderr=True).print(message, highlight=False, soft_wrap=True)
+        Console(stderr=True).print(message, highlight=False, soft_wrap=True, markup=False)
 
 
 class _NullTask:

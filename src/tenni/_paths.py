@@ -50,13 +50,23 @@ class AtomicDirectory:
     """Build a directory under a temporary name and swap it into place on success.
 
     ``with AtomicDirectory(target) as tmp: write files into tmp`` — on an exception (or Ctrl-C) the temporary
-    directory is removed and ``target`` is untouched; on success ``target`` is replaced in two renames.
+    directory is removed and ``target`` is untouched; on success ``target`` is replaced in two renames. With
+    ``marker``, a non-empty ``target`` without that file (someone else's folder) is refused, never replaced.
     """
 
-    def __init__(self, target: str | Path):
+    def __init__(self, target: str | Path, marker: str | None = None):
         self.target = Path(target)
+        self.marker = marker
 
     def __enter__(self) -> Path:
+        if self.target.exists() and not self.target.is_dir():
+            raise FileExistsError(f"{self.target} exists and is not a directory")
+        if (self.marker and self.target.is_dir() and any(self.target.iterdir())
+                and not (self.target / self.marker).exists()):
+            from .errors import TenniError
+
+            raise TenniError("exists and was not written by tenni; refusing to replace it", path=self.target,
+                             hint="choose a new or empty output folder")
         self.target.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = self.target.parent / f".{self.target.name}.tmp-{uuid.uuid4().hex[:8]}"
         self.tmp.mkdir()

@@ -246,12 +246,14 @@ class TenniClassifier(ClassifierMixin, BaseEstimator):
         self.seed = seed
 
     def fit(self, X, y) -> TenniClassifier:
+        # labels keep their type (ints stay ints, so scikit-learn's scorers work); strategies see strings
+        self.classes_, y_idx = np.unique(np.asarray(y), return_inverse=True)
         self.estimator_ = make_estimator(self.strategy, self.backbone, self.config, self.seed)
-        self.estimator_.fit(list(np.asarray(X, dtype=object).ravel()), y)
-        self.classes_ = self.estimator_.classes_
+        self.estimator_.fit(list(np.asarray(X, dtype=object).ravel()), [f"{i:06d}" for i in y_idx])
         return self
 
     def predict_proba(self, X) -> np.ndarray:
+        """Columns in ``self.classes_`` order."""
         return self.estimator_.predict_proba(list(np.asarray(X, dtype=object).ravel()))
 
     def predict(self, X) -> np.ndarray:
@@ -259,4 +261,8 @@ class TenniClassifier(ClassifierMixin, BaseEstimator):
 
     def to_model(self) -> Model:
         """Wrap the fitted estimator as a :class:`Model`, to ``save`` it like one from ``tenni.fit``."""
-        return Model(self.estimator_)
+        from copy import copy
+
+        estimator = copy(self.estimator_)
+        estimator.classes_ = np.asarray([str(c) for c in self.classes_])
+        return Model(estimator)

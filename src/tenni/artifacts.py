@@ -64,12 +64,15 @@ def read_model_dir(path: str | Path, *, verify: bool = True) -> tuple[dict, dict
     if version != FORMAT_VERSION:
         raise ModelFileError(f"unknown format version {version!r} (this tenni reads {FORMAT_VERSION})",
                              path=manifest_path, hint="upgrade tenni, or re-fit the model with this version")
-    weights = path / manifest.get("weights", {}).get("file", WEIGHTS)
+    if manifest.get("weights", {}).get("file", WEIGHTS) != WEIGHTS:
+        raise ModelFileError(f"the manifest names weights other than {WEIGHTS}", path=manifest_path,
+                             hint="re-fit the model; weights are always read from inside the model directory")
+    weights = path / WEIGHTS
     if not weights.exists():
         raise ModelFileError("weights file is missing", path=weights, hint="copy the whole model directory")
     if verify:
         expected = manifest.get("weights", {}).get("sha256")
-        if expected and sha256_file(weights) != expected:
+        if not expected or sha256_file(weights) != expected:
             raise ModelFileError("weights do not match the hash in the manifest (damaged or modified)",
                                  path=weights, hint="copy the model directory again, or re-fit")
     try:

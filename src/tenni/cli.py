@@ -174,6 +174,8 @@ def evaluate(
     json_out: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
 ):
     """Measure a saved model on labeled data: accuracy, macro-F1, per-class metrics, confusion matrix."""
+    from rich.markup import escape
+
     from ._logging import warn
     from .api import load
     from .data import read_dataset
@@ -193,15 +195,15 @@ def evaluate(
     for col in ("class", "precision", "recall", "F1", "support"):
         table.add_column(col, justify="left" if col == "class" else "right")
     for cls, m in metrics["per_class"].items():
-        table.add_row(cls, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", str(m["support"]))
+        table.add_row(escape(cls), f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", str(m["support"]))
     out.print(table)
     cm = metrics["confusion_matrix"]
     matrix = Table(title="confusion matrix (rows: true, columns: predicted)")
     matrix.add_column("")
     for lab in cm["labels"]:
-        matrix.add_column(lab, justify="right")
+        matrix.add_column(escape(lab), justify="right")
     for lab, row in zip(cm["labels"], cm["matrix"]):
-        matrix.add_row(lab, *[str(v) for v in row])
+        matrix.add_row(escape(lab), *[str(v) for v in row])
     out.print(matrix)
 
 
@@ -326,6 +328,8 @@ def check(
     json_out: bool = typer.Option(False, "--json", help="Print everything as JSON."),
 ):
     """Find likely mislabeled examples, duplicates and train/test leakage."""
+    from rich.markup import escape
+
     from .assess import check_labels
 
     result = check_labels(data, test=test, backbone=backbone, text_col=text_col, label_col=label_col,
@@ -339,15 +343,18 @@ def check(
         for col in ("where", "label", "suggested", "p(label)", "text"):
             table.add_column(col)
         for m in result.suspected_mislabels[:limit]:
-            table.add_row(m["source"], m["label"], m["suggested"], f"{m['p_label']:.2f}", m["text"][:80])
+            table.add_row(*(escape(str(x)) for x in (m["source"], m["label"], m["suggested"],
+                                                      f"{m['p_label']:.2f}", m["text"][:80])))
         out.print(table)
     for g in result.duplicate_groups[:limit]:
         mark = "[red]conflicting labels[/] " if len(set(g["labels"])) > 1 else ""
-        out.print(f"duplicate {mark}{', '.join(g['sources'])}: {g['text'][:60]!r} -> {', '.join(g['labels'])}")
+        out.print(f"duplicate {mark}" + escape(f"{', '.join(g['sources'])}: {g['text'][:60]!r} -> "
+                                               f"{', '.join(g['labels'])}"))
     for d in result.near_duplicates[:limit]:
-        out.print(f"near duplicate ({d['similarity']:.3f}): {d['a']} ~ {d['b']} ({', '.join(d['labels'])})")
+        out.print(escape(f"near duplicate ({d['similarity']:.3f}): {d['a']} ~ {d['b']} ({', '.join(d['labels'])})"))
     for leak in result.leakage[:limit]:
-        out.print(f"[red]leak[/] ({leak['kind']}, {leak['similarity']:.3f}): {leak['test']} = {leak['train']}")
+        out.print("[red]leak[/] " + escape(f"({leak['kind']}, {leak['similarity']:.3f}): {leak['test']} = "
+                                           f"{leak['train']}"))
 
 
 @app.command()
@@ -426,7 +433,9 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except TenniError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        from rich.markup import escape
+
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err.print("interrupted: nothing half-written was left behind; features encoded so far are cached, "

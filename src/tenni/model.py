@@ -101,6 +101,10 @@ class Model:
             if not bb_info:
                 raise ModelFileError("manifest names no backbone for a strategy that needs one", path=path)
             bb_name = backbone or bb_info["name"]
+            if backbone is None:
+                from .backbones import resolve
+
+                resolve(bb_name, download=False)  # loading a model directory never downloads what it names
             bb = get_backbone(bb_name)
             if bb_info.get("fingerprint") and bb.fingerprint != bb_info["fingerprint"]:
                 raise ModelFileError(
@@ -119,8 +123,3 @@ def _inputs(inputs) -> list[str]:
     if isinstance(inputs, str):
         return [inputs]
     return [str(x) for x in inputs]
-
-
-def load(path: str | Path, *, backbone: str | None = None) -> Model:
-    """Load a model directory written by ``Model.save`` / ``tenni fit -o``."""
-    return Model.load(path, backbone=backbone)

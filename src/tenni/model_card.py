@@ -16,12 +16,15 @@ def render_model_card(manifest: dict) -> str:
         lines += [f"- Backbone: `{backbone.get('name')}` ({backbone.get('source')})",
                   f"- Backbone weights: `{backbone.get('fingerprint')}`"]
     lines.append(f"- Labels ({len(manifest['labels'])}): " + ", ".join(f"`{x}`" for x in manifest["labels"]))
+    cv = "CV" in str(data.get("test_source", ""))
     if data:
-        lines.append(f"- Training data: {data.get('train_size')} examples from `{data.get('source')}`; "
-                     f"evaluated on {data.get('test_size')} held-out examples ({data.get('test_source')})")
+        evaluated = (data.get("test_source") if cv
+                     else f"evaluated on {data.get('test_size')} held-out examples ({data.get('test_source')})")
+        lines.append(f"- Training data: {data.get('train_size')} examples from `{data.get('source')}`; {evaluated}")
     results = metrics.get("results") or []
     if results:
-        lines += ["", "## Measured on the held-out set", "", "| strategy | accuracy | macro-F1 | seconds |",
+        heading = "## Measured by cross-validation" if cv else "## Measured on the held-out set"
+        lines += ["", heading, "", "| strategy | accuracy | macro-F1 | seconds |",
                   "|---|---|---|---|"]
         for row in results:
             lines.append(f"| {row['strategy']} | {row['accuracy']:.3f} | {row['macro_f1']:.3f} | "

@@ -91,3 +91,14 @@ def test_models_lists_adapted_backbones(tiny_backbone, tmp_path, capsys, monkeyp
     main()
     rows = json.loads(capsys.readouterr().out)
     assert any(r["name"] == str(tmp_path / "a1") and "adapted from" in r["source"] for r in rows)
+
+
+def test_adapt_refuses_to_replace_a_folder_it_did_not_write(tiny_backbone, tmp_path):
+    from tenni.errors import TenniError
+
+    precious = tmp_path / "project"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("precious")
+    with pytest.raises(TenniError, match="refusing"):
+        adapt(CORPUS, precious, backbone=str(tiny_backbone), config=dict(FAST, max_steps=1))
+    assert (precious / "thesis.tex").read_text() == "precious"

@@ -78,3 +78,16 @@ def test_trainable_strategies_run_on_a_local_backbone(tiny_backbone, train_data,
 def test_a_typo_in_a_registered_name_is_not_sent_to_the_hub():
     with pytest.raises(BackboneError, match="unknown backbone 'text/minilmm'.*registered: "):
         resolve("text/minilmm")
+
+
+def test_cache_compacts_many_small_shards(tmp_path):
+    from tenni.backbones.cache import FeatureCache, content_key
+
+    cache = FeatureCache("sha256:test", root=tmp_path)
+    for i in range(20):
+        cache.put([content_key(f"text {i}")], np.full((1, 4), i, np.float32))
+    fresh = FeatureCache("sha256:test", root=tmp_path)
+    got = fresh.get([content_key("text 7"), content_key("text 19")])
+    assert got[0][0] == 7 and got[1][0] == 19
+    assert len(list(fresh.dir.glob("*.safetensors"))) == 1
+    assert FeatureCache("sha256:test", root=tmp_path).get([content_key("text 3")])[0][0] == 3

@@ -129,3 +129,10 @@ def test_deadline_stops_training_loops(train_data):
 
     with pytest.raises(BudgetExceeded), time_limit(0.0):
         get_strategy_class("finetune")(config=FAST_CONFIGS["finetune"]).fit(*train_data)
+
+
+def test_tuple_and_optional_options_from_the_cli_get_their_types():
+    est = get_strategy_class("hybrid")(config={"weights": "0.3,0.7"})
+    assert est.config_.weights == (0.3, 0.7)
+    assert get_strategy_class("setfit")(config={"C": "2"}).config_.C == 2.0
+    assert get_strategy_class("probe")(config={"C": "none"}).config_.C is None

@@ -241,7 +241,10 @@ def _load_checkpoint(folder: Path, lineage: dict) -> dict | None:
     except (OSError, ValueError):
         return None
     wanted = {k: lineage[k] for k in ("base_fingerprint", "method", "corpus_sha256")}
-    if meta.get("lineage") != wanted or meta.get("config") != lineage["config"]:
+    volatile = ("budget", "checkpoint_every")  # may change between an interrupted run and its resumption
+    same_config = ({k: v for k, v in (meta.get("config") or {}).items() if k not in volatile}
+                   == {k: v for k, v in lineage["config"].items() if k not in volatile})
+    if meta.get("lineage") != wanted or not same_config:
         info("the checkpoint belongs to another backbone, corpus or configuration: not resuming from it")
         return None
     extra = torch.load(ckpt / "optimizer.pt", weights_only=True)  # tensors and numbers only, never code
@@ -252,12 +255,18 @@ def _load_checkpoint(folder: Path, lineage: dict) -> dict | None:
 
 def _write_backbone(output: Path, base, model, tokenizer, lineage: dict) -> None:
     """A complete sentence-transformers folder (weights, tokenizer, pooling) + lineage, atomically."""
-    with AtomicDirectory(output) as tmp:
+    with AtomicDirectory(output, marker=LINEAGE_FILE) as tmp:
         model.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
-        for name in ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json"):
+        for name in ("sentence_bert_config.json", "config_sentence_transformers.json"):
             if (base.path / name).exists():
                 shutil.copy(base.path / name, tmp / name)
+        if (base.path / "modules.json").exists():  # the weights now sit at the root, whatever the base's layout
+            modules = json.loads((base.path / "modules.json").read_text())
+            for module in modules:
+                if module.get("type", "").endswith("Transformer"):
+                    module["path"] = ""
+            (tmp / "modules.json").write_text(json.dumps(modules, indent=2))
         modules_file = base.path / "modules.json"
         for module in json.loads(modules_file.read_text()) if modules_file.exists() else []:
             sub = module.get("path", "")

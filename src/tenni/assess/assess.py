@@ -205,7 +205,7 @@ def recommend(reports: list[BackboneReport], scratch: BackboneReport, min_per_cl
         reasons.append("its features barely beat (or lose to) TF-IDF, so blend the two (hybrid) rather than "
                        "trusting transfer alone")
     elif min_per_class < 16:
-        strategy = "probe" if not getattr(best, "trainable", True) else "setfit"
+        strategy = "setfit"
         reasons.append(f"{min_per_class} examples in the smallest class: few-shot territory, where a probe or "
                        "SetFit-style tuning works best")
     elif min_per_class < 100:

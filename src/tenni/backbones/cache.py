@@ -31,8 +31,9 @@ class FeatureCache:
             from safetensors.numpy import load_file
 
             index: dict[bytes, np.ndarray] = {}
+            shards = sorted(self.dir.glob("*.safetensors")) if self.dir.exists() else []
             if self.dir.exists():
-                for shard in sorted(self.dir.glob("*.safetensors")):
+                for shard in shards:
                     try:
                         tensors = load_file(str(shard))
                     except Exception:  # a damaged shard is only a cache miss
@@ -43,7 +44,24 @@ class FeatureCache:
                     for k, row in zip(keys, feats):
                         index[k.tobytes()] = row
             self._index = index
+            if len(shards) > self.max_shards:
+                self._compact(shards)
         return self._index
+
+    max_shards = 16
+
+    def _compact(self, shards) -> None:
+        """Many small shards (one per predict call) become one, so loading stays one read."""
+        from safetensors.numpy import save_file
+
+        keys = list(self._index)
+        merged = self.dir / f"{uuid.uuid4().hex}.safetensors"
+        tmp = self.dir / f".{merged.name}.tmp"
+        save_file({"keys": np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), -1),
+                   "features": np.stack([self._index[k] for k in keys]).astype(np.float32)}, str(tmp))
+        tmp.replace(merged)
+        for shard in shards:
+            shard.unlink(missing_ok=True)
 
     def get(self, keys: list[bytes]) -> list[np.ndarray | None]:
         index = self._load()

@@ -144,19 +144,22 @@ def _hub_reachable(timeout: float = 2.0) -> bool:
         return False
 
 
-def locate_hub_model(model_id: str, revision: str | None = None) -> Path:
+def locate_hub_model(model_id: str, revision: str | None = None, *, download: bool = True) -> Path:
     """A local snapshot of a hub model: from the cache if there, downloaded if the hub can be reached.
 
     With no network we switch the hub libraries to offline mode, so that nothing downstream retries for a minute.
     """
     from huggingface_hub import snapshot_download
 
-    patterns = ["*.json", "*.safetensors", "*.txt", "*.model", "1_Pooling/*", "*.py"]
+    patterns = ["*.json", "*.safetensors", "*.txt", "*.model", "1_Pooling/*"]  # weights and configs, never code
     try:
         return Path(snapshot_download(model_id, revision=revision, local_files_only=True,
                                       allow_patterns=patterns))
     except Exception:
         pass
+    if not download:
+        raise BackboneError(f"backbone '{model_id}' is not in the local Hugging Face cache",
+                            hint=f"download it first (`hf download {model_id}`) or pass --backbone with its folder")
     fix = (f"download it on a machine with network (`hf download {model_id}`) and pass the folder's path, "
            "or use a registered backbone (`tenni models`)")
     if hub_offline() or not _hub_reachable():
@@ -171,7 +174,7 @@ def locate_hub_model(model_id: str, revision: str | None = None) -> Path:
                             hint="check the model id on the hub, or pass a local folder") from None
 
 
-def resolve(name_or_path: str) -> tuple[str, Path, BackboneSpec | None]:
+def resolve(name_or_path: str, *, download: bool = True) -> tuple[str, Path, BackboneSpec | None]:
     """Map a registry name, local folder or hub id to (canonical name, local folder, spec or None)."""
     spec = _REGISTRY.get(name_or_path)
     if spec is not None:
@@ -190,4 +193,4 @@ def resolve(name_or_path: str) -> tuple[str, Path, BackboneSpec | None]:
         known = ", ".join(_REGISTRY)
         raise BackboneError(f"unknown backbone '{name_or_path}': not a registered name and no such folder",
                             hint=f"registered: {known}; or pass a hub id like org/model")
-    return name_or_path, locate_hub_model(name_or_path), None
+    return name_or_path, locate_hub_model(name_or_path, download=download), None

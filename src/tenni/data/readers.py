@@ -49,7 +49,11 @@ def read_dataset(path: str | Path, *, text_col: str | None = None, label_col: st
     else:
         rows, columns = _read_delimited(path, encoding, delimiter="\t" if suffix in (".tsv", ".tab") else ",")
     if not rows:
-        raise DataError("the file has a header but no rows", path=path, hint="add data rows")
+        what = "no non-blank lines" if suffix in (".txt", ".jsonl", ".ndjson") else "a header but no rows"
+        raise DataError(f"the file has {what}", path=path, hint="add data")
+    if suffix == ".txt" and labeled and label_col is None:
+        raise DataError("a .txt file holds unlabeled texts (one per line), but labels are needed here", path=path,
+                        hint="use a CSV/TSV/JSONL with a label column, or a folder with one sub-folder per class")
     tcol = _pick_column(columns, text_col, TEXT_COLUMNS, "text", path, required=True)
     lcol = _pick_column(columns, label_col, LABEL_COLUMNS, "label", path, required=labeled)
     if tcol == lcol:
@@ -77,6 +81,13 @@ def read_dataset(path: str | Path, *, text_col: str | None = None, label_col: st
     has_labels = lcol is not None and all(lab is not None for lab in labels)
     return Dataset(inputs=inputs, labels=labels if has_labels else None, modality="text", sources=sources,
                    path=str(path))
+
+
+def _cell(value) -> str:
+    """A text or label from memory: None and NaN are missing (empty), everything else its string form."""
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    return str(value).strip()
 
 
 def _normalise_label(label: str) -> str:
@@ -265,18 +276,23 @@ def as_dataset(data, *, text_col=None, label_col=None, labeled=True, encoding="a
         return read_dataset(data, text_col=text_col, label_col=label_col, labeled=labeled, encoding=encoding)
     if isinstance(data, tuple) and len(data) == 2:
         texts, labels = data
-        texts = [str(t) for t in texts]
-        labels = None if labels is None else [str(y) for y in labels]
+        texts = [_cell(t) for t in texts]
         for i, t in enumerate(texts):
-            if not t.strip():
-                raise DataError("empty text", row=i, hint="remove empty strings from the inputs")
+            if not t:
+                raise DataError(f"item {i}: empty or missing text", hint="remove empty or NaN inputs")
+        if labels is not None:
+            labels = [_cell(y) for y in labels]
+            for i, y in enumerate(labels):
+                if not y:
+                    raise DataError(f"item {i}: missing label", hint="remove unlabeled items or fill their label")
+            labels = [_normalise_label(y) for y in labels]
         return Dataset(inputs=texts, labels=labels, sources=[f"item {i}" for i in range(len(texts))])
     if hasattr(data, "columns") and hasattr(data, "to_dict"):
         columns = list(data.columns)
         tcol = _pick_column(columns, text_col, TEXT_COLUMNS, "text", "DataFrame", required=True)
         lcol = _pick_column(columns, label_col, LABEL_COLUMNS, "label", "DataFrame", required=labeled)
-        labels = None if lcol is None else [str(v) for v in data[lcol]]
-        return as_dataset(([str(v) for v in data[tcol]], labels))
+        labels = None if lcol is None else list(data[lcol])
+        return as_dataset((list(data[tcol]), labels))
     if isinstance(data, (list,)) and all(isinstance(t, str) for t in data):
         return as_dataset((data, None))
     raise DataError(f"cannot use data of type {type(data).__name__}",

@@ -61,18 +61,21 @@ def make_config(config_cls, config: Any):
                               hint=f"known: {', '.join(known)}")
         values = {}
         for key, value in config.items():
-            default = known[key].default
-            values[key] = _coerce(key, value, default)
+            values[key] = _coerce(key, value, known[key].default, str(known[key].type))
         return config_cls(**values)
     raise ConfigError(f"config must be a dict or {config_cls.__name__}, not {type(config).__name__}")
 
 
-def _coerce(key, value, default):
-    """Values from the CLI arrive as strings; give them the type of the default ('none' means None)."""
+def _coerce(key, value, default, annotation: str = ""):
+    """Values from the CLI arrive as strings; give them the field's type ('none' means None)."""
     if isinstance(value, str) and value.strip().lower() in ("none", "null"):
         return None
-    if not isinstance(value, str) or isinstance(default, str) or default is None:
+    if not isinstance(value, str) or isinstance(default, str) or annotation.startswith("str"):
         return value
+    if default is None:  # Optional fields: the annotation says what the value is
+        default = 0.0 if "float" in annotation else 0 if "int" in annotation else None
+        if default is None:
+            return value
     try:
         if isinstance(default, bool):
             if value.lower() in ("1", "true", "yes", "on"):
@@ -85,7 +88,10 @@ def _coerce(key, value, default):
         if isinstance(default, float):
             return float(value)
         if isinstance(default, (tuple, list)):
-            return tuple(v.strip() for v in value.split(",") if v.strip())
+            items = tuple(v.strip() for v in value.split(",") if v.strip())
+            if default and all(isinstance(d, (int, float)) and not isinstance(d, bool) for d in default):
+                return tuple(float(v) for v in items)
+            return items
     except ValueError:
         raise ConfigError(f"option {key} needs a {type(default).__name__}, got '{value}'") from None
     return value
@@ -134,7 +140,10 @@ class Strategy(ClassifierMixin, BaseEstimator):
         return self
 
     def predict_proba(self, X) -> np.ndarray:
-        return self._predict_proba([str(t) for t in X])
+        texts = [str(t) for t in X]
+        if not texts:
+            return np.zeros((0, len(self.classes_)))
+        return self._predict_proba(texts)
 
     def predict(self, X) -> np.ndarray:
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
