@@ -23,6 +23,9 @@ class HybridConfig:
     weights: tuple = field(default=(0.0, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0), metadata={
         "help": "candidate weights of the probe (1 - weight goes to TF-IDF); the best by CV is kept"})
     folds: int = field(default=4, metadata={"help": "stratified folds for choosing the weight"})
+    margin: float = field(default=0.02, metadata={
+        "help": "out-of-fold accuracy a blend must gain over the probe alone to be used: with a few dozen "
+                "examples the folds are noisy, and transfer is the better bet on a tie"})
     class_weight: str | None = field(default="balanced", metadata={"help": "'balanced' or None, for both parts"})
 
 
@@ -62,7 +65,11 @@ class Hybrid(Strategy):
                 accuracy = float(np.mean(blend.argmax(1) == y))
                 log_loss = float(-np.mean(np.log(blend[np.arange(len(y)), y].clip(1e-9))))
                 scores.append((accuracy, -log_loss, -abs(w - 0.5), w))
-            self.weight_ = float(max(scores)[3])
+            best = max(scores)
+            probe_only = next((s for s in scores if s[3] == 1.0), None)
+            if probe_only is not None and best[0] - probe_only[0] < cfg.margin:
+                best = probe_only
+            self.weight_ = float(best[3])
             self.cv_ = {str(w): {"accuracy": s[0], "log_loss": -s[1]} for s, w in zip(scores, cfg.weights)}
         else:
             self.weight_, self.cv_ = 0.5, {}
