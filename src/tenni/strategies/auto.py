@@ -33,12 +33,16 @@ class AutoConfig:
         "help": "accuracy a challenger must gain over the probe (same folds) to be chosen"})
 
 
-def estimate_seconds(name: str, n_train: int, n_classes: int) -> float:
-    """A deliberately pessimistic prior for 2 CPU cores, replaced by measured times once a candidate has run."""
+def estimate_seconds(name: str, n_train: int, n_classes: int, characters: int = 0) -> float:
+    """A deliberately pessimistic prior for 2 CPU cores, replaced by measured times once a candidate has run.
+
+    The hybrid's TF-IDF part scales with the amount of text (character n-grams of long Japanese articles cost
+    far more than short English tickets), so its prior counts characters too.
+    """
     if name == "probe":
         return 0.02 * n_train + 1.0
     if name == "hybrid":
-        return 0.05 * n_train + 3.0
+        return 0.05 * n_train + 1e-4 * characters + 3.0
     if name == "setfit":
         pairs = min(2000, 40 * n_train)
         return 0.6 * pairs / 16 + 0.02 * n_train + 5.0
@@ -74,8 +78,8 @@ class AutoStrategy(Strategy):
                 survivors = []
                 for name in alive:
                     entry = race[name]
-                    fold_est = (np.mean(entry["seconds"]) if entry["seconds"]
-                                else estimate_seconds(name, len(train_idx), len(self.classes_)))
+                    fold_est = (np.mean(entry["seconds"]) if entry["seconds"] else estimate_seconds(
+                        name, len(train_idx), len(self.classes_), sum(len(texts[i]) for i in train_idx)))
                     refit_est = fold_est * len(texts) / max(len(train_idx), 1)
                     elapsed = time.perf_counter() - start
                     if name != "probe" and elapsed + fold_est + refit_est > cfg.budget:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .._deadline import check_deadline
 from .base import Strategy, register_strategy
 from .probe import LinearProbe
 from .scratch import TfidfScratch
@@ -52,6 +53,7 @@ class Hybrid(Strategy):
             oof_tfidf = np.zeros_like(oof_probe)
             splitter = StratifiedKFold(folds, shuffle=True, random_state=self.seed)
             for train_idx, val_idx in splitter.split(texts, y):
+                check_deadline()  # auto's budget: stop between folds rather than overrun by a whole CV
                 sub_train = [texts[i] for i in train_idx]
                 sub_val = [texts[i] for i in val_idx]
                 probe, scratch = self._parts(cfg)
