@@ -220,7 +220,9 @@ def predict_with(method: str, train, test, seed: int) -> list[str]:
     return [str(p) for p in estimator.predict(test.inputs)]
 
 
-NAMES = {"probe": "tenni probe", "setfit": "tenni setfit", "lora": "tenni lora", "finetune": "tenni finetune",
+NAMES = {"auto": "tenni auto (default)",
+         "auto@text/e5-small-multilingual": "tenni auto, e5-multilingual (the default for Japanese)",
+         "probe": "tenni probe", "setfit": "tenni setfit", "lora": "tenni lora", "finetune": "tenni finetune",
          "hybrid": "tenni hybrid", "scratch": "tenni scratch",
          "probe@text/e5-small-multilingual": "tenni probe (e5-multilingual)",
          "hybrid@text/e5-small-multilingual": "tenni hybrid (e5-multilingual)",
