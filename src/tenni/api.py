@@ -90,6 +90,7 @@ def _fit_and_score(estimator, train: Dataset, test: Dataset) -> FitResult:
     predictions = estimator.predict(test.inputs)
     seconds = time.perf_counter() - start
     metrics = classification_metrics(test.labels, predictions, [str(c) for c in estimator.classes_])
+    metrics["predictions"] = [str(p) for p in predictions]
     name = estimator.name if not hasattr(estimator, "chosen_") else f"{estimator.name} ({estimator.chosen_.name})"
     return FitResult(name, metrics["accuracy"], metrics["macro_f1"], seconds,
                      estimator.backbone if estimator.uses_backbone else None, metrics)
@@ -122,7 +123,7 @@ def _cross_validate(strategy: str, backbone: str, config, seed: int, data: Datas
             for key in ("accuracy", "macro_f1", "seconds"):
                 scores[name][key].append(getattr(result, key))
             if name == strategy and k < folds:  # the first repeat covers every example once
-                oof[test_idx] = est.predict(test.inputs)
+                oof[test_idx] = result.metrics["predictions"]
     rows = []
     for name in names:
         mean, low, high = interval(scores[name]["accuracy"])
@@ -210,7 +211,7 @@ def fit(data, *, test=None, strategy: str | None = None, backbone: str = AUTO,
     main = results[0]
     metrics = {
         "evaluation": "test file" if test is not None else f"stratified {test_size:.0%} hold-out",
-        "test": {k: v for k, v in main.metrics.items()},
+        "test": {k: v for k, v in main.metrics.items() if k != "predictions"},
         "results": [r.row() for r in results],
     }
     if len(results) > 1:

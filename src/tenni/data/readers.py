@@ -242,7 +242,6 @@ def _read_folder(root: Path, *, encoding: str, labeled: bool) -> Dataset:
         if not files or labeled:
             raise DataError("the folder has no class sub-folders", path=root,
                             hint="put each class's .txt files in a sub-folder named after the class")
-        class_dirs = []
         for f in files:
             inputs.append(_read_text_file(f, encoding))
             sources.append(str(f))

@@ -154,10 +154,6 @@ class AutoStrategy(Strategy):
                 parts.append(f"{name} {entry['status']}")
         return f"chose {chosen}: " + "; ".join(parts)
 
-    @property
-    def chosen_name(self) -> str:
-        return self.chosen_.name
-
     def _predict_proba(self, texts) -> np.ndarray:
         return self.chosen_.predict_proba(texts)
 
