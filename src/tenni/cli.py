@@ -213,7 +213,7 @@ def adapt(
                                                     "or a folder of .txt files."),
     output: Path = typer.Option(..., "-o", "--output", help="Directory for the adapted backbone."),
     backbone: str = typer.Option("text/minilm", "--backbone", "-b", help="Backbone to continue pretraining."),
-    method: str = typer.Option("simcse", "--method", help="simcse (sentence encoders) or mlm."),
+    method: str = typer.Option("simcse", "--method", help="simcse or tsdae (sentence encoders), or mlm."),
     budget: str | None = typer.Option(None, "--budget", help="Stop after this long, e.g. 10m (saves cleanly)."),
     max_steps: int = typer.Option(1000, "--max-steps", help="Optimizer steps at most."),
     from_labeled: Path | None = typer.Option(None, "--from-labeled",

@@ -36,6 +36,37 @@ def test_mlm_adds_a_head_when_the_model_has_none(tiny_backbone, tmp_path):
     assert TextBackbone("m", out).encode(["pump station"]).shape == (1, 32)
 
 
+def test_tsdae_learns_to_rebuild_texts_and_trains_the_saved_encoder(tiny_backbone, tmp_path):
+    config = dict(FAST, method="tsdae", max_steps=24, epochs=5, learning_rate=1e-2, checkpoint_every=100)
+    out = adapt(CORPUS, tmp_path / "tsdae", backbone=str(tiny_backbone), config=config)
+    lineage = json.loads((out / "tenni-backbone.json").read_text())
+    assert lineage["method"] == "tsdae" and lineage["steps"] == 24
+    assert lineage["last_loss"] < lineage["first_loss"] - 1.0, "reconstruction loss falls on a repetitive corpus"
+    before = TextBackbone("base", tiny_backbone).encode(CORPUS[:4])
+    after = TextBackbone("tsdae", out).encode(CORPUS[:4])
+    assert np.abs(after - before).max() > 1e-3, "the decoder shares the encoder's weights, so the encoder changed"
+    assert not any("crossattention" in p.name for p in out.iterdir())
+
+
+def test_tsdae_resumes_from_its_checkpoint(tiny_backbone, tmp_path, monkeypatch):
+    real = continued_module._tsdae_loss
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(continued_module, "_tsdae_loss", flaky)
+    config = dict(FAST, method="tsdae")
+    with pytest.raises(KeyboardInterrupt):
+        adapt(CORPUS, tmp_path / "t", backbone=str(tiny_backbone), config=config)
+    calls["n"] = -100  # no more interruptions
+    adapt(CORPUS, tmp_path / "t", backbone=str(tiny_backbone), config=config, resume=True)
+    assert calls["n"] == -98 and json.loads((tmp_path / "t" / "tenni-backbone.json").read_text())["steps"] == 6
+
+
 def test_interrupted_run_leaves_no_output_and_resumes(tiny_backbone, tmp_path, monkeypatch):
     calls = {"n": 0}
     real = continued_module._simcse_loss
