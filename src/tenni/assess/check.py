@@ -52,7 +52,7 @@ def out_of_fold_proba(features: np.ndarray, y: np.ndarray, seed: int = 0) -> np.
     folds = int(min(5, np.bincount(y)[np.bincount(y) > 0].min()))
     if folds < 2:
         return None
-    model = LogisticRegression(C=10.0, max_iter=2000, class_weight="balanced")
+    model = LogisticRegression(C=10.0, max_iter=2000, class_weight="balanced", solver="newton-cg")
     return cross_val_predict(model, features, y, cv=StratifiedKFold(folds, shuffle=True, random_state=seed),
                              method="predict_proba")
 

@@ -94,7 +94,8 @@ def probe_cv(features, y, splits, C: float = 10.0) -> list[float]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for train, test in splits:
-            model = LogisticRegression(C=C, max_iter=2000, class_weight="balanced").fit(features[train], y[train])
+            model = LogisticRegression(C=C, max_iter=2000, class_weight="balanced", solver="newton-cg")
+            model.fit(features[train], y[train])
             scores.append(float(np.mean(model.predict(features[test]) == y[test])))
     return scores
 
