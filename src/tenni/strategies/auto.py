@@ -44,7 +44,7 @@ def estimate_seconds(name: str, n_train: int, n_classes: int, characters: int = 
     if name == "hybrid":
         return 0.05 * n_train + 1e-4 * characters + 3.0
     if name == "setfit":
-        pairs = min(2000, 40 * n_train)
+        pairs = min(1280, 40 * n_train)
         return 0.6 * pairs / 16 + 0.02 * n_train + 5.0
     steps = max(100, 10 * math.ceil(n_train / 16))  # lora / finetune: min_steps and epochs defaults
     return (0.35 if name == "finetune" else 0.25) * steps + 5.0

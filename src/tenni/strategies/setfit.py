@@ -24,7 +24,7 @@ from .base import Strategy, register_strategy
 class SetFitConfig:
     num_iterations: int = field(default=20, metadata={
         "help": "pair-generation rounds: each example gets one positive and one negative pair per round"})
-    max_pairs: int = field(default=2000, metadata={"help": "upper bound on the number of training pairs"})
+    max_pairs: int = field(default=1280, metadata={"help": "upper bound on the number of training pairs"})
     epochs: int = field(default=1, metadata={"help": "passes over the pairs"})
     batch_size: int = field(default=16, metadata={"help": "pairs per optimizer step"})
     learning_rate: float = field(default=2e-5, metadata={"help": "learning rate of the encoder"})
