@@ -192,7 +192,7 @@ def run_grid(results: Results, args) -> None:
                     if results.done(dataset=name, n=n, seed=seed, method=method):
                         continue
                     record = {"dataset": name, "n": n, "seed": seed, "method": method, "train_size": len(train),
-                              "test_size": len(test)}
+                              "test_size": len(test), "torch_threads": torch_threads()}
                     reason = too_slow(method, len(train), args)
                     if reason:
                         results.add(dict(record, status="skipped", reason=reason))
@@ -207,6 +207,12 @@ def run_grid(results: Results, args) -> None:
                                      macro_f1=metrics["macro_f1"], seconds=round(seconds, 2)))
                     print(f"{name:15s} N={n!s:4s} seed={seed} {method:20s} acc={metrics['accuracy']:.3f} "
                           f"F1={metrics['macro_f1']:.3f} {seconds:7.1f}s", flush=True)
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def predict_with(method: str, train, test, seed: int) -> list[str]:
