@@ -199,12 +199,13 @@ def run_grid(results: Results, args) -> None:
                         print(f"{name:15s} N={n!s:4s} seed={seed} {method:20s} skipped: {reason}", flush=True)
                         continue
                     t0 = time.perf_counter()
-                    predictions = predict_with(method, train, test, seed)
+                    timing = {}
+                    predictions = predict_with(method, train, test, seed, timing)
                     seconds = time.perf_counter() - t0
                     labels = sorted(set(train.labels))
                     metrics = classification_metrics(test.labels, predictions, labels)
                     results.add(dict(record, status="ok", accuracy=metrics["accuracy"],
-                                     macro_f1=metrics["macro_f1"], seconds=round(seconds, 2)))
+                                     macro_f1=metrics["macro_f1"], seconds=round(seconds, 2), **timing))
                     print(f"{name:15s} N={n!s:4s} seed={seed} {method:20s} acc={metrics['accuracy']:.3f} "
                           f"F1={metrics['macro_f1']:.3f} {seconds:7.1f}s", flush=True)
 
@@ -215,14 +216,21 @@ def torch_threads() -> int:
     return torch.get_num_threads()
 
 
-def predict_with(method: str, train, test, seed: int) -> list[str]:
+def predict_with(method: str, train, test, seed: int, timing: dict | None = None) -> list[str]:
+    """Test-set predictions; for tenni's strategies ``timing`` gets the fit's own seconds (auto: vs its budget)."""
     if method in ANCHOR_FUNCS:
         return ANCHOR_FUNCS[method](train, test, seed)
     from tenni.api import make_estimator
 
     strategy, _, backbone = method.partition("@")  # "probe@text/other-backbone" names another backbone
     estimator = make_estimator(strategy, backbone or "text/minilm", seed=seed)
+    start = time.perf_counter()
     estimator.fit(train.inputs, train.labels)
+    if timing is not None:
+        timing["fit_seconds"] = round(time.perf_counter() - start, 2)
+        budget = getattr(estimator.config_, "budget", None)
+        if budget is not None:
+            timing["budget_seconds"] = budget
     return [str(p) for p in estimator.predict(test.inputs)]
 
 
