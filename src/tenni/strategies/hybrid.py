@@ -25,8 +25,9 @@ class HybridConfig:
         "help": "candidate weights of the probe (1 - weight goes to TF-IDF); the best by CV is kept"})
     folds: int = field(default=4, metadata={"help": "stratified folds for choosing the weight"})
     margin: float = field(default=0.02, metadata={
-        "help": "out-of-fold accuracy a blend must gain over the probe alone to be used: with a few dozen "
-                "examples the folds are noisy, and transfer is the better bet on a tie"})
+        "help": "out-of-fold accuracy a blend must gain over the probe alone to be used (or two standard errors "
+                "of the paired difference, when that is smaller): with a few dozen examples the folds are noisy, "
+                "and transfer is the better bet on a tie"})
     class_weight: str | None = field(default="balanced", metadata={"help": "'balanced' or None, for both parts"})
 
 
@@ -69,8 +70,15 @@ class Hybrid(Strategy):
                 scores.append((accuracy, -log_loss, -abs(w - 0.5), w))
             best = max(scores)
             probe_only = next((s for s in scores if s[3] == 1.0), None)
-            if probe_only is not None and best[0] - probe_only[0] < cfg.margin:
-                best = probe_only
+            if probe_only is not None and best[3] != 1.0:
+                w = best[3]
+                blend_right = (w * oof_probe + (1 - w) * oof_tfidf).argmax(1) == y
+                paired = blend_right.astype(float) - (oof_probe.argmax(1) == y)
+                standard_error = float(paired.std(ddof=1) / np.sqrt(len(y))) if len(y) > 1 else np.inf
+                # a gain counts when it beats the fixed margin (few examples: noisy folds) or, with enough
+                # examples, two standard errors of the paired difference (thousands of texts: 0.5 points is real)
+                if best[0] - probe_only[0] <= 0 or best[0] - probe_only[0] < min(cfg.margin, 2 * standard_error):
+                    best = probe_only
             self.weight_ = float(best[3])
             self.cv_ = {str(w): {"accuracy": s[0], "log_loss": -s[1]} for s, w in zip(scores, cfg.weights)}
         else:
