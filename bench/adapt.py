@@ -124,17 +124,24 @@ def main() -> None:
     parser.add_argument("--out", default=str(RESULTS / "adapt.json"))
     parser.add_argument("--work", default=str(ROOT / "bench" / ".work" / "adapted"),
                         help="where adapted backbones are kept for re-runs")
+    parser.add_argument("--note", default=None, help="conditions of this run, shown under the table")
     parser.add_argument("--table", action="store_true")
     args = parser.parse_args()
     OUT, WORK = Path(args.out), Path(args.work)
     if args.table:
-        return write_table(load())
+        data = load()
+        if args.note:
+            data["note"] = args.note
+            save(data)
+        return write_table(data)
 
     from tenni.assess import assess
     from tenni.data import read_dataset
 
     data = load()
     data["environment"] = environment()
+    if args.note:
+        data["note"] = args.note
     ns = [int(x) for x in args.ns.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
     root = shared_data()
@@ -171,14 +178,19 @@ def main() -> None:
 
 
 def write_table(data: dict) -> None:
-    lines = ["| set | assess on MiniLM | method | adaptation | N | base probe | adapted probe | gain |",
+    lines = ["| set | assess on MiniLM (16 per class) | method | adaptation | N | base probe | adapted probe | gain |",
              "|---|---|---|---|---|---|---|---|"]
     bases = {r["dataset"]: r for r in data["rows"] if r["method"] == "base"}
     for row in data["rows"]:
         if row["method"] == "base" or row["dataset"] not in bases:
             continue
         base = bases[row["dataset"]]
-        gap = "suggests adapting" if base.get("assess_recommends_adaptation") else "no adaptation advised"
+        if base.get("assess_recommends_adaptation"):
+            gap = "domain gap: suggests adapting"
+        elif any("but the backbone was trained on" in r for r in base.get("assess_reasons", [])):
+            gap = "language gap: suggests a multilingual backbone"
+        else:
+            gap = "no gap"
         for n, adapted in row["results"].items():
             b = base["results"][n]
             lines.append(f"| {row['dataset']} | {gap} | {row['method']} | {row['texts']} texts, {row['steps']} steps, "
@@ -187,8 +199,8 @@ def write_table(data: dict) -> None:
                          f"{100 * (adapted['mean'] - b['mean']):+.1f} pts |")
     table = "\n".join(lines) + ("\n\nProbe (logistic regression on frozen features) accuracy on the whole test split, "
                                 "mean ± std over seeds; adaptation on the set's own training sentences (labels "
-                                "hidden), one epoch or the time budget, 2 CPU cores; peak = resident memory of the "
-                                "adaptation process.")
+                                "hidden), one epoch or the time budget; peak = resident memory of the adaptation "
+                                "process.") + (f" {data['note']}" if data.get("note") else "")
     print(table)
     replace_in_readme("adapt", table)
 
