@@ -43,6 +43,6 @@ def get_backbone(name_or_path: str = DEFAULT_TEXT_BACKBONE, *, trust_remote_code
     return _LOADED[key]
 
 
-__all__ = ["DEFAULT_AUDIO_BACKBONE", "DEFAULT_BACKBONES", "DEFAULT_IMAGE_BACKBONE", "DEFAULT_TEXT_BACKBONE", "MULTILINGUAL_TEXT_BACKBONE", "BackboneSpec", "TextBackbone", "get_backbone",
-           "get_spec",
+__all__ = ["DEFAULT_AUDIO_BACKBONE", "DEFAULT_BACKBONES", "DEFAULT_IMAGE_BACKBONE", "DEFAULT_TEXT_BACKBONE",
+           "MULTILINGUAL_TEXT_BACKBONE", "BackboneSpec", "TextBackbone", "get_backbone", "get_spec",
            "list_backbones", "register_backbone", "resolve", "sniff_modality"]

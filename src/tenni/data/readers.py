@@ -30,8 +30,7 @@ def read_dataset(path: str | Path, *, text_col: str | None = None, label_col: st
 
     ``skip_bad_files``: leave out corrupt, empty or silent image/audio files (with a warning) instead of stopping.
     """
-    from .media import (IMAGE_SUFFIXES, MEDIA_SUFFIXES, drop_bad_files, folder_modality, media_table,
-                        read_media_folder)
+    from .media import IMAGE_SUFFIXES, MEDIA_SUFFIXES, drop_bad_files, folder_modality, media_table, read_media_folder
 
     path = Path(path)
     if not path.exists():

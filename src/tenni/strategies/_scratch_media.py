@@ -86,10 +86,29 @@ def fit_cnn(paths: list[str], y: np.ndarray, n_classes: int, cfg, seed: int) -> 
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 bar.advance(1)
+    _recalibrate_batch_norm(model, pixels, mean, std, cfg.batch_size)
     model.eval()
     tensors = {f"cnn.{k}": v.detach().cpu().contiguous().numpy() for k, v in model.state_dict().items()}
     tensors.update({"cnn_mean": mean, "cnn_std": std})
     return tensors, {"modality": "image", "image_size": size, "width": cfg.width, "epochs_run": epochs}
+
+
+def _recalibrate_batch_norm(model, pixels, mean, std, batch_size: int) -> None:
+    """Batch-norm statistics recomputed over the (unaugmented) training images with the final weights: after a
+    short run the running averages still remember the first, random-weight batches."""
+    import torch
+    from torch import nn
+
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a plain average over the batches below
+    model.train()
+    with torch.no_grad():
+        for start in range(0, len(pixels), batch_size):
+            model(_normalise(pixels[start:start + batch_size], mean, std))
+    for m in norms:
+        m.momentum = 0.1
 
 
 def cnn_proba(paths: list[str], tensors: dict, meta: dict, n_classes: int) -> np.ndarray:

@@ -66,7 +66,6 @@ class LoRA(FineTune):
         from peft import set_peft_model_state_dict
 
         from ._torch import from_numpy_state
-
         from .finetune import media_config
 
         cfg = media_config(self.config_) if self._is_media() else self.config_
