@@ -261,6 +261,8 @@ def fit(data, *, test=None, strategy: str | None = None, backbone: str = AUTO,
         return fit_anomaly(data, test=test, backbone=backbone, config=config, seed=seed, **read)
     if task != "classify":
         raise ConfigError(f"unknown task '{task}'", hint="use classify or anomaly")
+    if strategy == "patchcore":
+        raise ConfigError("patchcore is the anomaly detector", hint="use --task anomaly")
     data, test = _folder_test_split(data, test)
     if budget is not None:
         if (strategy or DEFAULT_STRATEGY) != "auto":
