@@ -190,7 +190,9 @@ def render_table(data: dict) -> str:
             for n in ns:
                 r = cells.get((dataset, n, method))
                 if r is None:
-                    row.append("skipped (too slow)" if (dataset, n, method) in skipped else "")
+                    skip = skipped.get((dataset, n, method))
+                    row.append("" if skip is None else "n/a" if skip.get("reason", "").startswith("not applicable")
+                               else "skipped (too slow)")
                     continue
                 std = f" ± {r['accuracy_std']:.3f}" if r["seeds"] > 1 else " (1 seed)"
                 row.append(f"{r['accuracy_mean']:.3f}{std} / {r['macro_f1_mean']:.3f} ({r['seconds_mean']:.0f} s)")
