@@ -149,12 +149,12 @@ def make_images(root: Path, per_class: int, seed: int, size: int = 40) -> Path:
 
 def make_tones(root: Path, per_class: int, seed: int) -> Path:
     """Two learnable classes of short clips: a low (200-400 Hz) vs a high (1.5-3 kHz) tone, at 8, 16 and
-    22.05 kHz, mono and stereo, as WAV, FLAC and OGG."""
+    22.05 kHz, mono and stereo, as WAV, FLAC, OGG and MP3."""
     import numpy as np
     import soundfile as sf
 
     rng = np.random.default_rng(seed)
-    kinds = [(8000, "wav", 1), (16000, "flac", 1), (22050, "wav", 2), (16000, "ogg", 1)]
+    kinds = [(8000, "wav", 1), (16000, "flac", 1), (22050, "wav", 2), (16000, "ogg", 1), (16000, "mp3", 1)]
     for label, (lo, hi) in (("low", (200, 400)), ("high", (1500, 3000))):
         (root / label).mkdir(parents=True, exist_ok=True)
         for i in range(per_class):

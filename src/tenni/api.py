@@ -222,6 +222,17 @@ def _summary(train: Dataset, **extra) -> dict:
     return summary
 
 
+def _peek_modality(data) -> str | None:
+    """The modality of data not yet read, where it shows without decoding anything (folders, Datasets)."""
+    if isinstance(data, Dataset):
+        return data.modality
+    if isinstance(data, (str, Path)) and Path(data).is_dir():
+        from .data.media import folder_modality
+
+        return folder_modality(Path(data)) or "text"
+    return None
+
+
 def _folder_test_split(data, test):
     """A folder with ``train/`` and ``test/`` levels supplies its own test set."""
     if test is None and isinstance(data, (str, Path)) and Path(data).is_dir():
@@ -248,7 +259,8 @@ def fit(data, *, test=None, strategy: str | None = None, backbone: str = AUTO,
     ``evaluation``: with a ``test`` set, the model is measured on it. Without one, ``"auto"`` uses repeated
     stratified cross-validation (paired with the baseline, with 95% intervals; the saved model is then trained
     on all the data) for the strategies that fit in seconds (probe, hybrid, scratch), and a stratified
-    ``test_size`` hold-out for the ones that train the encoder (``"cv"`` or ``"holdout"`` force either).
+    ``test_size`` hold-out for the ones that train the encoder, and for images when the baseline (a CNN that
+    trains) is on (``"cv"`` or ``"holdout"`` force either).
     ``model.metrics["results"]`` holds the measurements.
 
     Images and audio (a folder of class folders, with optional ``train/`` and ``test/`` levels, or a table of
@@ -272,7 +284,8 @@ def fit(data, *, test=None, strategy: str | None = None, backbone: str = AUTO,
         make_estimator(strategy, DEFAULT_TEXT_BACKBONE, config, seed)  # fail fast on a bad strategy or option
     if evaluation not in ("auto", "cv", "holdout"):
         raise ConfigError(f"unknown evaluation '{evaluation}'", hint="use auto, cv or holdout")
-    if test is None and (evaluation == "cv" or (evaluation == "auto" and strategy in CHEAP_STRATEGIES)):
+    cheap = strategy in CHEAP_STRATEGIES and not (baseline and _peek_modality(data) == "image")
+    if test is None and (evaluation == "cv" or (evaluation == "auto" and cheap)):
         dataset = as_dataset(data, **read)
         dataset.require_labels()
         strategy = choose_strategy(strategy, dataset.inputs, dataset.modality)

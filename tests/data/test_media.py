@@ -45,6 +45,7 @@ def test_missing_file_in_table_names_the_row(tmp_path):
 def test_audio_folder_any_rate_and_channels(tone_folder):
     ds = read_dataset(tone_folder / "train")
     assert ds.modality == "audio" and ds.class_counts() == {"high": 10, "low": 10}
+    assert {p.rsplit(".", 1)[-1] for p in ds.inputs} == {"wav", "flac", "ogg", "mp3"}
     rates = {load_audio(p)[1] for p in ds.inputs}
     assert rates == {8000, 16000, 22050}
     wav, rate = load_audio(ds.inputs[2], 16000)  # a stereo 22.05 kHz file: mono, resampled
