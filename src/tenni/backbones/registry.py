@@ -130,7 +130,7 @@ MULTILINGUAL_TEXT_BACKBONE = "text/e5-small-multilingual"
 def _image_entries() -> None:
     from .image import efficientnet_builder, locate_efficientnet
 
-    sizes = {"lite0": (224, "4.7M parameters; ~15-20 images/s on 2 CPU cores"),
+    sizes = {"lite0": (224, "4.7M parameters; the fastest"),
              "lite1": (240, "5.4M parameters; slower, a little more accurate"),
              "lite2": (260, "6.1M parameters; slower still")}
     for tag, (size, note) in sizes.items():

@@ -52,10 +52,11 @@ MEDIA_DEFAULTS = {"learning_rate": 2e-4, "head_learning_rate": 1e-3, "epochs": 6
 """Used for images and audio where the option was left at its (text) default."""
 
 
-def media_config(cfg):
-    """The config with MEDIA_DEFAULTS for the fields the user did not change."""
+def media_config(cfg, keep: tuple = ()):
+    """The config with MEDIA_DEFAULTS for the fields the user did not change (except those in ``keep``)."""
     defaults = {f.name: f.default for f in dataclasses.fields(cfg)}
-    changes = {k: v for k, v in MEDIA_DEFAULTS.items() if k in defaults and getattr(cfg, k) == defaults[k]}
+    changes = {k: v for k, v in MEDIA_DEFAULTS.items()
+               if k in defaults and k not in keep and getattr(cfg, k) == defaults[k]}
     if cfg.head_init == "random" and cfg.head_warmup_epochs == 0:
         changes["head_warmup_epochs"] = 1
     return dataclasses.replace(cfg, **changes)
@@ -69,6 +70,8 @@ class FineTune(Strategy):
     Config = FinetuneConfig
     needs_trainable_backbone = True
     _state_prefix = "model."
+    media_keep: tuple = ()
+    """Options whose own default stays for images/audio (LoRA's adapters keep their higher learning rate)."""
 
     def _is_media(self) -> bool:
         return self._backbone().modality != "text"
@@ -95,7 +98,7 @@ class FineTune(Strategy):
         from ._torch import Tokenized, TrainPlan, train_classifier
 
         if self._is_media():
-            return self._fit_media(texts, y, media_config(cfg))
+            return self._fit_media(texts, y, media_config(cfg, self.media_keep))
         n_classes = len(self.classes_)
         self._tokenizer, self._model = self._build(n_classes, cfg)
         data = Tokenized(self._tokenizer, texts, cfg.max_length)
@@ -137,6 +140,7 @@ class FineTune(Strategy):
                                                 class_weight=weight, seed=self.seed,
                                                 description=f"training ({self.name})",
                                                 head_warmup_epochs=cfg.head_warmup_epochs)
+        self.training_["effective_config"] = dataclasses.asdict(cfg)  # with the image/audio defaults applied
 
     def _init_head_from_probe(self, texts, y, cfg) -> None:
         """Logistic regression on the frozen features becomes the head's starting point."""
@@ -176,7 +180,7 @@ class FineTune(Strategy):
     def _set_state(self, tensors, meta) -> None:
         from ._torch import from_numpy_state
 
-        cfg = media_config(self.config_) if self._is_media() else self.config_
+        cfg = media_config(self.config_, self.media_keep) if self._is_media() else self.config_
         self._tokenizer, self._model = self._build(len(self.classes_), cfg)
         self._model.load_state_dict(from_numpy_state(tensors, self._state_prefix))
         self._model.eval()
