@@ -99,3 +99,14 @@ def test_in_memory_paths_become_a_media_dataset(image_folder):
     ds = as_dataset((train.inputs, train.labels))
     assert ds.modality == "image" and infer_modality(ds.inputs) == "image"
     assert infer_modality(["just some text", "more"]) == "text"
+
+
+def test_other_files_in_class_folders_are_counted_not_silently_dropped(image_folder, tmp_path, capsys):
+    import shutil
+
+    root = tmp_path / "imgs"
+    shutil.copytree(image_folder / "train", root)
+    (root / "warm" / "notes.txt").write_text("taken on a Tuesday")
+    ds = read_dataset(root)
+    assert len(ds) == 24
+    assert "ignored 1 file(s) that are not image files (.txt)" in capsys.readouterr().err

@@ -273,10 +273,13 @@ class HFAudioBackbone(AudioBackbone):
 
         transformers.logging.disable_progress_bar()
         try:
-            return AutoModel.from_pretrained(str(self.path), trust_remote_code=False)
+            model = AutoModel.from_pretrained(str(self.path), trust_remote_code=False)
         except Exception as err:
             raise BackboneError(f"cannot load audio backbone '{self.name}': {type(err).__name__}: {err}",
                                 path=self.path) from None
+        if getattr(model.config, "is_encoder_decoder", False) and hasattr(model, "get_encoder"):
+            model = model.get_encoder()  # Whisper and kin: the encoder is the feature extractor
+        return model
 
     def module(self):
         from torch import nn

@@ -249,8 +249,9 @@ def media_files(folder: Path) -> list[Path]:
 
 def folder_modality(folder: Path) -> str | None:
     """'image' or 'audio' when the folder holds such files (and no .txt examples), else None."""
-    kinds = {modality_of_suffix(p.suffix) for p in media_files(folder)}
-    if not kinds:
+    files = media_files(folder)
+    kinds = {modality_of_suffix(p.suffix) for p in files}
+    if not kinds or len(list(folder.rglob("*.txt"))) > len(files):  # a text dataset with a stray picture
         return None
     if len(kinds) > 1:
         raise DataError("the folder mixes image and audio files", path=folder, hint="keep one modality per folder")
@@ -292,9 +293,22 @@ def read_media_folder(root: Path, modality: str, *, labeled: bool, skip_bad_file
             sources.append(str(f))
     if not paths:
         raise DataError(f"no {modality} files in the class sub-folders", path=root)
+    _warn_ignored(root, set(paths), modality)
     paths, labels, sources = drop_bad_files(paths, labels, sources, modality, skip_bad_files=skip_bad_files,
                                             where=root)
     return Dataset(inputs=paths, labels=labels, modality=modality, sources=sources, path=str(root))
+
+
+def _warn_ignored(root: Path, used: set[str], modality: str) -> None:
+    """Nothing is dropped silently: files in the class folders that are not read are counted."""
+    ignored = [p for p in sorted(root.rglob("*")) if p.is_file() and str(p.resolve()) not in used
+               and not any(part.startswith(".") for part in p.relative_to(root).parts)
+               and p.parent != root]
+    if ignored:
+        from .._logging import warn
+
+        kinds = ", ".join(sorted({p.suffix.lower() or "(no suffix)" for p in ignored})[:5])
+        warn(f"{root}: ignored {len(ignored)} file(s) that are not {modality} files ({kinds}), e.g. {ignored[0]}")
 
 
 def media_table(path: Path, rows, columns, label_col, *, labeled: bool, skip_bad_files: bool):
