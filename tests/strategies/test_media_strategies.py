@@ -93,3 +93,14 @@ def test_lora_on_a_cnn_says_so(image_folder):
         pytest.skip("EfficientNet-Lite0 not installed")
     with pytest.raises(ConfigError, match="LoRA adapts a transformer"):
         tenni.fit(str(image_folder), strategy="lora", backbone="image/efficientnet-lite0", baseline=False)
+
+
+def test_finetune_head_warmup_then_whole_network(image_folder, tiny_vit):
+    from tenni.api import make_estimator
+
+    train = read_dataset(image_folder / "train")
+    est = make_estimator("finetune", str(tiny_vit), dict(FAST_FINETUNE, head_init="random", epochs=3, max_epochs=3))
+    est.fit(train.inputs, train.labels)
+    history = est.training_["history"]
+    assert history[0]["head_only"] and not history[-1]["head_only"]
+    assert est.training_["effective_config"]["head_warmup_epochs"] == 1
