@@ -237,10 +237,17 @@ def main(argv=None) -> None:
     parser.add_argument("--anomaly-ns", default="16,64")
     parser.add_argument("--out", default=str(RESULTS / "image_fewshot.json"))
     parser.add_argument("--table", action="store_true", help="only rewrite the README table")
+    parser.add_argument("--rerun", action="store_true",
+                        help="drop the stored runs of the chosen datasets, methods, Ns and seeds, and run them again")
     args = parser.parse_args(argv)
     os.environ.setdefault("TENNI_NO_PROGRESS", "1")
 
     results = Results(Path(args.out), {"benchmark": "image_fewshot"})
+    if args.rerun:
+        chosen = (set(args.datasets.split(",")), set(args.methods.split(",")),
+                  {n if n == "all" else int(n) for n in args.ns.split(",")}, {int(s) for s in args.seeds.split(",")})
+        results.data["runs"] = [r for r in results.data["runs"] if not (
+            r["dataset"] in chosen[0] and r["method"] in chosen[1] and r["n"] in chosen[2] and r["seed"] in chosen[3])]
     if not args.table:
         results.data["meta"]["environment"] = environment()
         sections = args.sections.split(",")

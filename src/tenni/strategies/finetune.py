@@ -52,11 +52,15 @@ MEDIA_DEFAULTS = {"learning_rate": 2e-4, "head_learning_rate": 1e-3, "epochs": 6
 """Used for images and audio where the option was left at its (text) default."""
 
 
-def media_config(cfg, keep: tuple = ()):
-    """The config with MEDIA_DEFAULTS for the fields the user did not change (except those in ``keep``)."""
+def media_config(cfg, keep: tuple = (), given=None):
+    """The config with MEDIA_DEFAULTS for the fields the user did not set (except those in ``keep``).
+
+    ``given`` is what the user passed (a dict's keys count as set, even at the text default's value).
+    """
     defaults = {f.name: f.default for f in dataclasses.fields(cfg)}
+    explicit = set(given) if isinstance(given, dict) else set()
     changes = {k: v for k, v in MEDIA_DEFAULTS.items()
-               if k in defaults and k not in keep and getattr(cfg, k) == defaults[k]}
+               if k in defaults and k not in keep and k not in explicit and getattr(cfg, k) == defaults[k]}
     if cfg.head_init == "random" and cfg.head_warmup_epochs == 0:
         changes["head_warmup_epochs"] = 1
     return dataclasses.replace(cfg, **changes)
@@ -98,7 +102,7 @@ class FineTune(Strategy):
         from ._torch import Tokenized, TrainPlan, train_classifier
 
         if self._is_media():
-            return self._fit_media(texts, y, media_config(cfg, self.media_keep))
+            return self._fit_media(texts, y, media_config(cfg, self.media_keep, self.config))
         n_classes = len(self.classes_)
         self._tokenizer, self._model = self._build(n_classes, cfg)
         data = Tokenized(self._tokenizer, texts, cfg.max_length)
@@ -180,7 +184,7 @@ class FineTune(Strategy):
     def _set_state(self, tensors, meta) -> None:
         from ._torch import from_numpy_state
 
-        cfg = media_config(self.config_, self.media_keep) if self._is_media() else self.config_
+        cfg = media_config(self.config_, self.media_keep, self.config) if self._is_media() else self.config_
         self._tokenizer, self._model = self._build(len(self.classes_), cfg)
         self._model.load_state_dict(from_numpy_state(tensors, self._state_prefix))
         self._model.eval()

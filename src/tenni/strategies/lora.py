@@ -69,7 +69,7 @@ class LoRA(FineTune):
         from ._torch import from_numpy_state
         from .finetune import media_config
 
-        cfg = media_config(self.config_, self.media_keep) if self._is_media() else self.config_
+        cfg = media_config(self.config_, self.media_keep, self.config) if self._is_media() else self.config_
         self._tokenizer, self._model = self._build(len(self.classes_), cfg)
         set_peft_model_state_dict(self._model.encoder.model, from_numpy_state(tensors, "lora."))
         self._model.head.load_state_dict(from_numpy_state(tensors, "head."))
