@@ -4,7 +4,10 @@ Fit on normal images only. Mid-level patch features of a pretrained backbone (ea
 neighbourhood, two depths concatenated) from the normal images form a memory bank, thinned by a greedy k-center
 coreset (Roth et al. 2022, "Towards Total Recall in Industrial Anomaly Detection"). An image's score is the
 distance of its most unusual patch to its nearest neighbour in the bank: a scratch or a spot no normal image
-has stands out even when the rest of the picture is ordinary. The threshold between normal and defect is the
+has stands out even when the rest of the picture is ordinary. With ``scoring="both"`` (the default) the image's
+pooled embedding adds its distance to the nearest normal embedding (kNN novelty, Bergman et al. 2020): that
+catches images unlike the normals as a whole (another object, another kind of scan) which no single patch
+betrays. Each part is standardised by the held-out normals' scores before they are added. The threshold is the
 ``quantile`` of the scores of normal images held out from the bank (never seen by it), so no defect examples
 are needed to set it. With labelled defects in the test data, evaluation reports AUROC.
 """
@@ -32,6 +35,9 @@ class AnomalyConfig:
     coreset_ratio: float = field(default=0.1, metadata={
         "help": "share of the normal patches kept in the memory bank (greedy k-center coreset)"})
     max_bank: int = field(default=16384, metadata={"help": "most patch vectors in the memory bank"})
+    scoring: str = field(default="both", metadata={
+        "help": "'patch' (PatchCore: local defects), 'global' (kNN on pooled embeddings: images unlike the "
+                "normals as a whole) or 'both' (each standardised on held-out normals, then added)"})
     normal_label: str | None = field(default=None, metadata={
         "help": "with labelled data: the class that is normal (default: a class named normal/good/ok/no...)"})
     batch_size: int = field(default=16, metadata={"help": "images per backbone batch"})
@@ -96,9 +102,15 @@ class PatchCore(Strategy):
         n_cal = max(2, int(round(cfg.calibration_fraction * len(paths))))
         order = rng.permutation(len(paths))
         calibration, bank_paths = [paths[i] for i in order[:n_cal]], [paths[i] for i in order[n_cal:]]
+        if cfg.scoring not in ("patch", "global", "both"):
+            raise ConfigError(f"scoring must be patch, global or both, not '{cfg.scoring}'")
         patches = np.concatenate(self._patches(bank_paths))
         size = int(min(cfg.max_bank, max(1, round(cfg.coreset_ratio * len(patches)))))
         self.bank_ = patches[greedy_coreset(patches, size, self.seed)]
+        self.global_bank_ = self._backbone().encode(bank_paths).astype(np.float32)
+        parts = self._parts(calibration)  # their mean and std on held-out normals standardise the two parts
+        self.norm_ = np.asarray([parts[0].mean(), max(parts[0].std(), 1e-6), parts[1].mean(),
+                                 max(parts[1].std(), 1e-6)], np.float32)
         cal_scores = self.score_samples(calibration)
         self.threshold_ = float(np.quantile(cal_scores, cfg.quantile))
         spread = float(np.std(cal_scores)) if len(cal_scores) > 1 else 0.0
@@ -109,16 +121,35 @@ class PatchCore(Strategy):
                           "calibration_scores": [round(float(s), 6) for s in cal_scores]}
         return self
 
-    def score_samples(self, X) -> np.ndarray:
-        """Anomaly score per image: higher is more unusual."""
+    def _parts(self, paths: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(patch score, global score) per image, raw."""
         import torch
 
-        bank = torch.from_numpy(np.ascontiguousarray(self.bank_, dtype=np.float32))
-        scores = []
-        for patches in self._patches([str(p) for p in X]):
-            dist = torch.cdist(torch.from_numpy(patches), bank)  # (patches, bank)
-            scores.append(float(dist.min(dim=1).values.max()))
-        return np.asarray(scores, dtype=np.float64)
+        scoring = self.config_.scoring
+        patch = np.zeros(len(paths))
+        if scoring in ("patch", "both"):
+            bank = torch.from_numpy(np.ascontiguousarray(self.bank_, dtype=np.float32))
+            patch = np.asarray([float(torch.cdist(torch.from_numpy(p), bank).min(dim=1).values.max())
+                                for p in self._patches(paths)])
+        glob = np.zeros(len(paths))
+        if scoring in ("global", "both"):
+            feats = torch.from_numpy(self._backbone().encode(paths).astype(np.float32))
+            glob = torch.cdist(feats, torch.from_numpy(self.global_bank_)).min(dim=1).values.double().numpy()
+        return patch, glob
+
+    def score_samples(self, X) -> np.ndarray:
+        """Anomaly score per image: higher is more unusual."""
+        paths = [str(p) for p in X]
+        if not paths:
+            return np.zeros(0)
+        patch, glob = self._parts(paths)
+        scoring = self.config_.scoring
+        if scoring == "patch":
+            return patch
+        if scoring == "global":
+            return glob
+        m = self.norm_
+        return (patch - m[0]) / m[1] + (glob - m[2]) / m[3]
 
     def predict_proba(self, X) -> np.ndarray:
         """Columns (defect, normal): a logistic squashing of (score - threshold) / spread — an ordering, not a
@@ -131,11 +162,13 @@ class PatchCore(Strategy):
         return np.stack([p_defect, 1.0 - p_defect], axis=1)
 
     def get_state(self):
-        return ({"bank": self.bank_.astype(np.float32)},
+        return ({"bank": self.bank_.astype(np.float32), "global_bank": self.global_bank_, "norm": self.norm_},
                 {"threshold": self.threshold_, "scale": self.scale_, "fit": self.fit_info_})
 
     def _set_state(self, tensors, meta) -> None:
         self.bank_ = tensors["bank"]
+        self.global_bank_ = tensors["global_bank"]
+        self.norm_ = tensors["norm"]
         self.threshold_ = float(meta["threshold"])
         self.scale_ = float(meta["scale"])
         self.fit_info_ = meta.get("fit", {})
