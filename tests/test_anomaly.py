@@ -64,3 +64,11 @@ def test_anomaly_cli(capsys, monkeypatch, defect_folder, tiny_vit, tmp_path):
 def test_anomaly_needs_images(tone_folder):
     with pytest.raises(ConfigError, match="works on images"):
         tenni.fit(str(tone_folder / "train" / "low"), task="anomaly")
+
+
+def test_anomaly_on_a_flat_folder_of_normals(defect_folder, tiny_vit, tmp_path):
+    flat = tmp_path / "normals"
+    shutil.copytree(defect_folder / "train" / "good", flat)
+    model = tenni.fit(str(flat), task="anomaly", backbone=str(tiny_vit), config={"scoring": "patch"})
+    assert model.metrics["evaluation"].startswith("none") and model.metrics["calibration_size"] >= 2
+    assert model.save(tmp_path / "m").joinpath("README.md").read_text().count("flagged as defects") == 1
