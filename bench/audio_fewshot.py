@@ -129,10 +129,13 @@ def render_table(data: dict) -> str:
     table = render_grid(dict(data, meta={k: v for k, v in data["meta"].items() if k != "throughput"}))
     speed = data["meta"].get("throughput", {})
     if speed:
-        table += " Audio embedding: " + ", ".join(
-            f"{k} {v['audio_seconds_per_second']:.0f} s of clip audio/s ({v['processed_seconds_per_second']:.0f} s "
-            f"processed/s, padding included; {v['clips_per_second']:.0f} clips/s; cached second pass "
-            f"{v['cached_second_pass_seconds']:.2f} s for {v['clips']})" for k, v in speed.items()) + "."
+        def cell(k, v):
+            padded = (f"{v['processed_seconds_per_second']:.0f} s processed/s with short clips padded to 3 s; "
+                      if v["processed_seconds_per_second"] != v["audio_seconds_per_second"] else "")
+            return (f"{k} {v['audio_seconds_per_second']:.0f} s of clip audio/s ({padded}{v['clips_per_second']:.0f} "
+                    f"clips/s; cached second pass {v['cached_second_pass_seconds']:.2f} s for {v['clips']})")
+
+        table += " Audio embedding, cold cache: " + ", ".join(cell(k, v) for k, v in speed.items()) + "."
     return table
 
 
