@@ -13,6 +13,9 @@ import pytest
 
 os.environ.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1", TENNI_NO_PROGRESS="1",
                   TOKENIZERS_PARALLELISM="false")
+# the tests' models are tiny: one thread is as fast, and on a busy machine two spinning OpenMP threads made them
+# up to 8x slower (measured: a tiny-ViT fine-tune took 12.7 s with 2 threads beside other jobs, 1.5 s with 1)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 TOPICS = {
     "weather": (["rain", "storm", "sunshine", "snow", "fog", "thunder", "heat wave", "cold front"],
@@ -113,3 +116,105 @@ FAST_CONFIGS = {
     "lora": {"epochs": 2, "min_steps": 12, "max_epochs": 4, "max_length": 32},
     "setfit": {"num_iterations": 4, "max_pairs": 160, "max_length": 32},
 }
+
+
+# --- images and audio: tiny generated files and tiny transformers built from configs ------------------------
+
+def make_images(root: Path, per_class: int, seed: int, size: int = 40) -> Path:
+    """Two learnable classes: warm (red-dominant) squares with a bright blob vs cool (blue-dominant) stripes;
+    in every supported format and colour mode (PNG, JPEG, BMP, TIFF; RGB, grayscale-saved-as-L, RGBA)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    formats = [("png", "RGB"), ("jpg", "RGB"), ("bmp", "RGB"), ("tiff", "RGB"), ("png", "RGBA"), ("png", "L")]
+    for label in ("warm", "cool"):
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            img = rng.integers(0, 60, size=(size, size, 3)).astype(np.float64)
+            if label == "warm":
+                img[..., 0] += 150
+                cy, cx = rng.integers(8, size - 8, size=2)
+                img[cy - 6:cy + 6, cx - 6:cx + 6] = 255
+            else:
+                img[..., 2] += 150
+                img[::4] *= 0.2
+            arr = img.clip(0, 255).astype(np.uint8)
+            ext, mode = formats[i % len(formats)]
+            im = Image.fromarray(arr)
+            if mode == "RGBA":
+                im = im.convert("RGBA")
+            elif mode == "L":  # grayscale loses the colour cue; the shapes still tell the classes apart
+                im = im.convert("L")
+            im.save(root / label / f"{label}_{i}.{ext}")
+    return root
+
+
+def make_tones(root: Path, per_class: int, seed: int) -> Path:
+    """Two learnable classes of short clips: a low (200-400 Hz) vs a high (1.5-3 kHz) tone, at 8, 16 and
+    22.05 kHz, mono and stereo, as WAV, FLAC, OGG and MP3."""
+    import numpy as np
+    import soundfile as sf
+
+    rng = np.random.default_rng(seed)
+    kinds = [(8000, "wav", 1), (16000, "flac", 1), (22050, "wav", 2), (16000, "ogg", 1), (16000, "mp3", 1)]
+    for label, (lo, hi) in (("low", (200, 400)), ("high", (1500, 3000))):
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            rate, ext, channels = kinds[i % len(kinds)]
+            seconds = rng.uniform(0.4, 0.8)
+            t = np.arange(int(seconds * rate)) / rate
+            wav = 0.5 * np.sin(2 * np.pi * rng.uniform(lo, hi) * t) + 0.02 * rng.standard_normal(len(t))
+            data = np.stack([wav, wav * 0.8], axis=1) if channels == 2 else wav
+            sf.write(root / label / f"{label}_{i}.{ext}", data.astype(np.float32), rate)
+    return root
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory) -> Path:
+    """``root/train/<class>`` (12 per class) and ``root/test/<class>`` (6 per class)."""
+    root = tmp_path_factory.mktemp("images")
+    make_images(root / "train", 12, seed=1)
+    make_images(root / "test", 6, seed=2)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tone_folder(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("tones")
+    make_tones(root / "train", 10, seed=1)
+    make_tones(root / "test", 5, seed=2)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_vit(tmp_path_factory) -> Path:
+    """A 2-layer, 32-wide ViT on 32 px images, from a config (random weights), with its image processor."""
+    import torch
+    from transformers import ViTConfig, ViTImageProcessor, ViTModel
+
+    folder = tmp_path_factory.mktemp("tiny-vit")
+    torch.manual_seed(0)
+    config = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                       intermediate_size=64)
+    ViTModel(config).save_pretrained(folder)
+    ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.5] * 3, image_std=[0.5] * 3) \
+        .save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_wav2vec2(tmp_path_factory) -> Path:
+    """A 2-layer, 32-wide wav2vec2 from a config (random weights), with its feature extractor (16 kHz)."""
+    import torch
+    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
+
+    folder = tmp_path_factory.mktemp("tiny-wav2vec2")
+    torch.manual_seed(0)
+    config = Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                            conv_dim=(16, 16, 16), conv_kernel=(10, 4, 4), conv_stride=(5, 4, 4),
+                            num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, do_stable_layer_norm=True,
+                            feat_extract_norm="layer")
+    Wav2Vec2Model(config).save_pretrained(folder)
+    Wav2Vec2FeatureExtractor(sampling_rate=16000, do_normalize=True).save_pretrained(folder)
+    return folder

@@ -47,14 +47,47 @@ def make_estimator(strategy: str, backbone: str = DEFAULT_TEXT_BACKBONE, config=
     return est
 
 
-def choose_backbone(requested: str, texts: list[str], strategy: str = DEFAULT_STRATEGY) -> str:
-    """Resolve ``auto`` by the data's language, and warn when a named backbone does not know that language.
+MEDIA_STRATEGIES = ("probe", "finetune", "lora", "scratch")
+MEDIA_DEFAULT_STRATEGY = "probe"
 
-    English (and other Latin-script) text gets the default MiniLM; Japanese, Chinese, Korean and other scripts
-    get the multilingual backbone when it is installed and the strategy can use frozen features.
+
+def choose_media_backbone(requested: str, modality: str, strategy: str) -> str:
+    """``auto`` is the modality's default backbone; a named one must be of the data's modality."""
+    from .backbones import DEFAULT_BACKBONES, get_backbone
+
+    cls = get_strategy_class(strategy)
+    name = DEFAULT_BACKBONES[modality] if requested == AUTO else requested
+    if not cls.uses_backbone:
+        return name
+    backbone = get_backbone(name)
+    if backbone.modality != modality:
+        raise ConfigError(f"the data is {modality}, but backbone '{name}' takes {backbone.modality}",
+                          hint=f"pass an {modality} backbone (`tenni models {modality}/*`) or --backbone auto")
+    if cls.needs_trainable_backbone and not backbone.trainable:
+        raise ConfigError(f"strategy '{strategy}' trains the backbone, but '{backbone.name}' is frozen "
+                          "(probe only)", hint="use --strategy probe, or a trainable backbone")
+    return name
+
+
+def choose_backbone(requested: str, texts: list[str], strategy: str = DEFAULT_STRATEGY,
+                    modality: str = "text") -> str:
+    """Resolve ``auto`` by the data's modality and language, and warn when a named backbone does not know that
+    language.
+
+    Images get ``image/efficientnet-lite0`` and audio ``audio/birdnet``. English (and other Latin-script) text
+    gets the default MiniLM; Japanese, Chinese, Korean and other scripts get the multilingual backbone when it is
+    installed and the strategy can use frozen features.
     """
     from .backbones import MULTILINGUAL_TEXT_BACKBONE, get_backbone, get_spec
     from .language import LANGUAGE_NAMES, covers, main_language
+
+    if modality != "text":
+        return choose_media_backbone(requested, modality, strategy)
+    if requested != AUTO and strategy in get_strategy_class_names() and get_strategy_class(strategy).uses_backbone:
+        named = get_backbone(requested)
+        if named.modality != "text":
+            raise ConfigError(f"the data is text, but backbone '{requested}' takes {named.modality}",
+                              hint="pass a text backbone or --backbone auto")
 
     language = main_language(texts)
     lang_name = LANGUAGE_NAMES.get(language, language)
@@ -158,15 +191,64 @@ def split_for_fit(data, test=None, *, test_size: float = 0.2, seed: int = 0, **r
     return train, test_set
 
 
-def choose_strategy(requested: str | None, texts: list[str]) -> str:
-    """``None`` means ``auto``: a budgeted race between the strategies (see :mod:`tenni.strategies.auto`)."""
+def get_strategy_class_names() -> list[str]:
+    from .strategies import strategy_names
+
+    return strategy_names()
+
+
+def choose_strategy(requested: str | None, texts: list[str], modality: str = "text") -> str:
+    """``None`` means ``auto``: a budgeted race between the strategies (see :mod:`tenni.strategies.auto`).
+
+    Images and audio: ``auto`` is the probe (frozen features: strong at few labels, seconds once cached); the
+    text-only strategies (setfit, hybrid) are refused.
+    """
+    if modality != "text":
+        if requested in (None, "auto"):
+            return MEDIA_DEFAULT_STRATEGY
+        if requested not in MEDIA_STRATEGIES:
+            raise ConfigError(f"strategy '{requested}' works on text only, and the data is {modality}",
+                              hint=f"use one of: {', '.join(MEDIA_STRATEGIES)}")
+        return requested
     return requested if requested is not None else DEFAULT_STRATEGY
+
+
+def _summary(train: Dataset, **extra) -> dict:
+    summary = dict(extra, class_counts=train.class_counts())
+    if train.modality == "text":
+        summary["languages"] = detect_languages(train.inputs)
+    else:
+        summary["modality"] = train.modality
+    return summary
+
+
+def _peek_modality(data) -> str | None:
+    """The modality of data not yet read, where it shows without decoding anything (folders, Datasets)."""
+    if isinstance(data, Dataset):
+        return data.modality
+    if isinstance(data, (str, Path)) and Path(data).is_dir():
+        from .data.media import folder_modality
+
+        return folder_modality(Path(data)) or "text"
+    return None
+
+
+def _folder_test_split(data, test):
+    """A folder with ``train/`` and ``test/`` levels supplies its own test set."""
+    if test is None and isinstance(data, (str, Path)) and Path(data).is_dir():
+        from .data.media import split_folder
+
+        train_dir, test_dir = split_folder(Path(data))
+        if test_dir is not None:
+            return train_dir, test_dir
+    return data, test
 
 
 def fit(data, *, test=None, strategy: str | None = None, backbone: str = AUTO,
         config: dict | None = None, seed: int = 0, baseline: bool = True, test_size: float = 0.2,
         text_col: str | None = None, label_col: str | None = None, encoding: str = "auto",
-        budget: float | None = None, evaluation: str = "auto") -> Model:
+        budget: float | None = None, evaluation: str = "auto", skip_bad_files: bool = False,
+        task: str = "classify") -> Model:
     """Fit ``strategy`` on ``data`` and measure it, beside the no-transfer baseline, on a held-out set.
 
     ``data`` is a file (CSV, TSV, JSONL, Parquet), a folder of class sub-folders, a ``(texts, labels)`` pair, a
@@ -177,10 +259,23 @@ def fit(data, *, test=None, strategy: str | None = None, backbone: str = AUTO,
     ``evaluation``: with a ``test`` set, the model is measured on it. Without one, ``"auto"`` uses repeated
     stratified cross-validation (paired with the baseline, with 95% intervals; the saved model is then trained
     on all the data) for the strategies that fit in seconds (probe, hybrid, scratch), and a stratified
-    ``test_size`` hold-out for the ones that train the encoder (``"cv"`` or ``"holdout"`` force either).
+    ``test_size`` hold-out for the ones that train the encoder, and for images when the baseline (a CNN that
+    trains) is on (``"cv"`` or ``"holdout"`` force either).
     ``model.metrics["results"]`` holds the measurements.
+
+    Images and audio (a folder of class folders, with optional ``train/`` and ``test/`` levels, or a table of
+    file paths) work the same way; the modality comes from the data, and ``skip_bad_files`` leaves out (and
+    counts) corrupt, empty or silent files instead of stopping. ``task="anomaly"`` fits a defect detector on
+    normal images only (see :func:`fit_anomaly`).
     """
-    read = {"text_col": text_col, "label_col": label_col, "encoding": encoding}
+    read = {"text_col": text_col, "label_col": label_col, "encoding": encoding, "skip_bad_files": skip_bad_files}
+    if task == "anomaly":
+        return fit_anomaly(data, test=test, backbone=backbone, config=config, seed=seed, **read)
+    if task != "classify":
+        raise ConfigError(f"unknown task '{task}'", hint="use classify or anomaly")
+    if strategy == "patchcore":
+        raise ConfigError("patchcore is the anomaly detector", hint="use --task anomaly")
+    data, test = _folder_test_split(data, test)
     if budget is not None:
         if (strategy or DEFAULT_STRATEGY) != "auto":
             raise ConfigError("a time budget applies to --strategy auto only", hint="drop --budget")
@@ -189,21 +284,24 @@ def fit(data, *, test=None, strategy: str | None = None, backbone: str = AUTO,
         make_estimator(strategy, DEFAULT_TEXT_BACKBONE, config, seed)  # fail fast on a bad strategy or option
     if evaluation not in ("auto", "cv", "holdout"):
         raise ConfigError(f"unknown evaluation '{evaluation}'", hint="use auto, cv or holdout")
-    if test is None and (evaluation == "cv" or (evaluation == "auto" and strategy in CHEAP_STRATEGIES)):
+    cheap = strategy in CHEAP_STRATEGIES and not (baseline and _peek_modality(data) == "image")
+    if test is None and (evaluation == "cv" or (evaluation == "auto" and cheap)):
         dataset = as_dataset(data, **read)
         dataset.require_labels()
-        strategy = choose_strategy(strategy, dataset.inputs)
-        backbone = choose_backbone(backbone, dataset.inputs, strategy)
+        strategy = choose_strategy(strategy, dataset.inputs, dataset.modality)
+        backbone = choose_backbone(backbone, dataset.inputs, strategy, dataset.modality)
         metrics = _cross_validate(strategy, backbone, config, seed, dataset, baseline)
         estimator = make_estimator(strategy, backbone, config, seed)
         estimator.fit(dataset.inputs, dataset.labels)
-        summary = {"source": str(dataset.path or "in-memory data"), "train_size": len(dataset),
-                   "test_size": len(dataset), "test_source": metrics["evaluation"],
-                   "class_counts": dataset.class_counts(), "languages": detect_languages(dataset.inputs)}
+        summary = _summary(dataset, source=str(dataset.path or "in-memory data"), train_size=len(dataset),
+                           test_size=len(dataset), test_source=metrics["evaluation"])
         return Model(estimator, modality=dataset.modality, metrics=metrics, data_summary=summary)
     train, test_set = split_for_fit(data, test, test_size=test_size, seed=seed, **read)
-    strategy = choose_strategy(strategy, train.inputs)
-    backbone = choose_backbone(backbone, train.inputs, strategy)
+    if test_set.modality != train.modality:
+        raise ConfigError(f"the training data is {train.modality} but the test data is {test_set.modality}",
+                          path=test_set.path)
+    strategy = choose_strategy(strategy, train.inputs, train.modality)
+    backbone = choose_backbone(backbone, train.inputs, strategy, train.modality)
     estimator = make_estimator(strategy, backbone, config, seed)
     results = [_fit_and_score(estimator, train, test_set)]
     if baseline and strategy != "scratch":
@@ -217,14 +315,18 @@ def fit(data, *, test=None, strategy: str | None = None, backbone: str = AUTO,
     if len(results) > 1:
         metrics["transfer_gain"] = {"accuracy": main.accuracy - results[1].accuracy,
                                     "macro_f1": main.macro_f1 - results[1].macro_f1}
-    summary = {
-        "source": str(getattr(train, "path", None) or "in-memory data"),
-        "train_size": len(train), "test_size": len(test_set),
-        "test_source": str(test_set.path) if test is not None else f"stratified {test_size:.0%} hold-out",
-        "class_counts": train.class_counts(),
-        "languages": detect_languages(train.inputs),
-    }
+    summary = _summary(train, source=str(getattr(train, "path", None) or "in-memory data"), train_size=len(train),
+                       test_size=len(test_set),
+                       test_source=str(test_set.path) if test is not None else f"stratified {test_size:.0%} hold-out")
     return Model(estimator, modality=train.modality, metrics=metrics, data_summary=summary)
+
+
+def fit_anomaly(data, *, test=None, backbone: str = AUTO, config: dict | None = None, seed: int = 0,
+                **read_options):
+    """Fit a few-normal-only defect detector (PatchCore-style, see :mod:`tenni.anomaly`) on normal images."""
+    from .anomaly import fit_anomaly as run
+
+    return run(data, test=test, backbone=backbone, config=config, seed=seed, **read_options)
 
 
 def load(path: str | Path, *, backbone: str | None = None) -> Model:

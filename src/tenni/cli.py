@@ -53,7 +53,8 @@ def _fmt_seconds(s: float) -> str:
 
 @app.command()
 def fit(
-    data: Path = typer.Argument(..., help="Labeled data: CSV, TSV, JSONL, Parquet, or a folder of class folders."),
+    data: Path = typer.Argument(..., help="Labeled data: CSV, TSV, JSONL, Parquet, or a folder of class folders "
+                                          "(texts, images or audio; optional train/ and test/ levels)."),
     output: Path | None = typer.Option(None, "-o", "--output", help="Directory to save the model in."),
     test: Path | None = typer.Option(None, "--test", help="Separate labeled test file (else a hold-out split)."),
     strategy: str | None = typer.Option(None, "--strategy", "-s", show_default=False,
@@ -75,6 +76,11 @@ def fit(
     encoding: str = typer.Option("auto", "--encoding",
                                  help="Text encoding: auto (UTF-8, UTF-16 with BOM, Shift_JIS/CP932) or a codec."),
     set_: list[str] | None = typer.Option(None, "--set", help="Strategy option KEY=VALUE (repeatable)."),
+    skip_bad_files: bool = typer.Option(False, "--skip-bad-files",
+                                        help="Images/audio: leave out corrupt, empty or silent files (counted) "
+                                             "instead of stopping."),
+    task: str = typer.Option("classify", "--task",
+                             help="classify, or anomaly: fit on normal images only, flag defects."),
     json_out: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ):
     """Fit a model on DATA and compare it with training from scratch."""
@@ -82,9 +88,13 @@ def fit(
 
     model = api.fit(data, test=test, strategy=strategy, backbone=backbone, config=_parse_set(set_), seed=seed,
                     baseline=baseline, test_size=test_size, text_col=text_col, label_col=label_col,
-                    encoding=encoding, budget=_parse_duration(budget) if budget else None, evaluation=evaluation)
+                    encoding=encoding, budget=_parse_duration(budget) if budget else None, evaluation=evaluation,
+                    skip_bad_files=skip_bad_files, task=task)
     if output is not None:
         model.save(output)
+    if task == "anomaly" and not json_out:
+        _print_anomaly(model, output)
+        return
     if json_out:
         out.print_json(json.dumps({"results": model.metrics["results"], "saved_to": str(output) if output else None}))
         return
@@ -118,29 +128,56 @@ def fit(
     out.print(f"saved to {output}" if output else "not saved (pass -o DIR to keep the model)")
 
 
+def _print_anomaly(model, output) -> None:
+    m = model.metrics
+    out.print(f"anomaly detector ({model.strategy} on {model.backbone_name}): memory bank of "
+              f"{m.get('bank_size')} patch features from {m.get('train_size')} normal images; threshold "
+              f"{m.get('threshold', 0):.4f} from {m.get('calibration_size')} held-out normals")
+    if m.get("test"):
+        t = m["test"]
+        auroc = "n/a" if t.get("auroc") is None else f"{t['auroc']:.3f}"
+        out.print(f"test ({t.get('n')} images): AUROC {auroc}, accuracy {t['accuracy']:.3f}, "
+                  f"macro-F1 {t['macro_f1']:.3f}")
+    out.print(f"saved to {output}" if output else "not saved (pass -o DIR to keep the model)")
+
+
 @app.command()
 def predict(
     model_dir: Path = typer.Argument(..., help="A model directory from `tenni fit -o`."),
-    inputs: Path = typer.Argument(..., help="Texts: CSV/TSV/JSONL/Parquet with a text column, or .txt lines."),
+    inputs: Path = typer.Argument(..., help="Texts: CSV/TSV/JSONL/Parquet with a text column, or .txt lines; "
+                                            "images/audio: a file, a folder, or a table of paths."),
     output: Path | None = typer.Option(None, "-o", "--output", help="Write .csv or .jsonl (default: CSV to stdout)."),
     text_col: str | None = typer.Option(None, "--text-col", help="Column holding the text."),
     encoding: str = typer.Option("auto", "--encoding", help="Text encoding of the input file."),
     backbone: str | None = typer.Option(None, "--backbone", help="Where the base backbone is, if it moved."),
+    skip_bad_files: bool = typer.Option(False, "--skip-bad-files", help="Images/audio: leave out bad files."),
 ):
-    """Predict labels and class probabilities for new texts."""
+    """Predict labels and class probabilities for new texts, images or audio."""
     from .api import load
     from .data import read_dataset
 
     model = load(model_dir, backbone=backbone)
-    dataset = read_dataset(inputs, text_col=text_col, labeled=False, encoding=encoding)
-    proba = model.predict_proba(dataset.inputs)
+    dataset = read_dataset(inputs, text_col=text_col, labeled=False, encoding=encoding,
+                           skip_bad_files=skip_bad_files)
+    if dataset.modality != model.modality:
+        raise ConfigError(f"the model takes {model.modality}, but {inputs} holds {dataset.modality}")
     labels = model.labels
     rows = []
-    for text, _source, p in zip(dataset.inputs, dataset.sources, proba):
-        best = int(p.argmax())
-        row = {"text": text, "prediction": labels[best], "confidence": round(float(p[best]), 6)}
-        row.update({f"p_{lab}": round(float(v), 6) for lab, v in zip(labels, p)})
-        rows.append(row)
+    key = "text" if dataset.modality == "text" else "path"
+    if getattr(model, "task", "classify") == "anomaly":
+        scores = model.score(dataset.inputs)
+        threshold = model.estimator.threshold_
+        for source, s in zip(dataset.sources, scores):
+            rows.append({key: source, "prediction": "defect" if s > threshold else "normal",
+                         "score": round(float(s), 6), "threshold": round(float(threshold), 6)})
+    else:
+        proba = model.predict_proba(dataset.inputs)
+        for text, source, p in zip(dataset.inputs, dataset.sources, proba):
+            best = int(p.argmax())
+            row = {key: text if key == "text" else source, "prediction": labels[best],
+                   "confidence": round(float(p[best]), 6)}
+            row.update({f"p_{lab}": round(float(v), 6) for lab, v in zip(labels, p)})
+            rows.append(row)
     if output is not None and output.suffix.lower() in (".jsonl", ".ndjson"):
         from ._paths import atomic_write_bytes
 
@@ -171,6 +208,7 @@ def evaluate(
     label_col: str | None = typer.Option(None, "--label-col"),
     encoding: str = typer.Option("auto", "--encoding"),
     backbone: str | None = typer.Option(None, "--backbone", help="Where the base backbone is, if it moved."),
+    skip_bad_files: bool = typer.Option(False, "--skip-bad-files", help="Images/audio: leave out bad files."),
     json_out: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
 ):
     """Measure a saved model on labeled data: accuracy, macro-F1, per-class metrics, confusion matrix."""
@@ -179,16 +217,25 @@ def evaluate(
     from ._logging import warn
     from .api import load
     from .data import read_dataset
+    from .data.media import split_folder
 
     model = load(model_dir, backbone=backbone)
-    dataset = read_dataset(test, text_col=text_col, label_col=label_col, encoding=encoding)
+    if test.is_dir() and split_folder(test)[1] is not None:
+        test = split_folder(test)[1]  # a dataset folder with train/ and test/: evaluate on test/
+    dataset = read_dataset(test, text_col=text_col, label_col=label_col, encoding=encoding,
+                           skip_bad_files=skip_bad_files)
+    anomaly = getattr(model, "task", "classify") == "anomaly"
     unseen = sorted(set(dataset.labels) - set(model.labels))
-    if unseen:
+    if unseen and not anomaly:
         warn(f"{test}: label(s) {', '.join(unseen[:5])} are not among the model's labels; they count as errors")
     metrics = model.evaluate(dataset)
     if json_out:
         out.print_json(json.dumps(metrics))
         return
+    if anomaly:
+        auroc = "n/a (needs normal and defect examples)" if metrics.get("auroc") is None else \
+            f"{metrics['auroc']:.3f}"
+        out.print(f"[bold]AUROC[/] {auroc}   (normal label: {escape(str(metrics.get('normal_label')))})")
     out.print(f"[bold]accuracy[/] {metrics['accuracy']:.3f}   [bold]macro-F1[/] {metrics['macro_f1']:.3f}   "
               f"(n = {metrics['n']})")
     table = Table(title="per class")
@@ -261,11 +308,11 @@ def models(
         return
     table = Table(title="backbones (any local folder or Hugging Face hub id works too)")
     table.add_column("name", no_wrap=True)
-    for col in ("languages", "dim", "offline", "trainable", "licence"):
+    for col in ("modality", "languages", "dim", "offline", "trainable", "licence"):
         table.add_column(col, no_wrap=True)
     table.add_column("description")
     for r in rows:
-        table.add_row(r["name"], ",".join(r["languages"]), str(r["dim"] or ""),
+        table.add_row(r["name"], r["modality"], ",".join(r["languages"]), str(r["dim"] or ""),
                       "[green]yes[/]" if r["offline"] else "[red]no[/]", "yes" if r["trainable"] else "frozen",
                       r["licence"], r["description"])
     out.print(table)

@@ -19,9 +19,11 @@ class Model:
     """What ``tenni.fit`` returns and ``tenni.load`` reads back; ``predict``, ``evaluate`` and ``save``."""
 
     def __init__(self, estimator, *, modality: str = "text", metrics: dict | None = None,
-                 data_summary: dict | None = None, created: str | None = None, tenni_version: str = __version__):
+                 data_summary: dict | None = None, created: str | None = None, tenni_version: str = __version__,
+                 task: str = "classify"):
         self.estimator = estimator
         self.modality = modality
+        self.task = task
         self.metrics = metrics or {}
         self.data_summary = data_summary or {}
         self.created = created or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -50,9 +52,22 @@ class Model:
         """Probabilities, one column per label in ``self.labels`` order."""
         return self.estimator.predict_proba(_inputs(inputs))
 
+    def score(self, inputs) -> np.ndarray:
+        """Anomaly models: one score per item (higher is more unusual; above ``estimator.threshold_``: defect)."""
+        if self.task != "anomaly":
+            raise ModelFileError("score() is for anomaly models (fit with --task anomaly)")
+        return self.estimator.score_samples(_inputs(inputs))
+
     def evaluate(self, data, **read_options) -> dict:
         dataset = as_dataset(data, **read_options)
         dataset.require_labels(min_classes=1)
+        if self.task == "anomaly":
+            from .anomaly import anomaly_metrics, normal_label_of
+
+            normal = self.data_summary.get("normal_label", "normal")
+            if normal not in set(dataset.labels):
+                normal = normal_label_of(dataset.labels, None, dataset.path)
+            return anomaly_metrics(dataset.labels, self.score(dataset.inputs), self.estimator.threshold_, normal)
         return classification_metrics(dataset.labels, self.predict(dataset.inputs), self.labels)
 
     # --- persistence ----------------------------------------------------------------------------------------
@@ -71,6 +86,7 @@ class Model:
             "tenni_version": self.tenni_version,
             "created": self.created,
             "modality": self.modality,
+            "task": self.task,
             "backbone": backbone,
             "strategy": {"name": self.strategy, "config": self.estimator.config_dict(), "state": state_meta},
             "labels": self.labels,
@@ -92,6 +108,8 @@ class Model:
     def load(cls, path: str | Path, *, backbone: str | None = None) -> Model:
         """Read a model directory; ``backbone`` overrides where the base backbone is found (moved folders)."""
         manifest, tensors = read_model_dir(path)
+        if manifest.get("task") == "anomaly":
+            from . import anomaly  # noqa: F401  (registers the patchcore strategy)
         strategy_cls = get_strategy_class(manifest["strategy"]["name"])
         bb_info = manifest.get("backbone")
         bb_name = None
@@ -116,7 +134,7 @@ class Model:
                                             tensors=tensors, meta=manifest["strategy"].get("state", {}))
         return cls(estimator, modality=manifest.get("modality", "text"), metrics=manifest.get("metrics"),
                    data_summary=manifest.get("data"), created=manifest.get("created"),
-                   tenni_version=manifest.get("tenni_version", "?"))
+                   tenni_version=manifest.get("tenni_version", "?"), task=manifest.get("task", "classify"))
 
 
 def _inputs(inputs) -> list[str]:

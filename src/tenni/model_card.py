@@ -27,10 +27,17 @@ def render_model_card(manifest: dict) -> str:
         lines += ["", heading, "", "| strategy | accuracy | macro-F1 | seconds |",
                   "|---|---|---|---|"]
         for row in results:
-            lines.append(f"| {row['strategy']} | {row['accuracy']:.3f} | {row['macro_f1']:.3f} | "
-                         f"{row['seconds']:.1f} |")
-    lines += ["", "## Use", "", "```bash", "tenni predict THIS_DIR texts.csv -o predictions.csv", "```", "",
+            seconds = "-" if row.get("seconds") is None else f"{row['seconds']:.1f}"
+            auroc = f" (AUROC {row['auroc']:.3f})" if row.get("auroc") is not None else ""
+            lines.append(f"| {row['strategy']}{auroc} | {row['accuracy']:.3f} | {row['macro_f1']:.3f} | {seconds} |")
+    modality = manifest.get("modality", "text")
+    if manifest.get("task") == "anomaly":
+        lines += ["", f"Anomaly detector: images scoring above {metrics.get('threshold', 0):.4f} are flagged as "
+                      f"defects (threshold from {metrics.get('calibration_size')} held-out normal images)."]
+    example, call = {"image": ("photos/", "['photo.jpg']"), "audio": ("clips/", "['clip.wav']")}.get(
+        modality, ("texts.csv", "['a new text']"))
+    lines += ["", "## Use", "", "```bash", f"tenni predict THIS_DIR {example} -o predictions.csv", "```", "",
               "```python", "import tenni", "model = tenni.load('THIS_DIR')",
-              "model.predict(['a new text'])", "```", "",
+              f"model.predict({call})", "```", "",
               "Loading reads JSON and safetensors only; no code from this directory is executed.", ""]
     return "\n".join(lines)

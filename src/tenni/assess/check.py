@@ -64,7 +64,7 @@ def check_labels(data, *, test=None, backbone: str = "auto", seed: int = 0, max_
 
     dataset = as_dataset(data, **read_options)
     dataset.require_labels()
-    name = choose_backbone(backbone, dataset.inputs)
+    name = choose_backbone(backbone, dataset.inputs, modality=dataset.modality)
     bb = get_backbone(name)
     feats = bb.encode(dataset.inputs)
     classes = dataset.classes

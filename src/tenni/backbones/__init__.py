@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from .registry import (
+    DEFAULT_AUDIO_BACKBONE,
+    DEFAULT_BACKBONES,
+    DEFAULT_IMAGE_BACKBONE,
     DEFAULT_TEXT_BACKBONE,
     MULTILINGUAL_TEXT_BACKBONE,
     BackboneSpec,
@@ -10,6 +13,7 @@ from .registry import (
     list_backbones,
     register_backbone,
     resolve,
+    sniff_modality,
 )
 from .text import TextBackbone
 
@@ -24,6 +28,14 @@ def get_backbone(name_or_path: str = DEFAULT_TEXT_BACKBONE, *, trust_remote_code
         name, path, spec = resolve(name_or_path)
         if spec is not None and spec.build is not None:
             _LOADED[key] = spec.build(name, path)
+        elif spec is None and sniff_modality(path) == "image":
+            from .image import HFImageBackbone
+
+            _LOADED[key] = HFImageBackbone(name, path)
+        elif spec is None and sniff_modality(path) == "audio":
+            from .audio import HFAudioBackbone
+
+            _LOADED[key] = HFAudioBackbone(name, path)
         else:
             _LOADED[key] = TextBackbone(name, path, trust_remote_code=trust_remote_code, max_length=max_length,
                                         trainable=True if spec is None else spec.trainable,
@@ -31,6 +43,6 @@ def get_backbone(name_or_path: str = DEFAULT_TEXT_BACKBONE, *, trust_remote_code
     return _LOADED[key]
 
 
-__all__ = ["DEFAULT_TEXT_BACKBONE", "MULTILINGUAL_TEXT_BACKBONE", "BackboneSpec", "TextBackbone", "get_backbone",
-           "get_spec",
-           "list_backbones", "register_backbone", "resolve"]
+__all__ = ["DEFAULT_AUDIO_BACKBONE", "DEFAULT_BACKBONES", "DEFAULT_IMAGE_BACKBONE", "DEFAULT_TEXT_BACKBONE",
+           "MULTILINGUAL_TEXT_BACKBONE", "BackboneSpec", "TextBackbone", "get_backbone", "get_spec",
+           "list_backbones", "register_backbone", "resolve", "sniff_modality"]

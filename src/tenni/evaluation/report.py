@@ -108,15 +108,19 @@ def model_sections(manifest: dict) -> list[tuple[str, str]]:
     if data:
         counts = data.get("class_counts", {})
         languages = ", ".join(f"{k} {v:.0%}" for k, v in (data.get("languages") or {}).items())
+        modality = manifest.get("modality", "text")
+        kind = ["scripts/languages", languages or "?"] if modality == "text" else ["modality", modality]
+        evaluated = (f"{data.get('test_size')} ({data.get('test_source')})" if data.get("test_size") is not None
+                     else "not evaluated (no test data)")
         sections.append(("Data", table(["", ""], [
             ["source", data.get("source")], ["training examples", data.get("train_size")],
-            ["evaluated on", f"{data.get('test_size')} ({data.get('test_source')})"],
-            ["scripts/languages", languages or "?"]]) + table(["class", "training examples"],
+            ["evaluated on", evaluated], kind]) + table(["class", "training examples"],
                                                              [[c, n] for c, n in counts.items()])))
     results = metrics.get("results") or []
     if results:
-        rows = [[r["strategy"], r.get("backbone") or "-", f"{r['accuracy']:.3f}", f"{r['macro_f1']:.3f}",
-                 f"{r['seconds']:.1f}"] for r in results]
+        rows = [[r["strategy"] + (f" (AUROC {r['auroc']:.3f})" if r.get("auroc") is not None else ""),
+                 r.get("backbone") or "-", f"{r['accuracy']:.3f}", f"{r['macro_f1']:.3f}",
+                 "-" if r.get("seconds") is None else f"{r['seconds']:.1f}"] for r in results]
         gain = metrics.get("transfer_gain")
         note = ""
         if gain:

@@ -30,13 +30,19 @@ class LoRA(FineTune):
 
     name = "lora"
     Config = LoraConfig
+    media_keep = ("learning_rate",)
 
     def _build(self, n_classes: int, cfg):
         import peft
 
+        backbone = self._backbone()
+        if not getattr(backbone, "transformer", True):
+            raise ConfigError(f"LoRA adapts a transformer's attention, and '{backbone.name}' is a CNN",
+                              hint="use --strategy finetune (or probe), or a transformer backbone such as a ViT")
         tokenizer, model = super()._build(n_classes, cfg)
+        targets = _pick_targets(model.encoder.model, tuple(cfg.target_modules))
         lora = peft.LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.lora_dropout,
-                               target_modules=list(cfg.target_modules), bias="none")
+                               target_modules=list(targets), bias="none")
         try:
             with warnings.catch_warnings():  # transformers 5 deprecation notices raised from inside peft
                 warnings.simplefilter("ignore", FutureWarning)
@@ -61,9 +67,27 @@ class LoRA(FineTune):
         from peft import set_peft_model_state_dict
 
         from ._torch import from_numpy_state
+        from .finetune import media_config
 
-        self._tokenizer, self._model = self._build(len(self.classes_), self.config_)
+        cfg = media_config(self.config_, self.media_keep, self.config) if self._is_media() else self.config_
+        self._tokenizer, self._model = self._build(len(self.classes_), cfg)
         set_peft_model_state_dict(self._model.encoder.model, from_numpy_state(tensors, "lora."))
         self._model.head.load_state_dict(from_numpy_state(tensors, "head."))
         self._model.eval()
         self.training_ = meta.get("training", {})
+
+
+DEFAULT_TARGETS = ("query", "value")
+_KNOWN_TARGETS = (("query", "value"), ("q_proj", "v_proj"), ("q", "v"), ("q_lin", "v_lin"), ("qkv",))
+
+
+def _pick_targets(model, requested: tuple) -> tuple:
+    """The default (BERT/ViT names) when they exist; else the first known naming the model uses (wav2vec2 and
+    HuBERT call them q_proj/v_proj). Targets the user set are kept as they are."""
+    if tuple(requested) != DEFAULT_TARGETS:
+        return requested
+    names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if type(m).__name__ == "Linear"}
+    for option in _KNOWN_TARGETS:
+        if set(option) <= names:
+            return option
+    return requested

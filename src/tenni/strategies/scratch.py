@@ -2,6 +2,8 @@
 
 It is here so the gain from transfer is always measured, never claimed. Texts in scripts without spaces
 (Japanese, Chinese) get character n-grams, since a word analyzer would treat a whole sentence as one token.
+Images get a small CNN trained on the pixels, audio MFCC statistics + logistic regression
+(:mod:`._scratch_media`); the modality is told from the inputs (paths to image or audio files).
 """
 
 from __future__ import annotations
@@ -25,6 +27,13 @@ class ScratchConfig:
     min_df: int = field(default=1, metadata={"help": "ignore terms in fewer documents than this"})
     C: float = field(default=10.0, metadata={"help": "inverse L2 strength of the logistic regression"})
     class_weight: str | None = field(default="balanced", metadata={"help": "'balanced' or None"})
+    image_size: int = field(default=64, metadata={"help": "images: side of the square the CNN sees, in pixels"})
+    width: int = field(default=16, metadata={"help": "images: channels of the CNN's first block (x2, x4 after)"})
+    epochs: int = field(default=20, metadata={"help": "images: epochs of CNN training (raised to min_steps)"})
+    min_steps: int = field(default=100, metadata={"help": "images: at least this many optimizer steps"})
+    batch_size: int = field(default=32, metadata={"help": "images: examples per optimizer step"})
+    learning_rate: float = field(default=3e-3, metadata={"help": "images: peak (one-cycle) learning rate"})
+    n_mfcc: int = field(default=20, metadata={"help": "audio: MFCCs per frame (features: their mean and std)"})
 
 
 @register_strategy
@@ -66,6 +75,22 @@ class TfidfScratch(Strategy):
     def _fit(self, texts, y, cfg: ScratchConfig) -> None:
         from sklearn.feature_extraction.text import TfidfVectorizer
 
+        from ..data.media import infer_modality
+
+        self.modality_ = infer_modality(texts)
+        if self.modality_ == "image":
+            from ._scratch_media import fit_cnn
+
+            self.media_tensors_, self.media_meta_ = fit_cnn(texts, y, len(self.classes_), cfg, self.seed)
+            return
+        if self.modality_ == "audio":
+            from ._scratch_media import mfcc_stats
+
+            X = mfcc_stats(texts, cfg.n_mfcc)
+            self.mfcc_mean_, self.mfcc_std_ = X.mean(0), np.maximum(X.std(0), 1e-6)
+            self.coef_, self.intercept_, _ = fit_logistic((X - self.mfcc_mean_) / self.mfcc_std_, y, seed=self.seed,
+                                                          C=1.0, class_weight=cfg.class_weight)
+            return
         self.vectorizer_ = self._vectorizer_params(cfg, texts)
         vec = TfidfVectorizer(sublinear_tf=True, min_df=cfg.min_df, analyzer=self.vectorizer_["analyzer"],
                               ngram_range=tuple(self.vectorizer_["ngram_range"]), lowercase=True)
@@ -77,13 +102,37 @@ class TfidfScratch(Strategy):
                                                       class_weight=cfg.class_weight)
 
     def _predict_proba(self, texts) -> np.ndarray:
+        modality = getattr(self, "modality_", "text")
+        if modality == "image":
+            from ._scratch_media import cnn_proba
+
+            return cnn_proba(texts, self.media_tensors_, self.media_meta_, len(self.classes_))
+        if modality == "audio":
+            from ._scratch_media import mfcc_stats
+
+            X = (mfcc_stats(texts, self.config_.n_mfcc) - self.mfcc_mean_) / self.mfcc_std_
+            return logistic_proba(X, self.coef_, self.intercept_)
         return logistic_proba(self._tfidf(texts), self.coef_, self.intercept_)
 
     def get_state(self):
+        modality = getattr(self, "modality_", "text")
+        if modality == "image":
+            return dict(self.media_tensors_), dict(self.media_meta_)
+        if modality == "audio":
+            return ({"mfcc.mean": self.mfcc_mean_, "mfcc.std": self.mfcc_std_, "head.coef": self.coef_,
+                     "head.intercept": self.intercept_}, {"modality": "audio"})
         return ({"idf": self.idf_, "head.coef": self.coef_, "head.intercept": self.intercept_},
                 {"vectorizer": self.vectorizer_, "vocabulary": self.vocabulary_})
 
     def _set_state(self, tensors, meta) -> None:
+        self.modality_ = meta.get("modality", "text")
+        if self.modality_ == "image":
+            self.media_tensors_, self.media_meta_ = dict(tensors), dict(meta)
+            return
+        if self.modality_ == "audio":
+            self.mfcc_mean_, self.mfcc_std_ = tensors["mfcc.mean"], tensors["mfcc.std"]
+            self.coef_, self.intercept_ = tensors["head.coef"], tensors["head.intercept"]
+            return
         self.idf_, self.coef_, self.intercept_ = tensors["idf"], tensors["head.coef"], tensors["head.intercept"]
         self.vectorizer_ = meta["vectorizer"]
         self.vocabulary_ = meta["vocabulary"]
