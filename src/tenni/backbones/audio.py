@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BackboneError
-from .media import MediaBackbone
+from .media import MediaBackbone, load_hf_encoder
 
 
 class AudioBackbone(MediaBackbone):
@@ -285,15 +285,7 @@ class HFAudioBackbone(AudioBackbone):
         return {k: v for k, v in inputs.items() if k in ("input_values", "input_features")}
 
     def network(self):
-        import transformers
-        from transformers import AutoModel
-
-        transformers.logging.disable_progress_bar()
-        try:
-            model = AutoModel.from_pretrained(str(self.path), trust_remote_code=False)
-        except Exception as err:
-            raise BackboneError(f"cannot load audio backbone '{self.name}': {type(err).__name__}: {err}",
-                                path=self.path) from None
+        model = load_hf_encoder(self.path, self.name, "audio")
         if getattr(model.config, "is_encoder_decoder", False) and hasattr(model, "get_encoder"):
             model = model.get_encoder()  # Whisper and kin: the encoder is the feature extractor
         return model

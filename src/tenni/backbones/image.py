@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BackboneError
-from .media import MediaBackbone
+from .media import MediaBackbone, load_hf_encoder
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -238,15 +238,7 @@ class HFImageBackbone(ImageBackbone):
         return f"img{self.image_size}-crop-m{'-'.join(f'{v:.3f}' for v in self.mean)}"
 
     def network(self):
-        import transformers
-        from transformers import AutoModel
-
-        transformers.logging.disable_progress_bar()
-        try:
-            model = AutoModel.from_pretrained(str(self.path), trust_remote_code=False)
-        except Exception as err:
-            raise BackboneError(f"cannot load image backbone '{self.name}': {type(err).__name__}: {err}",
-                                path=self.path) from None
+        model = load_hf_encoder(self.path, self.name, "image")
         if self.model_type in VISION_TOWER_TYPES and hasattr(model, "vision_model"):
             model = model.vision_model
         return model

@@ -18,6 +18,21 @@ from .._logging import progress
 from .cache import FeatureCache
 
 
+def load_hf_encoder(path: Path, name: str, kind: str):
+    """A transformers model from a local folder for an image/audio backbone; never runs remote code."""
+    import transformers
+    from transformers import AutoModel
+
+    from ..errors import BackboneError
+
+    transformers.logging.disable_progress_bar()
+    try:
+        return AutoModel.from_pretrained(str(path), trust_remote_code=False)
+    except Exception as err:
+        raise BackboneError(f"cannot load {kind} backbone '{name}': {type(err).__name__}: {err}",
+                            path=path) from None
+
+
 class MediaBackbone:
     modality = "image"
     trainable = False
