@@ -69,6 +69,19 @@ def test_birdnet_embeds_short_clips_padded(tone_folder):
     assert feats.shape == (2, 1024) and np.isfinite(feats).all()
 
 
+@_needs("audio/birdnet")
+def test_birdnet_pool_of_interpreters_matches_one(tone_folder):
+    """Windows spread over two interpreters running side by side come back in order, equal to one interpreter's."""
+    bb = get_backbone("audio/birdnet")
+    windows = np.concatenate([bb.clip_windows(w) for w in bb.load_items(read_dataset(tone_folder / "test").inputs)])
+    pooled = BirdNETBackbone(bb.name, bb.path, threads=2)
+    together = pooled.embed_windows(windows[:5])
+    assert len(pooled.interpreters()) == 2
+    alone = BirdNETBackbone(bb.name, bb.path, threads=1).embed_windows(windows[:5])
+    assert np.abs(alone).max() > 0.1 and not np.allclose(alone[0], alone[-1])
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+
+
 @_needs("audio/speaker")
 def test_speaker_encoder(tone_folder):
     bb = get_backbone("audio/speaker")

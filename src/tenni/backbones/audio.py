@@ -76,6 +76,10 @@ class BirdNETBackbone(AudioBackbone):
     """BirdNET v2.4 (6,522 species): 3 s windows at 48 kHz -> the 1024-d embedding before its classifier.
 
     Frozen (a TensorFlow Lite graph, run by ai-edge-litert without TensorFlow): probe only.
+
+    Windows run on a pool of single-threaded interpreters, one per core (at most 4), side by side: LiteRT releases
+    the GIL while it runs, and this small network scales across cores better by data than by operator (measured on
+    2 cores: 2 interpreters x 1 thread ~105 s of audio/s; 1 interpreter x 2 threads ~70).
     """
 
     dim = 1024
@@ -87,37 +91,60 @@ class BirdNETBackbone(AudioBackbone):
     def __init__(self, name: str, path: Path, threads: int | None = None):
         super().__init__(name, path)
         self.threads = threads
-        self._interpreter = None
+        self._pool = None
         self._lock = threading.Lock()
 
-    def interpreter(self):
-        if self._interpreter is None:
-            import os
-            import warnings
+    def _new_interpreter(self):
+        import warnings
 
-            from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_litert.interpreter import Interpreter
 
-            threads = self.threads or min(os.cpu_count() or 1, 4)
-            with warnings.catch_warnings():  # preserve_all_tensors is "for debugging": we need one inner tensor
-                warnings.simplefilter("ignore")
-                it = Interpreter(model_path=str(self.path / BIRDNET_MODEL), num_threads=threads,
-                                 experimental_preserve_all_tensors=True)
-            it.allocate_tensors()
-            self._input = it.get_input_details()[0]["index"]
-            # the embedding is the tensor just before the classifier's output
-            self._embedding = it.get_output_details()[0]["index"] - 1
-            self._interpreter = it
-        return self._interpreter
+        with warnings.catch_warnings():  # preserve_all_tensors is "for debugging": we need one inner tensor
+            warnings.simplefilter("ignore")
+            it = Interpreter(model_path=str(self.path / BIRDNET_MODEL), num_threads=1,
+                             experimental_preserve_all_tensors=True)
+        it.allocate_tensors()
+        # the embedding is the tensor just before the classifier's output
+        return it, it.get_input_details()[0]["index"], it.get_output_details()[0]["index"] - 1
+
+    def interpreters(self) -> list:
+        with self._lock:
+            if self._pool is None:
+                import os
+
+                workers = max(1, self.threads or min(os.cpu_count() or 1, 4))
+                self._pool = [self._new_interpreter() for _ in range(workers)]
+        return self._pool
+
+    def embed(self, paths: list[str]) -> np.ndarray:
+        """All windows of a batch of clips go through the pool together, then are averaged per clip."""
+        per_clip = [self.clip_windows(w) for w in self.load_items(paths)]
+        flat = self.embed_windows(np.concatenate(per_clip))
+        bounds = np.cumsum([0] + [len(w) for w in per_clip])
+        return np.stack([flat[a:b].mean(axis=0) for a, b in zip(bounds[:-1], bounds[1:])])
 
     def embed_windows(self, windows: np.ndarray) -> np.ndarray:
-        with self._lock:  # one interpreter, one invoke at a time
-            it = self.interpreter()
-            out = []
-            for w in windows:  # batch 1: a fixed input shape runs fastest (no re-planning)
-                it.set_tensor(self._input, w[None, :].astype(np.float32))
+        pool = self.interpreters()
+        windows = np.asarray(windows, np.float32)
+        out = np.zeros((len(windows), self.dim), np.float32)
+
+        def run(worker: int) -> None:
+            it, inp, emb = pool[worker]
+            for i in range(worker, len(windows), len(pool)):  # batch 1: a fixed input shape, no re-planning
+                it.set_tensor(inp, windows[i][None, :])
                 it.invoke()
-                out.append(np.array(it.get_tensor(self._embedding)).reshape(-1))
-        return np.stack(out)
+                out[i] = np.asarray(it.get_tensor(emb)).reshape(-1)
+
+        with self._lock:  # each interpreter serves one call at a time
+            if len(pool) == 1 or len(windows) == 1:
+                for worker in range(len(pool)):
+                    run(worker)
+            else:
+                from concurrent.futures import ThreadPoolExecutor
+
+                with ThreadPoolExecutor(len(pool)) as executor:
+                    list(executor.map(run, range(len(pool))))
+        return out
 
 
 # --- resemblyzer (GE2E speaker encoder) ---------------------------------------------------------------------
