@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import unicodedata
 from collections import Counter
+from functools import lru_cache
 
 # (name, first code point, last code point)
 _RANGES = [
@@ -34,15 +35,24 @@ def _script(ch: str) -> str | None:
     return "other" if ch.isalpha() else None
 
 
+@lru_cache(maxsize=200_000)
+def _letter_counts(text: str) -> tuple[tuple[str, int], ...]:
+    """Letters per script in one text (memoised: CV folds and strategies ask again about the same texts)."""
+    counts: Counter[str] = Counter()
+    for ch in text:
+        script = _script(ch)
+        if script:
+            counts[script] += 1
+    return tuple(counts.items())
+
+
 def script_profile(texts: list[str], sample: int = 2000, max_chars: int = 400) -> dict[str, float]:
     """Share of letters per script over (a sample of) the texts."""
     counts: Counter[str] = Counter()
     step = max(1, len(texts) // sample)
     for text in texts[::step]:
-        for ch in text[:max_chars]:
-            script = _script(ch)
-            if script:
-                counts[script] += 1
+        for script, n in _letter_counts(text[:max_chars]):
+            counts[script] += n
     total = sum(counts.values()) or 1
     return {k: round(v / total, 4) for k, v in counts.most_common()}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 
 import numpy as np
@@ -74,3 +75,14 @@ def test_report_command_adds_the_assessment(capsys, monkeypatch, train_csv, test
     main()
     html = (tmp_path / "m" / "report.html").read_text()
     assert "Assessment (before training)" in html and "recommended" in html
+
+
+def test_confusion_table_is_html_with_counts_and_shades():
+    from tenni.evaluation.report import confusion_table
+
+    html_text = confusion_table(["天気", "<b>sport</b>"], [[9, 1], [0, 5]])
+    assert "天気" in html_text and "&lt;b&gt;sport&lt;/b&gt;" in html_text and "<b>sport" not in html_text
+    cells = re.findall(r"rgba\(31,119,180,([0-9.]+)\)[^>]*>(\d+)<", html_text)
+    assert cells == [("0.9", "9"), ("0.1", "1"), ("0.0", "0"), ("1.0", "5")]
+    many = confusion_table([f"class{i}" for i in range(30)], np.eye(30, dtype=int).tolist())
+    assert "<th>29</th>" in many and "29: class29" in many

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ color:#1d232a;line-height:1.45}
 h1{font-size:1.6em;margin-bottom:.2em}h2{font-size:1.2em;margin-top:1.8em;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #d6d9dc;padding:.3em .6em;text-align:right}
 th{background:#f3f5f7}td:first-child,th:first-child{text-align:left}.muted{color:#6a737d;font-size:.9em}
+table.confusion td{min-width:2.2em;text-align:center}
 .good{color:#137333;font-weight:600}.bad{color:#b3261e;font-weight:600}img{max-width:100%}
 """
 
@@ -30,63 +30,31 @@ def table(headers: list[str], rows: list[list]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def png_tag(fig) -> str:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
-
-
 def png_file_tag(path: Path) -> str:
     return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(Path(path).read_bytes()).decode()}">'
 
 
-_CJK_FONTS = ["Noto Sans CJK JP", "Noto Sans JP", "IPAexGothic", "IPAGothic", "Hiragino Sans", "Yu Gothic",
-              "MS Gothic", "Noto Sans CJK SC", "WenQuanYi Zen Hei"]
-
-
-def _cjk_font() -> str | None:
-    from matplotlib import font_manager
-
-    installed = {f.name for f in font_manager.fontManager.ttflist}
-    return next((name for name in _CJK_FONTS if name in installed), None)
-
-
-def confusion_figure(labels: list[str], matrix: list[list[int]]):
-    """A confusion-matrix heat map. Labels the installed fonts cannot draw (Japanese without a CJK font) become
-    numbers, with the legend under the plot, instead of empty boxes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    m = np.asarray(matrix)
-    ticks = list(labels)
-    caption = None
-    if any(ord(ch) > 0x2FF for label in labels for ch in label):
-        font = _cjk_font()
-        if font:
-            plt.rcParams["font.family"] = ["DejaVu Sans", font]
-        else:
-            ticks = [str(i) for i in range(len(labels))]
-            caption = "  ".join(f"{i}: {label}" for i, label in enumerate(labels))
-    size = max(4.0, 0.45 * len(labels) + 2)
-    fig, ax = plt.subplots(figsize=(size, size * 0.85), dpi=100)
-    fig.tenni_caption = caption
-    ax.imshow(m, cmap="Blues")
-    ax.set_xticks(range(len(labels)), ticks, rotation=60, ha="right", fontsize=8)
-    ax.set_yticks(range(len(labels)), ticks, fontsize=8)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    if len(labels) <= 20:
-        for i in range(len(labels)):
-            for j in range(len(labels)):
-                ax.text(j, i, int(m[i, j]), ha="center", va="center", fontsize=7,
-                        color="white" if m[i, j] > m.max() / 2 else "black")
-    fig.tight_layout()
-    return fig
+def confusion_table(labels: list[str], matrix: list[list[int]]) -> str:
+    """A confusion matrix as an HTML heat map (rows true, columns predicted; the shade is the share of the row).
+    Plain HTML: the reader's browser draws any script (Japanese labels need no plot font), it costs no plotting
+    library at fit time, and each count stays selectable text. Past 25 classes the columns are numbered."""
+    m = np.asarray(matrix, dtype=float)
+    rows = m.sum(axis=1, keepdims=True)
+    share = np.divide(m, rows, out=np.zeros_like(m), where=rows > 0)
+    numbered = len(labels) > 25
+    heads = [str(j) if numbered else labels[j] for j in range(len(labels))]
+    head = "<th>true \\ predicted</th>" + "".join(f"<th>{esc(h)}</th>" for h in heads)
+    body = []
+    for i, label in enumerate(labels):
+        cells = []
+        for j in range(len(labels)):
+            alpha = round(float(share[i, j]), 3)
+            colour = "#fff" if alpha > 0.55 else "#1d232a"
+            mark = ";font-weight:600" if i == j else ""
+            cells.append(f"<td style='background:rgba(31,119,180,{alpha});color:{colour}{mark}'>{int(m[i, j])}</td>")
+        name = f"{i}: {label}" if numbered else label
+        body.append(f"<tr><th>{esc(name)}</th>{''.join(cells)}</tr>")
+    return f"<table class='confusion'><tr>{head}</tr>{''.join(body)}</table>"
 
 
 def page(title: str, sections: list[tuple[str, str]]) -> str:
@@ -135,10 +103,7 @@ def model_sections(manifest: dict) -> list[tuple[str, str]]:
         sections.append(("Per class", table(["class", "precision", "recall", "F1", "support"], rows)))
     cm = test.get("confusion_matrix")
     if cm:
-        fig = confusion_figure(cm["labels"], cm["matrix"])
-        caption = getattr(fig, "tenni_caption", None)
-        sections.append(("Confusion matrix", png_tag(fig) + (f"<p class='muted'>{esc(caption)}</p>" if caption
-                                                             else "")))
+        sections.append(("Confusion matrix", confusion_table(cm["labels"], cm["matrix"])))
     return sections
 
 
