@@ -132,6 +132,7 @@ def adapt(corpus, output: str | Path, *, backbone: str = "text/minilm", config: 
         scheduler.load_state_dict(state["scheduler"])
         step, losses, elapsed_before = state["step"], state["losses"], state["elapsed"]
         info(f"resuming at step {step} of {total}")
+    vocab = corpus_vocabulary(tokenizer, texts, cfg.max_length) if cfg.method == "tsdae" else None
     rng = np.random.default_rng(cfg.seed)
     order = np.concatenate([rng.permutation(len(texts)) for _ in range(cfg.epochs)])
     start = time.perf_counter()
@@ -148,7 +149,7 @@ def adapt(corpus, output: str | Path, *, backbone: str = "text/minilm", config: 
             if cfg.method == "simcse":
                 loss = _simcse_loss(encoder, tokenizer, batch, cfg)
             elif cfg.method == "tsdae":
-                loss = _tsdae_loss(encoder, model["decoder"], tokenizer, batch, cfg, rng)
+                loss = _tsdae_loss(encoder, model["decoder"], tokenizer, batch, cfg, rng, vocab)
             else:
                 loss = _mlm_loss(model, tokenizer, batch, cfg, rng)
             loss.backward()
@@ -244,7 +245,7 @@ def _tsdae_model(base, encoder):
     return torch.nn.ModuleDict({"encoder": encoder.model, "decoder": decoder})
 
 
-def _tsdae_loss(encoder, decoder, tokenizer, batch, cfg, rng):
+def _tsdae_loss(encoder, decoder, tokenizer, batch, cfg, rng, vocab=None):
     """Delete tokens, pool the rest into one vector, rebuild the original text from that vector."""
     import torch
 
@@ -269,11 +270,36 @@ def _tsdae_loss(encoder, decoder, tokenizer, batch, cfg, rng):
     head = getattr(decoder, "cls", None) or getattr(decoder, "lm_head", None)
     keep = labels != -100
     if head is None:  # an architecture whose head we do not know by name: score every position
-        logits = decoder(**inputs).logits[keep]
-    else:  # the vocabulary projection is most of the cost: apply it to real tokens only, not to padding
-        hidden = getattr(decoder, decoder.base_model_prefix)(**inputs)[0]
-        logits = head(hidden[keep])
-    return torch.nn.functional.cross_entropy(logits, labels[keep])
+        return torch.nn.functional.cross_entropy(decoder(**inputs).logits[keep], labels[keep])
+    # the vocabulary projection is most of the cost: apply it to real tokens only, not to padding, and where the
+    # head has the BERT layout, only over the corpus's own vocabulary (see ``corpus_vocabulary``)
+    hidden = getattr(decoder, decoder.base_model_prefix)(**inputs)[0][keep]
+    predictions = getattr(head, "predictions", None)
+    projection = getattr(predictions, "decoder", None)
+    if vocab is None or not isinstance(projection, torch.nn.Linear) or not hasattr(predictions, "transform"):
+        return torch.nn.functional.cross_entropy(head(hidden), labels[keep])
+    ids, position = vocab
+    bias = projection.bias if projection.bias is not None else predictions.bias
+    logits = predictions.transform(hidden) @ projection.weight[ids].T + bias[ids]
+    return torch.nn.functional.cross_entropy(logits, position[labels[keep]])
+
+
+def corpus_vocabulary(tokenizer, texts: list[str], max_length: int):
+    """The token ids the corpus uses (special tokens included) and a map from token id to its row among them.
+
+    TSDAE's decoder only ever has to produce tokens of the corpus, so its softmax runs over those (a few thousand)
+    instead of the whole vocabulary (30,522 for MiniLM): the projection was half of a step. Tokens that never occur
+    only lose the push-down of their logits, which nothing downstream reads (the decoder is thrown away)."""
+    import torch
+
+    seen = set(tokenizer.all_special_ids)
+    for start in range(0, len(texts), 1000):
+        for row in tokenizer(texts[start:start + 1000], truncation=True, max_length=max_length)["input_ids"]:
+            seen.update(row)
+    ids = torch.tensor(sorted(seen), dtype=torch.long)
+    position = torch.full((max(len(tokenizer), int(ids.max()) + 1),), -100, dtype=torch.long)
+    position[ids] = torch.arange(len(ids))
+    return ids, position
 
 
 def _mlm_loss(model, tokenizer, batch, cfg, rng):
