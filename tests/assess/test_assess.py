@@ -80,3 +80,33 @@ def test_cli_assess_json(capsys, monkeypatch, train_csv):
     payload = json.loads(capsys.readouterr().out)
     assert payload["reports"][0]["backbone"] == "text/minilm"
     assert payload["recommendation"]["strategy"]
+
+
+def test_assess_images_scratch_sees_pixels_not_paths(tmp_path, tiny_vit):
+    """Noise images filed under class folders: the scratch baseline must score near chance (a TF-IDF of the
+    paths would read the class from the folder name and score 1.0), and media get a media recommendation."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for label in ("alpha", "beta"):
+        (tmp_path / "noise" / label).mkdir(parents=True)
+        for i in range(12):
+            Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(
+                tmp_path / "noise" / label / f"{label}_{i}.png")
+    result = assess(tmp_path / "noise", backbones=[str(tiny_vit)])
+    scratch = result.reports[-1]
+    assert scratch.backbone == "scratch (pixels)"
+    assert scratch.probe_accuracy < 0.8
+    assert result.recommendation["strategy"] in {"probe", "finetune", "scratch"}
+    assert result.recommendation["continued_pretraining"] is False
+
+
+def test_assess_audio_ranks_against_mfcc(tone_folder):
+    from tenni.backbones import get_spec
+
+    if not get_spec("audio/speaker").available():
+        pytest.skip("audio/speaker is not installed")
+    result = assess(tone_folder / "train", backbones=["audio/speaker"])
+    assert result.reports[-1].backbone == "scratch (MFCC)"
+    assert result.reports[-1].probe_accuracy >= 0.8  # low vs high tones: MFCC statistics separate them
+    assert "MFCC statistics" in result.reports[0].reasons[0]

@@ -19,6 +19,7 @@ from .gap import describe_gap, fragmentation_is_high, language_signal, mean_ci_d
 from .scores import cv_splits, far_share, h_score, interval, knn_cv, logme, probe_cv
 
 SCRATCH = "scratch (TF-IDF)"
+SCRATCH_NAMES = {"text": SCRATCH, "image": "scratch (pixels)", "audio": "scratch (MFCC)"}
 
 
 @dataclass
@@ -77,6 +78,22 @@ def scratch_features(texts: list[str], y: np.ndarray, dims: int = 256) -> np.nda
     return TruncatedSVD(k, random_state=0).fit_transform(X)
 
 
+def media_scratch_features(paths: list[str], modality: str) -> np.ndarray:
+    """The no-transfer view of images and sounds, standardised: 32 px RGB pixels, or each clip's MFCC means and
+    standard deviations (the audio scratch baseline's own features). A probe on them stands in for the scratch
+    baseline in assess's cross-validation: the image baseline proper, a CNN trained per fold, would cost more than
+    every pretrained candidate together."""
+    if modality == "image":
+        from ..data.media import image_array
+
+        X = np.stack([image_array(p, 32).reshape(-1) for p in paths]).astype(np.float32) / 255.0
+    else:
+        from ..strategies._scratch_media import mfcc_stats
+
+        X = mfcc_stats(paths, 20)
+    return (X - X.mean(axis=0)) / np.maximum(X.std(axis=0), 1e-6)
+
+
 def assess(data, *, backbones: list[str] | None = None, test=None, seed: int = 0, **read_options) -> Assessment:
     """Score backbones on ``data`` (training data only) and recommend one with a strategy."""
     from ..backbones import get_backbone
@@ -92,10 +109,15 @@ def assess(data, *, backbones: list[str] | None = None, test=None, seed: int = 0
 
     reports = []
     start = time.perf_counter()
-    sfeat = scratch_features(texts, y)
-    scratch_scores = _scratch_cv(texts, y, splits)
+    if dataset.modality == "text":
+        sfeat = scratch_features(texts, y)
+        scratch_scores = _scratch_cv(texts, y, splits)
+    else:
+        sfeat = media_scratch_features(texts, dataset.modality)
+        scratch_scores = probe_cv(sfeat, y, splits)
     mean, lo, hi = interval(scratch_scores)
-    scratch = BackboneReport(SCRATCH, mean, (lo, hi), float(np.mean(knn_cv(sfeat, y, splits))), logme(sfeat, y),
+    scratch_name = SCRATCH_NAMES.get(dataset.modality, SCRATCH)
+    scratch = BackboneReport(scratch_name, mean, (lo, hi), float(np.mean(knn_cv(sfeat, y, splits))), logme(sfeat, y),
                              h_score(sfeat, y), seconds=time.perf_counter() - start)
     for name in backbones or default_candidates(dataset.modality):
         start = time.perf_counter()
@@ -115,7 +137,7 @@ def assess(data, *, backbones: list[str] | None = None, test=None, seed: int = 0
             held = np.arange(len(texts)) % 5 == 0
             signals["far_share"] = far_share(feats[~held], feats[held])
         report.signals = signals
-        report.verdict, report.reasons = _verdict(report)
+        report.verdict, report.reasons = _verdict(report, scratch_name)
         report.seconds = time.perf_counter() - start
         reports.append(report)
     _compare_adapted(reports)
@@ -125,7 +147,7 @@ def assess(data, *, backbones: list[str] | None = None, test=None, seed: int = 0
     assessment = Assessment(len(texts), len(classes), int(counts.min()),
                             f"{len(splits) // 3} folds x 3 repeats" if splits else "none", reports + [scratch],
                             {})
-    assessment.recommendation = recommend(reports, scratch, int(counts.min()))
+    assessment.recommendation = recommend(reports, scratch, int(counts.min()), dataset.modality)
     if reports:
         from .check import check_labels
 
@@ -175,10 +197,10 @@ def _scratch_cv(texts, y, splits) -> list[float]:
     return scores
 
 
-def _verdict(report: BackboneReport) -> tuple[str, list[str]]:
+def _verdict(report: BackboneReport, scratch_name: str = SCRATCH) -> tuple[str, list[str]]:
     gain, (glo, _) = report.gain_over_scratch, report.gain_interval
     reasons = [f"a linear probe on its features scores {report.probe_accuracy:.3f} in CV, "
-               f"{100 * gain:+.1f} points against TF-IDF on the same folds"]
+               f"{100 * gain:+.1f} points against {_baseline_words(scratch_name)} on the same folds"]
     reasons += describe_gap(report.signals)
     if gain >= 0.10 and glo > 0:
         verdict = "transfer likely to help a lot"
@@ -191,11 +213,19 @@ def _verdict(report: BackboneReport) -> tuple[str, list[str]]:
     return verdict, reasons
 
 
-def recommend(reports: list[BackboneReport], scratch: BackboneReport, min_per_class: int) -> dict:
+def _baseline_words(scratch_name: str) -> str:
+    return {"scratch (TF-IDF)": "TF-IDF", "scratch (pixels)": "raw pixels",
+            "scratch (MFCC)": "MFCC statistics"}.get(scratch_name, scratch_name)
+
+
+def recommend(reports: list[BackboneReport], scratch: BackboneReport, min_per_class: int,
+              modality: str = "text") -> dict:
     """A backbone, a strategy and the reasons, from the measured scores and the label budget."""
     if not reports:
         return {"backbone": None, "strategy": "scratch", "continued_pretraining": False,
                 "reasons": ["no backbone is available offline for this modality"]}
+    if modality != "text":
+        return _recommend_media(reports[0], scratch, min_per_class)
     best = reports[0]
     gap_signals = bool(describe_gap(best.signals))
     language_gap = best.signals.get("language_covered") is False
@@ -236,3 +266,25 @@ def recommend(reports: list[BackboneReport], scratch: BackboneReport, min_per_cl
         warn(f"no candidate backbone knows {best.signals.get('data_language_name')}; {fix}")
     return {"backbone": best.backbone, "strategy": strategy, "continued_pretraining": bool(continued),
             "reasons": reasons}
+
+
+def _recommend_media(best: BackboneReport, scratch: BackboneReport, min_per_class: int) -> dict:
+    """Images and audio: probe in few-shot territory, fine-tuning with more labels where the backbone trains;
+    no hybrid, SetFit or continued pretraining (text only)."""
+    from ..backbones import get_backbone
+
+    trainable = get_backbone(best.backbone).trainable
+    reasons = [f"{best.backbone} ranks first on cross-validated probe accuracy ({best.probe_accuracy:.3f})"]
+    if best.gain_over_scratch is not None and best.gain_over_scratch <= 0.02:
+        strategy = "finetune" if trainable else "scratch"
+        reasons.append(f"its features barely beat (or lose to) {scratch.backbone}: "
+                       + ("fine-tune it so it can learn this domain" if trainable
+                          else "it is frozen, so the scratch baseline"))
+    elif min_per_class < 16 or not trainable:
+        strategy = "probe"
+        reasons.append(f"{min_per_class} examples in the smallest class: a probe on frozen features"
+                       if trainable else f"{best.backbone} is frozen: a probe on its features")
+    else:
+        strategy = "finetune"
+        reasons.append(f"{min_per_class}+ examples per class: enough to fine-tune it")
+    return {"backbone": best.backbone, "strategy": strategy, "continued_pretraining": False, "reasons": reasons}
