@@ -58,7 +58,7 @@ def corpus_for(texts: list[str], max_texts: int, seed: int = 0) -> list[str]:
 
 
 def run_adaptation(name: str, method: str, corpus: list[str], args) -> dict:
-    folder = WORK / f"{name}-{method}"
+    folder = WORK / (f"{name}-{method}" + (f"-lr{args.lr:g}" if args.lr else ""))
     lineage_file = folder / "tenni-backbone.json"
     if lineage_file.exists():
         lineage = json.loads(lineage_file.read_text())
@@ -70,6 +70,8 @@ def run_adaptation(name: str, method: str, corpus: list[str], args) -> dict:
     corpus_file.write_text(json.dumps(corpus, ensure_ascii=False), encoding="utf-8")
     config = {"method": method, "budget": args.budget, "max_steps": 100000, "epochs": args.epochs,
               "checkpoint_every": 50}
+    if args.lr:
+        config["learning_rate"] = args.lr
     proc = subprocess.run([sys.executable, "-c", ADAPT_CHILD, str(corpus_file), str(folder), json.dumps(config)],
                           capture_output=True, text=True)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
@@ -121,6 +123,7 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=900.0, help="seconds of adaptation per dataset and method")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--max-texts", type=int, default=10000)
+    parser.add_argument("--lr", type=float, default=None, help="learning rate (default: tenni adapt's own)")
     parser.add_argument("--out", default=str(RESULTS / "adapt.json"))
     parser.add_argument("--work", default=str(ROOT / "bench" / ".work" / "adapted"),
                         help="where adapted backbones are kept for re-runs")
@@ -162,13 +165,14 @@ def main() -> None:
             print(json.dumps(base, ensure_ascii=False), flush=True)
         corpus = corpus_for(train.inputs, args.max_texts)
         for method in args.methods.split(","):
-            if any(r["dataset"] == name and r["method"] == method for r in data["rows"]):
+            if any(r["dataset"] == name and r["method"] == method and r.get("learning_rate") == args.lr
+                   for r in data["rows"]):
                 continue
             adapted = run_adaptation(name, method, corpus, args)
             sample = train.sample_per_class(16, 0)
             report = assess(sample, backbones=["text/minilm", adapted["path"]])
             mine = next(r for r in report.reports if r.backbone == adapted["path"])
-            row = dict(adapted, dataset=name, method=method, budget=args.budget,
+            row = dict(adapted, dataset=name, method=method, budget=args.budget, learning_rate=args.lr,
                        assess_verdict=mine.verdict, assess_reasons=mine.reasons,
                        results=probe_scores(train, test, adapted["path"], ns, seeds))
             data["rows"].append(row)
@@ -191,9 +195,10 @@ def write_table(data: dict) -> None:
             gap = "language gap: suggests a multilingual backbone"
         else:
             gap = "no gap"
+        method = row["method"] + (f" (lr {row['learning_rate']:g})" if row.get("learning_rate") else "")
         for n, adapted in row["results"].items():
             b = base["results"][n]
-            lines.append(f"| {row['dataset']} | {gap} | {row['method']} | {row['texts']} texts, {row['steps']} steps, "
+            lines.append(f"| {row['dataset']} | {gap} | {method} | {row['texts']} texts, {row['steps']} steps, "
                          f"{row['adapt_seconds']:.0f} s, {row['peak_rss_mb']} MB | {n} | "
                          f"{b['mean']:.3f} ± {b['std']:.3f} | {adapted['mean']:.3f} ± {adapted['std']:.3f} | "
                          f"{100 * (adapted['mean'] - b['mean']):+.1f} pts |")
