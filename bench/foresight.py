@@ -128,7 +128,8 @@ def curve_check(name, train_full, test, seeds, results):
     forecast = curve.forecast[str(target)]
     truth = float(np.mean(measured))
     row = {"dataset": name, "forecast": forecast, "measured": truth, "error": forecast["mean"] - truth,
-           "inside": forecast["low"] <= truth <= forecast["high"]}
+           "inside": forecast["low"] <= truth <= forecast["high"], "budgets": budgets,
+           "per_seed": per_seed.tolist(), "measured_per_seed": measured}
     results["curve"].append(row)
     print(name, "curve", json.dumps(row), flush=True)
 
@@ -164,6 +165,7 @@ def main() -> None:
     parser.add_argument("--datasets", default="sms_spam,ag_news_sample,banking77")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--n", type=int, default=32)
+    parser.add_argument("--checks", default="ranking,curve,flips", help="which checks to run (others are kept)")
     parser.add_argument("--table", action="store_true", help="only rewrite the README table from the JSON")
     args = parser.parse_args()
     from tenni.data import read_dataset
@@ -173,8 +175,10 @@ def main() -> None:
     datasets = [] if args.table else args.datasets.split(",")
     results = {"benchmark": "foresight", "environment": environment(), "ranking": [], "curve": [], "flips": [],
                "n": {**previous.get("n", {}), **{name: args.n for name in datasets}}}
-    for section in ("ranking", "curve", "flips"):  # keep the rows of datasets this run does not measure
-        results[section] = [r for r in previous.get(section, []) if r["dataset"] not in datasets]
+    checks = args.checks.split(",")
+    for section in ("ranking", "curve", "flips"):  # keep the rows this run does not measure
+        results[section] = [r for r in previous.get(section, [])
+                            if r["dataset"] not in datasets or section not in checks]
     results["n"] = {name: results["n"].get(name, 32) for name in {r["dataset"] for r in results["ranking"]}
                     | set(datasets)}
     root = shared_data()
@@ -190,9 +194,12 @@ def main() -> None:
                 candidates = MEDIA_CANDIDATES[modality]
                 train_full = read_dataset(root / name / "train")
                 test = read_dataset(root / name / "test")
-            ranking_check(name, train_full, test, seeds_of(args), args.n, candidates, results)
-            curve_check(name, train_full, test, seeds_of(args), results)
-            flip_check(name, train_full, seeds_of(args), results)
+            if "ranking" in checks:
+                ranking_check(name, train_full, test, seeds_of(args), args.n, candidates, results)
+            if "curve" in checks:
+                curve_check(name, train_full, test, seeds_of(args), results)
+            if "flips" in checks:
+                flip_check(name, train_full, seeds_of(args), results)
     for row in results["ranking"]:  # temporary folder names -> stable names
         for key in ("truth", "assess_probe_cv", "logme"):
             row[key] = {("text/minilm-" + Path(k).name.split("-")[-1] if k.startswith("/") else k): v

@@ -86,3 +86,20 @@ def test_confusion_table_is_html_with_counts_and_shades():
     assert cells == [("0.9", "9"), ("0.1", "1"), ("0.0", "0"), ("1.0", "5")]
     many = confusion_table([f"class{i}" for i in range(30)], np.eye(30, dtype=int).tolist())
     assert "<th>29</th>" in many and "29: class29" in many
+
+
+def test_curve_interval_widens_by_its_own_backtest_error():
+    """A curve that keeps climbing (log-linear) is not a saturating power law: the fit to the first budgets misses
+    the last one, and the forecast interval must widen for it; a true power law keeps a tight interval."""
+    budgets = [2, 4, 8, 16]
+    rng = np.random.default_rng(0)
+    law = PowerLaw(a=0.92, b=0.6, c=0.7)
+    shapes = {"power": law, "loglinear": lambda n: 0.5 + 0.08 * np.log2(n)}
+    width = {}
+    for name, f in shapes.items():
+        per_seed = np.array([[f(n) + rng.normal(0, 0.005) for n in budgets] for _ in range(3)])
+        forecast = summarise_curve("probe", budgets, per_seed, [64]).forecast["64"]
+        width[name] = forecast["high"] - forecast["low"]
+        if name == "power":
+            assert forecast["low"] <= float(law(64)) <= forecast["high"]
+    assert width["loglinear"] > 2 * width["power"]

@@ -65,6 +65,14 @@ class CurveResult:
     forecast: dict[str, dict] = field(default_factory=dict)  # per budget: mean, low, high
 
 
+def backtest_error(budgets, mean) -> float:
+    """|error| of the power law fitted without the last budget, forecasting that budget (0 with < 4 budgets)."""
+    if len(budgets) < 4:
+        return 0.0
+    early = fit_power_law(list(budgets)[:-1], np.asarray(mean)[:-1])
+    return float(abs(float(early(budgets[-1])) - float(mean[-1])))
+
+
 def summarise_curve(strategy: str, budgets: list[int], per_seed: np.ndarray, forecast_at: list[int],
                     seed: int = 0, bootstrap: int = 200) -> CurveResult:
     """per_seed: (seeds, budgets) accuracies."""
@@ -78,12 +86,17 @@ def summarise_curve(strategy: str, budgets: list[int], per_seed: np.ndarray, for
     forecast = {}
     point = law(forecast_at)
     draws_arr = np.asarray(draws) if draws else None
+    backtest = backtest_error(budgets, mean)
     for k, n in enumerate(forecast_at):
         lo, hi = (np.quantile(draws_arr[:, k], [0.05, 0.95]) if draws_arr is not None else (point[k], point[k]))
         # seed-to-seed noise of a single run is part of what the user will see: widen by the spread at the top
         spread = float(per_seed[:, -1].std()) if per_seed.shape[0] > 1 else 0.0
-        forecast[str(n)] = {"mean": float(point[k]), "low": float(max(0.0, min(lo, point[k]) - spread)),
-                            "high": float(min(1.0, max(hi, point[k]) + spread))}
+        # and the curve's own extrapolation error: how far the fit to the earlier budgets missed the last one,
+        # scaled by how many such steps (in log budget) lie between the last budget and this one
+        reach = np.log(n / budgets[-1]) / np.log(budgets[-1] / budgets[-2]) if len(budgets) > 1 else 0.0
+        margin = backtest * max(0.0, float(reach))
+        forecast[str(n)] = {"mean": float(point[k]), "low": float(max(0.0, min(lo, point[k]) - spread - margin)),
+                            "high": float(min(1.0, max(hi, point[k]) + spread + margin))}
     return CurveResult(strategy, list(map(int, budgets)),
                        {str(b): per_seed[:, i].tolist() for i, b in enumerate(budgets)}, asdict(law), forecast)
 
