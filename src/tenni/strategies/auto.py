@@ -83,7 +83,8 @@ class AutoStrategy(Strategy):
                     refit_est = fold_est * len(texts) / max(len(train_idx), 1)
                     elapsed = time.perf_counter() - start
                     if name != "probe" and elapsed + fold_est + refit_est > cfg.budget:
-                        entry["status"] = f"stopped: would not finish within the {cfg.budget:.0f} s budget"
+                        entry["status"] = (f"stopped: this fold and the final refit would not finish within the "
+                                           f"{cfg.budget:.0f} s budget")
                         continue
                     t0 = time.perf_counter()
                     est = get_strategy_class(name)(backbone=self.backbone, seed=self.seed)
@@ -92,7 +93,8 @@ class AutoStrategy(Strategy):
                         with time_limit(remaining):
                             est.fit([texts[i] for i in train_idx], labels[train_idx])
                     except BudgetExceeded:
-                        entry["status"] = f"stopped mid-fold: over the {cfg.budget:.0f} s budget"
+                        entry["status"] = (f"stopped mid-fold: the time left in the {cfg.budget:.0f} s budget is "
+                                           "kept for the final refit")
                         entry["scores"], entry["seconds"] = [], []
                         info(f"auto: {name} stopped, over budget")
                         continue
