@@ -169,7 +169,7 @@ def train_media_classifier(model: MediaClassifier, inputs, y: np.ndarray, *, par
     early stopping on a held-out slice, as for text (:func:`._torch.train_classifier`)."""
     from transformers import get_linear_schedule_with_warmup
 
-    from ._torch import stratified_validation
+    from ._torch import EarlyStopping, stratified_validation
 
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -189,8 +189,7 @@ def train_media_classifier(model: MediaClassifier, inputs, y: np.ndarray, *, par
     loss_fn = nn.CrossEntropyLoss(weight=weight)
     y_t = torch.as_tensor(y, dtype=torch.long)
     body = [p for p in model.encoder.parameters() if p.requires_grad]
-    best_score, best_state, bad_epochs, history = -math.inf, None, 0, []
-    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    stopper, history = EarlyStopping(model, plan.patience, weight), []
     with progress(description, total) as bar:
         for epoch in range(epochs):
             head_only = epoch < warm
@@ -216,23 +215,13 @@ def train_media_classifier(model: MediaClassifier, inputs, y: np.ndarray, *, par
                 bar.advance(1)
             record = {"epoch": epoch + 1, "train_loss": running / len(order), "head_only": head_only}
             if val_idx is not None and not head_only:
-                proba = media_logits(model, inputs, val_idx).softmax(-1)
-                val_loss = float(nn.functional.nll_loss(proba.clamp_min(1e-9).log(), y_t[val_idx], weight=weight))
-                val_acc = float((proba.argmax(-1) == y_t[val_idx]).float().mean())
-                record.update(val_loss=val_loss, val_accuracy=val_acc)
-                score = val_acc - 1e-3 * val_loss
-                if score > best_score:
-                    best_score, bad_epochs = score, 0
-                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items() if k in trainable}
-                else:
-                    bad_epochs += 1
+                record.update(stopper.update(media_logits(model, inputs, val_idx), y_t[val_idx]))
             history.append(record)
-            if val_idx is not None and bad_epochs >= plan.patience:
+            if val_idx is not None and stopper.exhausted:
                 bar.update(completed=total)
                 break
     for p in body:
         p.requires_grad_(True)
-    if best_state is not None:
-        model.load_state_dict(best_state, strict=False)
+    stopper.restore()
     model.eval()
     return {"epochs_run": len(history), "history": history, "early_stopping": val_idx is not None}

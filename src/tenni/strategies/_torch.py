@@ -118,6 +118,38 @@ def stratified_validation(y: np.ndarray, fraction: float, seed: int, min_per_cla
     return train, val
 
 
+class EarlyStopping:
+    """Keeps the weights of the best validation epoch (accuracy first, loss breaks ties) and counts the epochs
+    since, for the text and the image/audio training loops alike."""
+
+    def __init__(self, model: nn.Module, patience: int, weight=None):
+        self.model, self.patience, self.weight = model, patience, weight
+        self.trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+        self.best_score, self.best_state, self.bad_epochs = -math.inf, None, 0
+
+    def update(self, logits, y_true) -> dict:
+        """Scores one epoch's validation logits; returns what to record for it."""
+        proba = logits.softmax(-1)
+        val_loss = float(nn.functional.nll_loss(proba.clamp_min(1e-9).log(), y_true, weight=self.weight))
+        val_acc = float((proba.argmax(-1) == y_true).float().mean())
+        score = val_acc - 1e-3 * val_loss
+        if score > self.best_score:
+            self.best_score, self.bad_epochs = score, 0
+            self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()
+                               if k in self.trainable}
+        else:
+            self.bad_epochs += 1
+        return {"val_loss": val_loss, "val_accuracy": val_acc}
+
+    @property
+    def exhausted(self) -> bool:
+        return self.bad_epochs >= self.patience
+
+    def restore(self) -> None:
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state, strict=False)
+
+
 def train_classifier(model: SequenceClassifier, data: Tokenized, y: np.ndarray, *, param_groups, plan: TrainPlan,
                      class_weight: np.ndarray | None, seed: int, description: str) -> dict:
     """AdamW + linear warm-up/decay, class-weighted cross-entropy, early stopping on a held-out slice."""
@@ -134,8 +166,7 @@ def train_classifier(model: SequenceClassifier, data: Tokenized, y: np.ndarray, 
     weight = None if class_weight is None else torch.as_tensor(class_weight)
     loss_fn = nn.CrossEntropyLoss(weight=weight)
     y_t = torch.as_tensor(y, dtype=torch.long)
-    best_score, best_state, bad_epochs, history = -math.inf, None, 0, []
-    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    stopper, history = EarlyStopping(model, plan.patience, weight), []
     with progress(description, total) as bar:
         for epoch in range(epochs):
             model.train()
@@ -155,23 +186,12 @@ def train_classifier(model: SequenceClassifier, data: Tokenized, y: np.ndarray, 
                 bar.advance(1)
             record = {"epoch": epoch + 1, "train_loss": running / len(order)}
             if val_idx is not None:
-                proba = predict_logits(model, data, val_idx).softmax(-1)
-                val_loss = float(nn.functional.nll_loss(proba.clamp_min(1e-9).log(), y_t[val_idx], weight=weight))
-                val_acc = float((proba.argmax(-1) == y_t[val_idx]).float().mean())
-                record.update(val_loss=val_loss, val_accuracy=val_acc)
-                score = val_acc - 1e-3 * val_loss  # accuracy first, loss breaks ties
-                if score > best_score:
-                    best_score, bad_epochs = score, 0
-                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()
-                                  if k in trainable}
-                else:
-                    bad_epochs += 1
+                record.update(stopper.update(predict_logits(model, data, val_idx), y_t[val_idx]))
             history.append(record)
-            if val_idx is not None and bad_epochs >= plan.patience:
+            if val_idx is not None and stopper.exhausted:
                 bar.update(completed=total)
                 break
-    if best_state is not None:
-        model.load_state_dict(best_state, strict=False)
+    stopper.restore()
     model.eval()
     return {"epochs_run": len(history), "history": history, "early_stopping": val_idx is not None}
 
