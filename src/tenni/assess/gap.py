@@ -98,7 +98,7 @@ def describe_gap(signals: dict) -> list[str]:
                        + (f", {100 * signals['unknown_rate']:.1f}% unknown" if signals.get("unknown_rate") else ""))
     far = signals.get("far_share")
     if far is not None and far > 0.15:
-        reasons.append(f"{100 * far:.0f}% of held-out texts lie far from every training text in its embedding "
+        reasons.append(f"{100 * far:.0f}% of held-out examples lie far from every training example in its embedding "
                        "space (about 5% expected)")
     return reasons
 
