@@ -32,7 +32,8 @@ from image_fewshot import render_table as render_grid  # noqa: E402
 
 DATASETS = ["fsdd_spoken_digits"]
 METHODS = ["probe@audio/birdnet", "probe@audio/speaker", "scratch", "finetune"]
-NAMES = {"probe@audio/birdnet": "tenni probe (BirdNET)", "probe@audio/speaker": "tenni probe (speaker encoder)",
+NAMES = {"auto": "tenni auto (default; BirdNET)",
+         "probe@audio/birdnet": "tenni probe (BirdNET)", "probe@audio/speaker": "tenni probe (speaker encoder)",
          "scratch": "tenni scratch (MFCC mean+std + LR)", "finetune": "tenni finetune"}
 
 

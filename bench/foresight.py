@@ -245,17 +245,22 @@ def render_table(results: dict) -> str:
     def pts(v):
         return "n/a" if v is None else f"{100 * v:.1f} points"
 
+    def num(v):
+        return "n/a" if v is None else f"{v:.2f}"
+
     lines = ["| check | " + " | ".join(names[m] for m in columns) + " |", "|---" * (len(columns) + 1) + "|",
-             row("backbone ranking, Kendall tau (assess's probe CV)", lambda s: f"{s['kendall_tau_probe_cv']:.2f}"),
-             row("backbone ranking, Kendall tau (LogME alone)", lambda s: f"{s['kendall_tau_logme']:.2f}"),
+             row("backbone ranking, Kendall tau (assess's probe CV)", lambda s: num(s["kendall_tau_probe_cv"])),
+             row("backbone ranking, Kendall tau (LogME alone)", lambda s: num(s["kendall_tau_logme"])),
              row("curve forecast at N=64 from N<=16, mean abs error", lambda s: pts(s["curve_abs_error"])),
              row("curve forecast: truth inside the interval",
                  lambda s: "n/a" if s["curve_inside"] is None else f"{100 * s['curve_inside']:.0f}% of datasets"),
              row("planted label flips found (recall / precision)",
-                 lambda s: f"{s['flip_recall']:.2f} / {s['flip_precision']:.2f}")]
+                 lambda s: f"{num(s['flip_recall'])} / {num(s['flip_precision'])}")]
     datasets = "; ".join(f"{m}: {', '.join(by[m]['datasets'])}" for m in columns if m != "all")
     ns = ", ".join(f"{k} {v}" for k, v in sorted(results.get("n", {}).items()))
-    lines.append(f"\nDatasets ({datasets}); 3 seeds; ranking at N per class ({ns}) over the candidates: text "
+    seeds = sorted({r["seed"] for r in results.get("ranking", [])})
+    lines.append(f"\nDatasets ({datasets}); seeds {', '.join(map(str, seeds))}; ranking at N per class ({ns}) over "
+                 "the candidates: text "
                  "MiniLM 6/4/2 layers, e5-small-multilingual, TF-IDF; images EfficientNet-Lite0/1/2, 32 px pixels; "
                  "audio BirdNET, GE2E speaker encoder, MFCC statistics. Tau is averaged over datasets and seeds. "
                  f"Measured {results['summary']['measured']}.")

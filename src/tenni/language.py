@@ -35,7 +35,7 @@ def _script(ch: str) -> str | None:
     return "other" if ch.isalpha() else None
 
 
-@lru_cache(maxsize=200_000)
+@lru_cache(maxsize=8192)  # a dataset's sample (2,000) several times over; ~10 MB at most
 def _letter_counts(text: str) -> tuple[tuple[str, int], ...]:
     """Letters per script in one text (memoised: CV folds and strategies ask again about the same texts)."""
     counts: Counter[str] = Counter()

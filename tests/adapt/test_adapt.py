@@ -133,3 +133,36 @@ def test_adapt_refuses_to_replace_a_folder_it_did_not_write(tiny_backbone, tmp_p
     with pytest.raises(TenniError, match="refusing"):
         adapt(CORPUS, precious, backbone=str(tiny_backbone), config=dict(FAST, max_steps=1))
     assert (precious / "thesis.tex").read_text() == "precious"
+
+
+def test_tsdae_softmax_over_the_corpus_vocabulary_is_the_full_head_restricted():
+    import torch
+    from transformers import BertConfig, BertLMHeadModel
+
+    from tenni.adapt.continued import restricted_logits
+
+    torch.manual_seed(0)
+    model = BertLMHeadModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                       intermediate_size=32, is_decoder=True))
+    hidden = torch.randn(7, 16)
+    ids = torch.tensor([0, 3, 7, 42])
+    with torch.no_grad():
+        np.testing.assert_allclose(restricted_logits(model.cls, hidden, ids).numpy(),
+                                   model.cls(hidden)[:, ids].numpy(), rtol=1e-5, atol=1e-6)
+    assert restricted_logits(torch.nn.Linear(16, 50), hidden, ids) is None  # unknown layout: the caller falls back
+
+
+def test_corpus_vocabulary_maps_every_token_of_the_corpus(tiny_backbone):
+    import torch
+    from transformers import AutoTokenizer
+
+    from tenni.adapt.continued import corpus_vocabulary
+    from tenni.backbones import get_backbone
+
+    tokenizer = AutoTokenizer.from_pretrained(str(get_backbone(str(tiny_backbone)).transformer_dir()))
+    ids, position = corpus_vocabulary(tokenizer, CORPUS, 16)
+    used = {t for row in tokenizer(CORPUS, truncation=True, max_length=16)["input_ids"] for t in row}
+    assert used <= set(ids.tolist()) and len(ids) < len(tokenizer)
+    assert torch.equal(position[ids], torch.arange(len(ids)))
+    unused = [t for t in range(len(tokenizer)) if t not in set(ids.tolist())]
+    assert unused and bool((position[unused] == -100).all())

@@ -97,7 +97,7 @@ def test_assess_images_scratch_sees_pixels_not_paths(tmp_path, tiny_vit):
     scratch = result.reports[-1]
     assert scratch.backbone == "scratch (pixels)"
     assert scratch.probe_accuracy < 0.8
-    assert result.recommendation["strategy"] in {"probe", "finetune", "scratch"}
+    assert result.recommendation["strategy"] == "probe"  # 12 per class: few-shot, whatever the gain
     assert result.recommendation["continued_pretraining"] is False
 
 

@@ -103,3 +103,15 @@ def test_curve_interval_widens_by_its_own_backtest_error():
         if name == "power":
             assert forecast["low"] <= float(law(64)) <= forecast["high"]
     assert width["loglinear"] > 2 * width["power"]
+
+
+def test_curve_interval_stays_sane_when_the_last_budgets_are_close():
+    """The smallest class's size is added as a last budget (17 after 16): the backtest must still step by a
+    doubling, or seed noise between 16 and 17 would be multiplied ~20x into the interval."""
+    law = PowerLaw(a=0.92, b=0.6, c=0.7)
+    rng = np.random.default_rng(1)
+    budgets = [2, 4, 8, 16, 17]
+    per_seed = np.array([[float(law(n)) + rng.normal(0, 0.01) for n in budgets] for _ in range(3)])
+    forecast = summarise_curve("probe", budgets, per_seed, [68]).forecast["68"]
+    assert forecast["high"] - forecast["low"] < 0.2
+    assert forecast["low"] <= float(law(68)) <= forecast["high"]

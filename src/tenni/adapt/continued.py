@@ -274,14 +274,23 @@ def _tsdae_loss(encoder, decoder, tokenizer, batch, cfg, rng, vocab=None):
     # the vocabulary projection is most of the cost: apply it to real tokens only, not to padding, and where the
     # head has the BERT layout, only over the corpus's own vocabulary (see ``corpus_vocabulary``)
     hidden = getattr(decoder, decoder.base_model_prefix)(**inputs)[0][keep]
+    logits = restricted_logits(head, hidden, vocab[0]) if vocab is not None else None
+    if logits is None:
+        return torch.nn.functional.cross_entropy(head(hidden), labels[keep])
+    return torch.nn.functional.cross_entropy(logits, vocab[1][labels[keep]])
+
+
+def restricted_logits(head, hidden, ids):
+    """``head(hidden)[:, ids]`` without computing the other columns, for a BERT-layout head (``predictions`` with
+    ``transform`` and a linear ``decoder``); None for any other head."""
+    import torch
+
     predictions = getattr(head, "predictions", None)
     projection = getattr(predictions, "decoder", None)
-    if vocab is None or not isinstance(projection, torch.nn.Linear) or not hasattr(predictions, "transform"):
-        return torch.nn.functional.cross_entropy(head(hidden), labels[keep])
-    ids, position = vocab
+    if not isinstance(projection, torch.nn.Linear) or not hasattr(predictions, "transform"):
+        return None
     bias = projection.bias if projection.bias is not None else predictions.bias
-    logits = predictions.transform(hidden) @ projection.weight[ids].T + bias[ids]
-    return torch.nn.functional.cross_entropy(logits, position[labels[keep]])
+    return predictions.transform(hidden) @ projection.weight[ids].T + bias[ids]
 
 
 def corpus_vocabulary(tokenizer, texts: list[str], max_length: int):

@@ -78,11 +78,11 @@ def scratch_features(texts: list[str], y: np.ndarray, dims: int = 256) -> np.nda
     return TruncatedSVD(k, random_state=0).fit_transform(X)
 
 
-def media_scratch_features(paths: list[str], modality: str) -> np.ndarray:
+def media_scratch_features(paths: list[str], modality: str, dims: int = 256) -> np.ndarray:
     """The no-transfer view of images and sounds, standardised: 32 px RGB pixels, or each clip's MFCC means and
     standard deviations (the audio scratch baseline's own features). A probe on them stands in for the scratch
     baseline in assess's cross-validation: the image baseline proper, a CNN trained per fold, would cost more than
-    every pretrained candidate together."""
+    every pretrained candidate together. Pixels are reduced to ``dims`` principal components, as TF-IDF is."""
     if modality == "image":
         from ..data.media import image_array
 
@@ -91,7 +91,12 @@ def media_scratch_features(paths: list[str], modality: str) -> np.ndarray:
         from ..strategies._scratch_media import mfcc_stats
 
         X = mfcc_stats(paths, 20)
-    return (X - X.mean(axis=0)) / np.maximum(X.std(axis=0), 1e-6)
+    X = (X - X.mean(axis=0)) / np.maximum(X.std(axis=0), 1e-6)
+    if X.shape[1] > dims:  # 3,072 pixel values: LogME's and H-score's cost grows with the cube of the width
+        from sklearn.decomposition import PCA
+
+        X = PCA(min(dims, len(X) - 1), random_state=0).fit_transform(X)
+    return X
 
 
 def assess(data, *, backbones: list[str] | None = None, test=None, seed: int = 0, **read_options) -> Assessment:
@@ -275,7 +280,8 @@ def _recommend_media(best: BackboneReport, scratch: BackboneReport, min_per_clas
 
     trainable = get_backbone(best.backbone).trainable
     reasons = [f"{best.backbone} ranks first on cross-validated probe accuracy ({best.probe_accuracy:.3f})"]
-    if best.gain_over_scratch is not None and best.gain_over_scratch <= 0.02:
+    if best.gain_over_scratch is not None and best.gain_over_scratch <= 0.02 and (min_per_class >= 16
+                                                                                  or not trainable):
         strategy = "finetune" if trainable else "scratch"
         reasons.append(f"its features barely beat (or lose to) {scratch.backbone}: "
                        + ("fine-tune it so it can learn this domain" if trainable

@@ -86,7 +86,7 @@ class BirdNETBackbone(AudioBackbone):
     sample_rate = 48000
     window_seconds = 3.0
     weight_patterns = (BIRDNET_MODEL,)
-    default_batch_size = 32
+    default_batch_size = 8  # clips per batch: up to 8 x 20 windows of 144,000 samples (~90 MB) in memory at once
 
     def __init__(self, name: str, path: Path, threads: int | None = None):
         super().__init__(name, path)
@@ -112,15 +112,16 @@ class BirdNETBackbone(AudioBackbone):
             if self._pool is None:
                 import os
 
-                workers = max(1, self.threads or min(os.cpu_count() or 1, 4))
+                cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+                workers = max(1, self.threads or min(cores or 1, 4))
                 self._pool = [self._new_interpreter() for _ in range(workers)]
         return self._pool
 
     def embed(self, paths: list[str]) -> np.ndarray:
         """All windows of a batch of clips go through the pool together, then are averaged per clip."""
         per_clip = [self.clip_windows(w) for w in self.load_items(paths)]
-        flat = self.embed_windows(np.concatenate(per_clip))
         bounds = np.cumsum([0] + [len(w) for w in per_clip])
+        flat = self.embed_windows(np.concatenate(per_clip))
         return np.stack([flat[a:b].mean(axis=0) for a, b in zip(bounds[:-1], bounds[1:])])
 
     def embed_windows(self, windows: np.ndarray) -> np.ndarray:

@@ -65,12 +65,19 @@ class CurveResult:
     forecast: dict[str, dict] = field(default_factory=dict)  # per budget: mean, low, high
 
 
-def backtest_error(budgets, mean) -> float:
-    """|error| of the power law fitted without the last budget, forecasting that budget (0 with < 4 budgets)."""
-    if len(budgets) < 4:
-        return 0.0
-    early = fit_power_law(list(budgets)[:-1], np.asarray(mean)[:-1])
-    return float(abs(float(early(budgets[-1])) - float(mean[-1])))
+def backtest(budgets, mean) -> tuple[float, float]:
+    """(|error|, log step) of the power law fitted to the budgets up to half the last one, forecasting the last.
+
+    The step is a doubling or more, so seed noise between two close budgets (16 and 17, say) is not mistaken for
+    the curve's extrapolation error. (0, 1) when fewer than three budgets lie at or below half the last."""
+    budgets = [int(b) for b in budgets]
+    early = [i for i, b in enumerate(budgets) if b <= budgets[-1] / 2]
+    if len(early) < 3:
+        return 0.0, 1.0
+    mean = np.asarray(mean)
+    law = fit_power_law([budgets[i] for i in early], mean[early])
+    step = float(np.log(budgets[-1] / budgets[early[-1]]))
+    return float(abs(float(law(budgets[-1])) - float(mean[-1]))), step
 
 
 def summarise_curve(strategy: str, budgets: list[int], per_seed: np.ndarray, forecast_at: list[int],
@@ -86,15 +93,14 @@ def summarise_curve(strategy: str, budgets: list[int], per_seed: np.ndarray, for
     forecast = {}
     point = law(forecast_at)
     draws_arr = np.asarray(draws) if draws else None
-    backtest = backtest_error(budgets, mean)
+    miss, step = backtest(budgets, mean)
     for k, n in enumerate(forecast_at):
         lo, hi = (np.quantile(draws_arr[:, k], [0.05, 0.95]) if draws_arr is not None else (point[k], point[k]))
         # seed-to-seed noise of a single run is part of what the user will see: widen by the spread at the top
         spread = float(per_seed[:, -1].std()) if per_seed.shape[0] > 1 else 0.0
         # and the curve's own extrapolation error: how far the fit to the earlier budgets missed the last one,
         # scaled by how many such steps (in log budget) lie between the last budget and this one
-        reach = np.log(n / budgets[-1]) / np.log(budgets[-1] / budgets[-2]) if len(budgets) > 1 else 0.0
-        margin = backtest * max(0.0, float(reach))
+        margin = miss * max(0.0, float(np.log(n / budgets[-1])) / step)
         forecast[str(n)] = {"mean": float(point[k]), "low": float(max(0.0, min(lo, point[k]) - spread - margin)),
                             "high": float(min(1.0, max(hi, point[k]) + spread + margin))}
     return CurveResult(strategy, list(map(int, budgets)),
