@@ -104,3 +104,15 @@ def test_finetune_head_warmup_then_whole_network(image_folder, tiny_vit):
     history = est.training_["history"]
     assert history[0]["head_only"] and not history[-1]["head_only"]
     assert est.training_["effective_config"]["head_warmup_epochs"] == 1
+
+
+def test_auto_estimator_on_images_races_only_image_strategies(image_folder, tiny_vit):
+    """The estimator itself (as TenniClassifier or inside cross_val_score) must not race text-only strategies on
+    images: it used to try hybrid and setfit on file paths and crash."""
+    from tenni.api import make_estimator
+
+    train, test = read_dataset(image_folder / "train"), read_dataset(image_folder / "test")
+    est = make_estimator("auto", str(tiny_vit), seed=0)
+    est.fit(train.inputs, train.labels)
+    assert set(est.race_) <= {"probe", "finetune"} and "probe" in est.race_
+    assert np.mean(np.asarray(est.predict(test.inputs)) == np.asarray(test.labels)) > 0.5

@@ -21,6 +21,7 @@ from .._logging import info
 from .base import Strategy, get_strategy_class, register_strategy
 
 COST_ORDER = ("probe", "hybrid", "setfit", "lora", "finetune")
+MEDIA_CANDIDATES = ("probe", "finetune")  # images and audio
 
 
 @dataclass
@@ -65,6 +66,8 @@ class AutoStrategy(Strategy):
         backbone = self._backbone()
         candidates = [c for c in COST_ORDER if c in cfg.candidates] + [c for c in cfg.candidates
                                                                         if c not in COST_ORDER]
+        if backbone.modality != "text":  # hybrid and setfit read text; lora's targets are a transformer's
+            candidates = [c for c in candidates if c in MEDIA_CANDIDATES]
         if not backbone.trainable:
             candidates = [c for c in candidates if not get_strategy_class(c).needs_trainable_backbone]
         if "probe" not in candidates:
