@@ -116,3 +116,13 @@ def test_auto_estimator_on_images_races_only_image_strategies(image_folder, tiny
     est.fit(train.inputs, train.labels)
     assert set(est.race_) <= {"probe", "finetune"} and "probe" in est.race_
     assert np.mean(np.asarray(est.predict(test.inputs)) == np.asarray(test.labels)) > 0.5
+
+
+def test_text_only_estimators_refuse_media_paths(image_folder):
+    """hybrid's TF-IDF on file paths would read the class from the folder name: refused, not silently 'accurate'."""
+    from tenni.api import make_estimator
+
+    train = read_dataset(image_folder / "train")
+    for strategy in ("hybrid", "probe", "auto"):  # a text backbone embedding "train/warm/3.png" is no better
+        with pytest.raises(ConfigError, match="works on text"):
+            make_estimator(strategy, "text/minilm", seed=0).fit(train.inputs, train.labels)

@@ -109,6 +109,7 @@ class Strategy(ClassifierMixin, BaseEstimator):
     Config: ClassVar[type] = object
     uses_backbone: ClassVar[bool] = True
     needs_trainable_backbone: ClassVar[bool] = False
+    text_only: ClassVar[bool] = False  # reads the inputs as text (TF-IDF, tokenizers): refuses image/audio paths
 
     def __init__(self, backbone: str = DEFAULT_TEXT_BACKBONE, config: Any = None, seed: int = 0):
         self.backbone = backbone
@@ -135,6 +136,14 @@ class Strategy(ClassifierMixin, BaseEstimator):
         if len(self.classes_) < 2:
             raise ConfigError("fit needs at least two classes", hint="check the labels")
         y_idx = np.searchsorted(self.classes_, labels)
+        if self.text_only or (self.uses_backbone and get_backbone(self.backbone).modality == "text"):
+            from ..data.media import infer_modality
+
+            modality = infer_modality(texts[:50])
+            if modality != "text":  # a text model of file paths reads the class from the folder name
+                what = f"strategy '{self.name}'" if self.text_only else f"backbone '{self.backbone}'"
+                raise ConfigError(f"{what} works on text, and these inputs are {modality} files",
+                                  hint="use probe or finetune with an image/audio backbone (`tenni models`)")
         cfg = self.config_
         self._fit(texts, y_idx, cfg)
         return self

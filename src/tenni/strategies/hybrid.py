@@ -35,6 +35,7 @@ class HybridConfig:
 class Hybrid(Strategy):
     """Probe + TF-IDF soft vote, weight picked on out-of-fold predictions."""
 
+    text_only = True
     name = "hybrid"
     Config = HybridConfig
 

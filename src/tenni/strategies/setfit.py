@@ -61,6 +61,7 @@ class SetFitStrategy(Strategy):
     name = "setfit"
     Config = SetFitConfig
     needs_trainable_backbone = True
+    text_only = True
 
     def _load(self):
         from ._torch import load_encoder
