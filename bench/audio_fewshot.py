@@ -32,7 +32,7 @@ from image_fewshot import render_table as render_grid  # noqa: E402
 
 DATASETS = ["fsdd_spoken_digits"]
 METHODS = ["probe@audio/birdnet", "probe@audio/speaker", "scratch", "finetune"]
-NAMES = {"auto": "tenni auto (default; BirdNET)",
+NAMES = {"auto": "tenni auto (BirdNET is frozen: the probe)",
          "probe@audio/birdnet": "tenni probe (BirdNET)", "probe@audio/speaker": "tenni probe (speaker encoder)",
          "scratch": "tenni scratch (MFCC mean+std + LR)", "finetune": "tenni finetune"}
 

@@ -38,7 +38,7 @@ DATASETS = ["cats_vs_dogs", "brain_mri_tumor"]
 METHODS = ["probe", "finetune", "scratch", "anchor:pixels_lr"]
 BACKBONE = "image/efficientnet-lite0"
 NORMAL_CLASS = {"cats_vs_dogs": "cat", "brain_mri_tumor": "no_tumor"}
-NAMES = {"auto": "tenni auto (default; EfficientNet-Lite0)",
+NAMES = {"auto": "tenni auto (race: probe, finetune; Lite0)",
          "probe": "tenni probe (EfficientNet-Lite0)", "finetune": "tenni finetune (EfficientNet-Lite0)",
          "scratch": "tenni scratch (small CNN, 64 px)", "anchor:pixels_lr": "32 px pixels + LR (anchor)"}
 

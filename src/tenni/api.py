@@ -200,12 +200,16 @@ def get_strategy_class_names() -> list[str]:
 def choose_strategy(requested: str | None, texts: list[str], modality: str = "text") -> str:
     """``None`` means ``auto``: a budgeted race between the strategies (see :mod:`tenni.strategies.auto`).
 
-    Images and audio: ``auto`` is the probe (frozen features: strong at few labels, seconds once cached); the
-    text-only strategies (setfit, hybrid) are refused.
+    Images and audio: the default is the probe (frozen features: strong at few labels, seconds once cached);
+    ``auto`` asked for by name races probe and finetune under the budget (measured at 8 per class: brain MRI
+    0.788 vs the probe's 0.746, cats 0.967 vs 0.968, in ~40 s instead of ~2); the text-only strategies (setfit,
+    hybrid) are refused.
     """
     if modality != "text":
-        if requested in (None, "auto"):
+        if requested is None:
             return MEDIA_DEFAULT_STRATEGY
+        if requested == "auto":
+            return "auto"
         if requested not in MEDIA_STRATEGIES:
             raise ConfigError(f"strategy '{requested}' works on text only, and the data is {modality}",
                               hint=f"use one of: {', '.join(MEDIA_STRATEGIES)}")

@@ -59,7 +59,8 @@ def fit(
     test: Path | None = typer.Option(None, "--test", help="Separate labeled test file (else a hold-out split)."),
     strategy: str | None = typer.Option(None, "--strategy", "-s", show_default=False,
                                         help="auto, probe, hybrid, setfit, lora, finetune or scratch "
-                                             "[default: auto, a budgeted race of the others]"),
+                                             "[default: auto, a budgeted race of the others; for images "
+                                             "and audio, probe]"),
     budget: str | None = typer.Option(None, "--budget", help="Time for --strategy auto, e.g. 90s, 5m [2m]."),
     backbone: str = typer.Option("auto", "--backbone", "-b",
                                  help="auto (by the data's language), a registered name (`tenni models`), "

@@ -126,3 +126,11 @@ def test_text_only_estimators_refuse_media_paths(image_folder):
     for strategy in ("hybrid", "probe", "auto"):  # a text backbone embedding "train/warm/3.png" is no better
         with pytest.raises(ConfigError, match="works on text"):
             make_estimator(strategy, "text/minilm", seed=0).fit(train.inputs, train.labels)
+
+
+def test_auto_by_name_races_on_images_and_round_trips(image_folder, tiny_vit, tmp_path):
+    model = tenni.fit(str(image_folder), strategy="auto", backbone=str(tiny_vit), baseline=False, budget=60)
+    assert model.strategy == "auto" and set(model.estimator.race_) <= {"probe", "finetune"}
+    again = tenni.load(model.save(tmp_path / "m"))
+    test = read_dataset(image_folder / "test")
+    np.testing.assert_allclose(model.predict_proba(test.inputs), again.predict_proba(test.inputs), atol=1e-5)
