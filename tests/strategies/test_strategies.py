@@ -124,6 +124,39 @@ def test_auto_needs_a_margin_to_leave_the_probe():
     assert AutoStrategy._choose(race, AutoConfig(margin=0.01)) == "probe"  # within the margin: keep the probe
 
 
+def test_auto_refuses_a_winner_whose_refit_would_overrun_the_budget(train_data, monkeypatch):
+    """A challenger that wins its fold by far but took 2 s on two thirds of the data cannot be refitted on all of
+    it within a 4 s budget: the probe is kept, and the race says why."""
+    import random
+    import time
+
+    from tenni.strategies import auto, base
+    from tenni.strategies.probe import LinearProbe
+
+    texts = train_data[0]
+    labels = [random.Random(i).choice(["a", "b"]) for i in range(len(texts))]  # random: the probe is at chance
+    oracle = dict(zip(texts, labels))
+
+    class SlowOracle(LinearProbe):  # knows every label, but is slow
+        name = "slow_oracle"
+
+        def _fit(self, texts, y, cfg):
+            time.sleep(2.0)
+            super()._fit(texts, y, cfg)
+
+        def _predict_proba(self, texts):
+            return np.array([[float(oracle[t] == c) for c in self.classes_] for t in texts])
+
+    monkeypatch.setitem(base._STRATEGIES, "slow_oracle", SlowOracle)
+    monkeypatch.setattr(auto, "estimate_seconds", lambda *args, **kwargs: 0.1)  # a prior that underestimates
+    est = get_strategy_class("auto")(config={"budget": 4.0, "candidates": ("probe", "slow_oracle")})
+    est.fit(texts, labels)
+    race = est.race_
+    assert race["slow_oracle"]["scores"] == [1.0] and race["probe"]["scores"][0] < 0.9  # it would win by far
+    assert race["slow_oracle"].get("eligible") is False
+    assert est.chosen_.name == "probe" and "would not fit" in est.reason_
+
+
 def test_deadline_stops_training_loops(train_data):
     from tenni._deadline import BudgetExceeded, time_limit
 

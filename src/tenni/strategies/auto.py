@@ -50,7 +50,7 @@ def estimate_seconds(name: str, n_train: int, n_classes: int, characters: int = 
         return 0.05 * n_train + 1e-4 * characters + 3.0
     if name == "setfit":
         pairs = min(1280, 40 * n_train)
-        return 0.6 * pairs / 16 + 0.02 * n_train + 5.0
+        return 1.0 * pairs / 16 + 0.02 * n_train + 5.0  # ~1 s per 16-pair step on 2 idle cores (ag_news, N=8)
     steps = max(100, 10 * math.ceil(n_train / 16))  # lora / finetune: min_steps and epochs defaults
     return (0.35 if name == "finetune" else 0.25) * steps + 5.0
 
@@ -122,7 +122,18 @@ class AutoStrategy(Strategy):
                             race[name]["status"] = f"dropped after fold {k + 1} (successive halving)"
                     survivors = [c for c in survivors if c in keep]
                 alive = survivors
-            chosen = self._choose(race, cfg)
+            # a challenger wins only if its refit on all the data, estimated from its measured folds, fits in
+            # what is left of the budget
+            elapsed = time.perf_counter() - start
+            scale = REFIT_SAFETY * len(texts) / max(len(splits[0][0]), 1)
+            for name, entry in race.items():
+                if name != "probe" and entry["seconds"]:
+                    refit = scale * float(np.mean(entry["seconds"]))
+                    if elapsed + refit > cfg.budget:
+                        entry["status"] = (f"not eligible: its refit on all the data (~{refit:.0f} s) would not fit "
+                                           f"in the {max(cfg.budget - elapsed, 0):.0f} s left of the budget")
+                        entry["eligible"] = False
+            chosen = self._choose({k: v for k, v in race.items() if v.get("eligible", True)}, cfg)
         else:
             chosen = "probe"
             for entry in race.values():
@@ -158,7 +169,8 @@ class AutoStrategy(Strategy):
             if entry["scores"]:
                 n = len(entry["scores"])
                 parts.append(f"{name} {np.mean(entry['scores']):.3f} ({n} fold{'s' if n != 1 else ''}, "
-                             f"{np.mean(entry['seconds']):.0f} s/fold)")
+                             f"{np.mean(entry['seconds']):.0f} s/fold"
+                             + (f"; {entry['status']})" if entry.get("eligible") is False else ")"))
             else:
                 parts.append(f"{name} {entry['status']}")
         return f"chose {chosen}: " + "; ".join(parts)
