@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BackboneError
-from .media import MediaBackbone, load_hf_encoder
+from .media import MediaBackbone, load_hf_encoder, pooled_module
 
 
 class AudioBackbone(MediaBackbone):
@@ -319,18 +319,7 @@ class HFAudioBackbone(AudioBackbone):
         return model
 
     def module(self):
-        from torch import nn
-
-        class HFAudioPooled(nn.Module):
-            def __init__(self, model):
-                super().__init__()
-                self.model = model
-
-            def forward(self, inputs: dict):
-                hidden = self.model(**inputs).last_hidden_state
-                return hidden.mean(dim=1)
-
-        return HFAudioPooled(self.network())
+        return pooled_module(self.network(), lambda model, inputs: model(**inputs).last_hidden_state.mean(dim=1))
 
     def frozen_module(self):
         with self._lock:

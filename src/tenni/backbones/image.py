@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BackboneError
-from .media import MediaBackbone, load_hf_encoder
+from .media import MediaBackbone, load_hf_encoder, pooled_module
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -90,22 +90,10 @@ class ImageBackbone(MediaBackbone):
 EFFICIENTNET_SIZES = {"efficientnet-lite0": 224, "efficientnet-lite1": 240, "efficientnet-lite2": 260}
 
 
-class _EfficientNetPooled:
-    """Built lazily so that torch is imported only when a network is needed."""
+def _efficientnet_pool(net, x):
+    import torch
 
-    @staticmethod
-    def make(net):
-        from torch import nn
-
-        class EfficientNetPooled(nn.Module):
-            def __init__(self, net):
-                super().__init__()
-                self.net = net
-
-            def forward(self, x):
-                return nn.functional.adaptive_avg_pool2d(self.net.extract_features(x), 1).flatten(1)
-
-        return EfficientNetPooled(net)
+    return torch.nn.functional.adaptive_avg_pool2d(net.extract_features(x), 1).flatten(1)
 
 
 class EfficientNetLiteBackbone(ImageBackbone):
@@ -149,7 +137,7 @@ class EfficientNetLiteBackbone(ImageBackbone):
     def module(self):
         import torch
 
-        return _EfficientNetPooled.make(self.network()).to(memory_format=torch.channels_last)
+        return pooled_module(self.network(), _efficientnet_pool, attr="net").to(memory_format=torch.channels_last)
 
     def patch_features(self, paths: list[str]) -> np.ndarray:
         """Blocks at stride 8 and 16, the latter upsampled, each averaged over 3x3 neighbourhoods (PatchCore)."""
@@ -171,6 +159,18 @@ class EfficientNetLiteBackbone(ImageBackbone):
                                                          size=target, mode="bilinear", align_corners=False)
                                for m in picked], dim=1)
         return feats.permute(0, 2, 3, 1).float().numpy()
+
+
+def _hf_vision_pool(model, x):
+    """The model's pooled output where it has a usable one, else the mean of its last hidden state."""
+    out = model(pixel_values=x)
+    pooled = getattr(out, "pooler_output", None)
+    if pooled is not None and pooled.dim() == 4:
+        pooled = pooled.flatten(1)
+    if pooled is None or pooled.dim() != 2:
+        hidden = out.last_hidden_state
+        pooled = hidden.mean(dim=(2, 3)) if hidden.dim() == 4 else hidden.mean(dim=1)
+    return pooled
 
 
 def locate_efficientnet(arch: str):
@@ -244,24 +244,7 @@ class HFImageBackbone(ImageBackbone):
         return model
 
     def module(self):
-        from torch import nn
-
-        class HFPooled(nn.Module):
-            def __init__(self, model):
-                super().__init__()
-                self.model = model
-
-            def forward(self, x):
-                out = self.model(pixel_values=x)
-                pooled = getattr(out, "pooler_output", None)
-                if pooled is not None and pooled.dim() == 4:
-                    pooled = pooled.flatten(1)
-                if pooled is None or pooled.dim() != 2:
-                    hidden = out.last_hidden_state
-                    pooled = hidden.mean(dim=(2, 3)) if hidden.dim() == 4 else hidden.mean(dim=1)
-                return pooled
-
-        return HFPooled(self.network())
+        return pooled_module(self.network(), _hf_vision_pool)
 
     def patch_features(self, paths: list[str]) -> np.ndarray:
         """Patch tokens of the last hidden layer (CLS dropped), as a square grid; conv nets: the last map."""

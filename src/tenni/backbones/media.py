@@ -18,6 +18,22 @@ from .._logging import progress
 from .cache import FeatureCache
 
 
+def pooled_module(model, pool, attr: str = "model"):
+    """A module that holds ``model`` as ``attr`` (so its parameters train, and saved weights are keyed
+    ``attr.…``) and whose forward is ``pool(model, inputs)``: a batch -> pooled features."""
+    from torch import nn
+
+    class Pooled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            setattr(self, attr, model)
+
+        def forward(self, inputs):
+            return pool(getattr(self, attr), inputs)
+
+    return Pooled()
+
+
 def load_hf_encoder(path: Path, name: str, kind: str):
     """A transformers model from a local folder for an image/audio backbone; never runs remote code."""
     import transformers
