@@ -89,6 +89,18 @@ def summarise(runs: list[dict]) -> list[dict]:
     return rows
 
 
+def publish(marker: str, out: str | Path, table: str) -> None:
+    """The table beside the results (``OUT.md``), on stdout, and in the README between the marker's comments —
+    the README only when the results are the project's own (under bench/results/), never a scratch ``--out``."""
+    out = Path(out)
+    out.with_suffix(".md").write_text(table + "\n")
+    print(table)
+    if out.resolve().parent != RESULTS.resolve():
+        print(f"README left alone: {out} is not under {RESULTS}")
+    else:
+        print("README updated" if replace_in_readme(marker, table) else "README has no bench markers")
+
+
 def replace_in_readme(marker: str, text: str) -> bool:
     readme = ROOT / "README.md"
     if not readme.exists():

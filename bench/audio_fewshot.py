@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import RESULTS, Results, environment, replace_in_readme, shared_data  # noqa: E402
+from _common import RESULTS, Results, environment, publish, shared_data  # noqa: E402
 from image_fewshot import render_table as render_grid  # noqa: E402
 
 DATASETS = ["fsdd_spoken_digits"]
@@ -194,10 +194,7 @@ def main(argv=None) -> None:
             results.save()
         if "fewshot" in sections:
             run_fewshot(results, args)
-    table = render_table(results.data)
-    Path(args.out).with_suffix(".md").write_text(table + "\n")
-    print(table)
-    print("README updated" if replace_in_readme("audio_fewshot", table) else "README has no bench markers")
+    publish("audio_fewshot", args.out, render_table(results.data))
 
 
 if __name__ == "__main__":

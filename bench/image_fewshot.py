@@ -32,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
-from _common import RESULTS, Results, environment, replace_in_readme, shared_data, summarise  # noqa: E402
+from _common import RESULTS, Results, environment, publish, shared_data, summarise  # noqa: E402
 
 DATASETS = ["cats_vs_dogs", "brain_mri_tumor"]
 METHODS = ["probe", "finetune", "scratch", "anchor:pixels_lr"]
@@ -264,10 +264,7 @@ def main(argv=None) -> None:
             run_fewshot(results, args)
         if "anomaly" in sections:
             run_anomaly(results, args)
-    table = render_table(results.data)
-    Path(args.out).with_suffix(".md").write_text(table + "\n")
-    print(table)
-    print("README updated" if replace_in_readme("image_fewshot", table) else "README has no bench markers")
+    publish("image_fewshot", args.out, render_table(results.data))
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
-from _common import RESULTS, Results, environment, replace_in_readme, shared_data, summarise  # noqa: E402
+from _common import RESULTS, Results, environment, publish, shared_data, summarise  # noqa: E402
 
 DATASETS = ["sms_spam", "ag_news_sample", "banking77", "livedoor_news"]
 TENNI = ["probe", "setfit", "lora", "finetune", "scratch"]
@@ -158,10 +158,7 @@ def main(argv=None) -> None:
     if not args.table:
         results.data["meta"]["environment"] = environment()
         run_grid(results, args)
-    table = render_table(results.data)
-    (Path(args.out).with_suffix(".md")).write_text(table + "\n")
-    print(table)
-    print("README updated" if replace_in_readme("text_fewshot", table) else "README has no bench markers")
+    publish("text_fewshot", args.out, render_table(results.data))
 
 
 def run_grid(results: Results, args) -> None:
