@@ -61,9 +61,6 @@ class ImageInputs:
         batch = (torch.stack(out) * 255.0).permute(0, 2, 3, 1)
         return self.backbone.to_tensor(batch)
 
-    def eval_views(self, i: int):
-        return self.backbone.to_tensor(self.pixels[i:i + 1])
-
     def eval_batches(self, idx, batch_size: int):
         """Batches of (tensor, owner rows): one view per image."""
         for start in range(0, len(idx), batch_size):
