@@ -8,7 +8,6 @@ longer than the backbone's window is cut into windows whose embeddings are avera
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -92,7 +91,6 @@ class BirdNETBackbone(AudioBackbone):
         super().__init__(name, path)
         self.threads = threads
         self._pool = None
-        self._lock = threading.Lock()
 
     def _new_interpreter(self):
         import warnings
@@ -181,7 +179,6 @@ class SpeakerBackbone(AudioBackbone):
     def __init__(self, name: str, path: Path):
         super().__init__(name, path)
         self._encoder = None
-        self._lock = threading.Lock()
 
     def encoder(self):
         with self._lock:
@@ -284,8 +281,6 @@ class HFAudioBackbone(AudioBackbone):
         self.window_seconds = 10.0
         self._has_extractor = bool(pre)
         self._extractor = None
-        self._frozen = None
-        self._lock = threading.Lock()
 
     def clip_windows(self, wav: np.ndarray) -> np.ndarray:
         if len(wav) <= self.window:  # transformers take any length: no padding to a full window
@@ -320,16 +315,6 @@ class HFAudioBackbone(AudioBackbone):
 
     def module(self):
         return pooled_module(self.network(), lambda model, inputs: model(**inputs).last_hidden_state.mean(dim=1))
-
-    def frozen_module(self):
-        with self._lock:
-            if self._frozen is None:
-                model = self.module()
-                model.eval()
-                for p in model.parameters():
-                    p.requires_grad_(False)
-                self._frozen = model
-            return self._frozen
 
     def embed_windows(self, windows: np.ndarray) -> np.ndarray:
         import torch

@@ -8,7 +8,6 @@ with the statistics the weights were trained with.
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -28,11 +27,6 @@ class ImageBackbone(MediaBackbone):
     image_size = 224
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
-
-    def __init__(self, name: str, path: Path):
-        super().__init__(name, path)
-        self._frozen = None
-        self._lock = threading.Lock()
 
     def preprocessing_tag(self) -> str:
         return f"img{self.image_size}-crop"
@@ -62,16 +56,6 @@ class ImageBackbone(MediaBackbone):
     def module(self):
         """A fresh copy of the pretrained network: normalised (N, 3, H, W) -> pooled (N, dim)."""
         raise NotImplementedError
-
-    def frozen_module(self):
-        with self._lock:
-            if self._frozen is None:
-                model = self.module()
-                model.eval()
-                for p in model.parameters():
-                    p.requires_grad_(False)
-                self._frozen = model
-            return self._frozen
 
     def embed(self, paths: list[str]) -> np.ndarray:
         import torch

@@ -9,6 +9,7 @@ nothing, and editing one is never served stale features). Trainable ones (pure P
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -65,9 +66,22 @@ class MediaBackbone:
         self.path = Path(path)
         self._fingerprint: str | None = None
         self._cache: FeatureCache | None = None
+        self._frozen = None  # the frozen network that encode() runs, built once
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
+
+    def frozen_module(self):
+        """``module()`` in eval mode with gradients off, built once per backbone object (trainable backbones)."""
+        with self._lock:
+            if self._frozen is None:
+                model = self.module()
+                model.eval()
+                for p in model.parameters():
+                    p.requires_grad_(False)
+                self._frozen = model
+            return self._frozen
 
     @property
     def fingerprint(self) -> str:
