@@ -82,6 +82,24 @@ def test_birdnet_pool_of_interpreters_matches_one(tone_folder):
     np.testing.assert_allclose(together, alone, atol=1e-5)
 
 
+@_needs("audio/birdnet")
+def test_birdnet_embedding_graph_gives_the_inner_tensor(tone_folder, monkeypatch):
+    """The rewritten graph (embedding as output, classifier dropped) returns what the full graph holds inside."""
+    from tenni.backbones import audio
+
+    bb = get_backbone("audio/birdnet")
+    windows = np.concatenate([bb.clip_windows(w) for w in bb.load_items(read_dataset(tone_folder / "test").inputs)])
+    graph = audio.embedding_graph(bb.path / audio.BIRDNET_MODEL)
+    assert graph is not None
+    rewritten = BirdNETBackbone(bb.name, bb.path, threads=1)
+    it, _, out = rewritten.interpreters()[0]
+    assert list(it.get_output_details()[0]["shape"]) == [1, 1024] and it.get_output_details()[0]["index"] == out
+    monkeypatch.setattr(audio, "embedding_graph", lambda path: None)  # the fallback: preserve_all_tensors
+    inner = BirdNETBackbone(bb.name, bb.path, threads=1).embed_windows(windows[:3])
+    assert np.abs(inner).max() > 0.1
+    np.testing.assert_allclose(rewritten.embed_windows(windows[:3]), inner, atol=1e-5)
+
+
 @_needs("audio/speaker")
 def test_speaker_encoder(tone_folder):
     bb = get_backbone("audio/speaker")
