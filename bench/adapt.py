@@ -44,11 +44,12 @@ print("RESULT " + json.dumps({"seconds": time.perf_counter() - t0,
 """
 
 
-def corpus_for(texts: list[str], max_texts: int, seed: int = 0) -> list[str]:
-    """Sentences from the training texts (labels hidden), deduplicated, shuffled, at most ``max_texts``."""
+def corpus_for(texts: list[str], max_texts: int, seed: int = 0, documents: bool = False) -> list[str]:
+    """Sentences from the training texts (labels hidden), deduplicated, shuffled, at most ``max_texts``; with
+    ``documents``, the training texts whole (the spans method samples its passages from each document)."""
     pieces = []
     for text in texts:
-        for part in re.split(r"[\n\r]+|(?<=[。！？])", text):
+        for part in [text] if documents else re.split(r"[\n\r]+|(?<=[。！？])", text):
             part = part.strip()
             if len(part) >= 8:
                 pieces.append(part)
@@ -58,7 +59,8 @@ def corpus_for(texts: list[str], max_texts: int, seed: int = 0) -> list[str]:
 
 
 def run_adaptation(name: str, method: str, corpus: list[str], args) -> dict:
-    folder = WORK / (f"{name}-{method}" + (f"-lr{args.lr:g}" if args.lr else ""))
+    folder = WORK / (f"{name}-{method}" + (f"-lr{args.lr:g}" if args.lr else "")
+                     + (f"-anchor{args.anchor:g}" if args.anchor else ""))
     lineage_file = folder / "tenni-backbone.json"
     if lineage_file.exists():
         lineage = json.loads(lineage_file.read_text())
@@ -66,12 +68,14 @@ def run_adaptation(name: str, method: str, corpus: list[str], args) -> dict:
                 "adapt_seconds": lineage["seconds"], "peak_rss_mb": lineage.get("bench_peak_rss_mb"),
                 "texts": lineage["corpus_texts"], "path": str(folder)}
     WORK.mkdir(parents=True, exist_ok=True)
-    corpus_file = WORK / f"{name}.corpus.json"
+    corpus_file = WORK / f"{name}-{method}.corpus.json"
     corpus_file.write_text(json.dumps(corpus, ensure_ascii=False), encoding="utf-8")
     config = {"method": method, "budget": args.budget, "max_steps": 100000, "epochs": args.epochs,
               "checkpoint_every": 50}
     if args.lr:
         config["learning_rate"] = args.lr
+    if args.anchor:
+        config["anchor"] = args.anchor
     proc = subprocess.run([sys.executable, "-c", ADAPT_CHILD, str(corpus_file), str(folder), json.dumps(config)],
                           capture_output=True, text=True)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
@@ -124,6 +128,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--max-texts", type=int, default=10000)
     parser.add_argument("--lr", type=float, default=None, help="learning rate (default: tenni adapt's own)")
+    parser.add_argument("--anchor", type=float, default=None, help="L2-SP weight toward the base (default: off)")
     parser.add_argument("--out", default=str(RESULTS / "adapt.json"))
     parser.add_argument("--work", default=str(ROOT / "bench" / ".work" / "adapted"),
                         help="where adapted backbones are kept for re-runs")
@@ -163,17 +168,17 @@ def main() -> None:
             data["rows"].append(base)
             save(data)
             print(json.dumps(base, ensure_ascii=False), flush=True)
-        corpus = corpus_for(train.inputs, args.max_texts)
         for method in args.methods.split(","):
+            corpus = corpus_for(train.inputs, args.max_texts, documents=method == "spans")
             if any(r["dataset"] == name and r["method"] == method and r.get("learning_rate") == args.lr
-                   for r in data["rows"]):
+                   and r.get("anchor") == args.anchor for r in data["rows"]):
                 continue
             adapted = run_adaptation(name, method, corpus, args)
             sample = train.sample_per_class(16, 0)
             report = assess(sample, backbones=["text/minilm", adapted["path"]])
             mine = next(r for r in report.reports if r.backbone == adapted["path"])
             row = dict(adapted, dataset=name, method=method, budget=args.budget, learning_rate=args.lr,
-                       assess_verdict=mine.verdict, assess_reasons=mine.reasons,
+                       anchor=args.anchor, assess_verdict=mine.verdict, assess_reasons=mine.reasons,
                        results=probe_scores(train, test, adapted["path"], ns, seeds))
             data["rows"].append(row)
             save(data)
@@ -195,7 +200,8 @@ def write_table(data: dict) -> None:
             gap = "language gap: suggests a multilingual backbone"
         else:
             gap = "no gap"
-        method = row["method"] + (f" (lr {row['learning_rate']:g})" if row.get("learning_rate") else "")
+        method = row["method"] + "".join(f" ({label} {row[key]:g})" for key, label in
+                                         (("learning_rate", "lr"), ("anchor", "L2-SP")) if row.get(key))
         for n, adapted in row["results"].items():
             b = base["results"][n]
             lines.append(f"| {row['dataset']} | {gap} | {method} | {row['texts']} texts, {row['steps']} steps, "
@@ -204,8 +210,9 @@ def write_table(data: dict) -> None:
                          f"{100 * (adapted['mean'] - b['mean']):+.1f} pts |")
     table = "\n".join(lines) + ("\n\nProbe (logistic regression on frozen features) accuracy on the whole test split, "
                                 "mean ± std over seeds; adaptation on the set's own training sentences (labels "
-                                "hidden), one epoch or the time budget; peak = resident memory of the adaptation "
-                                "process.") + (f" {data['note']}" if data.get("note") else "")
+                                "hidden; spans: the training documents whole), one epoch or the time budget; "
+                                "peak = resident memory of the adaptation process.")
+    table += f" {data['note']}" if data.get("note") else ""
     print(table)
     replace_in_readme("adapt", table)
 

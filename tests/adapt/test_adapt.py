@@ -166,3 +166,41 @@ def test_corpus_vocabulary_maps_every_token_of_the_corpus(tiny_backbone):
     assert torch.equal(position[ids], torch.arange(len(ids)))
     unused = [t for t in range(len(tokenizer)) if t not in set(ids.tolist())]
     assert unused and bool((position[unused] == -100).all())
+
+
+def test_span_views_are_windows_of_long_documents_and_crops_of_short_ones(tiny_backbone):
+    from transformers import AutoTokenizer
+
+    from tenni.adapt.continued import AdaptConfig, span_views, special_frame
+    from tenni.backbones import get_backbone
+
+    tokenizer = AutoTokenizer.from_pretrained(str(get_backbone(str(tiny_backbone)).transformer_dir()))
+    prefix, suffix = special_frame(tokenizer)
+    assert prefix == [tokenizer.cls_token_id] and suffix == [tokenizer.sep_token_id]
+    long_doc, short = list(range(1000, 1200)), [7, 8, 9, 10]
+    cfg = AdaptConfig(method="spans", max_length=16, crop_min=0.5)
+    firsts, seconds = [], []
+    for seed in range(20):
+        views = span_views(tokenizer, [long_doc, short], cfg, np.random.default_rng(seed))
+        assert len(views) == 4 and all(v[:1] == prefix and v[-1:] == suffix for v in views)
+        for view in (views[0], views[2]):  # the long document: 14-token windows, contiguous
+            body = view[1:-1]
+            assert len(body) == 14 and body == list(range(body[0], body[0] + 14))
+        for view in (views[1], views[3]):  # the short text: a contiguous crop of at least half of it
+            body = view[1:-1]
+            assert 2 <= len(body) <= 4 and body == short[short.index(body[0]):short.index(body[0]) + len(body)]
+        firsts.append(views[0][1])
+        seconds.append(views[2][1])
+    assert firsts != seconds, "the two windows of a document are placed independently"
+
+
+def test_spans_with_an_anchor_changes_embeddings_less(tiny_backbone, tmp_path):
+    documents = [" ".join(CORPUS[i:i + 6]) for i in range(0, len(CORPUS), 6)]
+    config = dict(FAST, method="spans", max_length=16, batch_size=4)
+    free = adapt(documents, tmp_path / "free", backbone=str(tiny_backbone), config=config)
+    anchored = adapt(documents, tmp_path / "anchored", backbone=str(tiny_backbone), config=dict(config, anchor=10.0))
+    assert json.loads((free / "tenni-backbone.json").read_text())["method"] == "spans"
+    before = TextBackbone("base", tiny_backbone).encode(CORPUS[:8])
+    moved = {name: np.abs(TextBackbone(name, path).encode(CORPUS[:8]) - before).mean()
+             for name, path in (("free", free), ("anchored", anchored))}
+    assert moved["free"] > 1e-3 and moved["anchored"] < moved["free"]

@@ -4,6 +4,11 @@ Methods:
 - ``simcse`` (default): unsupervised SimCSE (Gao et al., 2021). Each text is encoded twice with dropout on; the
   two views are positives, the rest of the batch negatives (InfoNCE). Works on any encoder, no extra head; the
   sentence-level objective suits sentence encoders such as the bundled MiniLM, which has no masked-LM head.
+- ``spans``: contrastive learning on two random spans of the same document (DeCLUTR, Giorgi et al. 2021; the
+  independent cropping of Contriever, Izacard et al. 2022): the spans are positives, spans of the other documents
+  in the batch negatives. Where SimCSE teaches "this text is itself", spans teaches "these two passages come from
+  the same document", which is what topic and genre classes are made of; on sentence-length texts each view is a
+  random crop of the text. Same cost per step as SimCSE; give it documents (it reads up to ``document_tokens``).
 - ``tsdae``: a transformer-based denoising auto-encoder (Wang, Reimers & Gurevych, 2021). 60% of each text's
   tokens are deleted, the encoder pools what is left into one vector, and a decoder that shares the encoder's
   weights must rebuild the whole text from that vector alone (cross-attention on it). The paper's best
@@ -35,12 +40,12 @@ from .._paths import AtomicDirectory, atomic_write_json
 from ..errors import ConfigError, DataError
 
 LINEAGE_FILE = "tenni-backbone.json"
-METHODS = ("simcse", "tsdae", "mlm")
+METHODS = ("simcse", "spans", "tsdae", "mlm")
 
 
 @dataclass
 class AdaptConfig:
-    method: str = field(default="simcse", metadata={"help": "simcse, tsdae or mlm"})
+    method: str = field(default="simcse", metadata={"help": "simcse, spans, tsdae or mlm"})
     max_steps: int = field(default=1000, metadata={"help": "optimizer steps at most"})
     epochs: int = field(default=1, metadata={"help": "passes over the corpus at most"})
     budget: float | None = field(default=None, metadata={"help": "seconds at most (stops cleanly, saves)"})
@@ -48,6 +53,9 @@ class AdaptConfig:
     learning_rate: float = field(default=3e-5, metadata={"help": "AdamW learning rate"})
     max_length: int = field(default=64, metadata={"help": "tokens per text"})
     temperature: float = field(default=0.05, metadata={"help": "SimCSE softmax temperature"})
+    document_tokens: int = field(default=512, metadata={"help": "spans: tokens of each document sampled from"})
+    crop_min: float = field(default=0.5, metadata={"help": "spans: shortest crop of a short text, as a share"})
+    anchor: float = field(default=0.0, metadata={"help": "L2-SP pull of the weights toward the base's (0: off)"})
     mask_probability: float = field(default=0.15, metadata={"help": "MLM masking rate"})
     deletion_ratio: float = field(default=0.6, metadata={"help": "TSDAE: share of tokens deleted from the input"})
     checkpoint_every: int = field(default=100, metadata={"help": "steps between resumable checkpoints"})
@@ -133,6 +141,12 @@ def adapt(corpus, output: str | Path, *, backbone: str = "text/minilm", config: 
         step, losses, elapsed_before = state["step"], state["losses"], state["elapsed"]
         info(f"resuming at step {step} of {total}")
     vocab = corpus_vocabulary(tokenizer, texts, cfg.max_length) if cfg.method == "tsdae" else None
+    documents = None
+    if cfg.method == "spans":
+        documents = tokenizer(texts, add_special_tokens=False, truncation=True,
+                              max_length=cfg.document_tokens)["input_ids"]
+    anchor = ({name: p.detach().clone() for name, p in encoder.model.named_parameters() if p.requires_grad}
+              if cfg.anchor > 0 else None)
     rng = np.random.default_rng(cfg.seed)
     order = np.concatenate([rng.permutation(len(texts)) for _ in range(cfg.epochs)])
     start = time.perf_counter()
@@ -148,10 +162,14 @@ def adapt(corpus, output: str | Path, *, backbone: str = "text/minilm", config: 
             batch = [texts[i] for i in idx]
             if cfg.method == "simcse":
                 loss = _simcse_loss(encoder, tokenizer, batch, cfg)
+            elif cfg.method == "spans":
+                loss = _spans_loss(encoder, tokenizer, [documents[i] for i in idx], cfg, rng)
             elif cfg.method == "tsdae":
                 loss = _tsdae_loss(encoder, model["decoder"], tokenizer, batch, cfg, rng, vocab)
             else:
                 loss = _mlm_loss(model, tokenizer, batch, cfg, rng)
+            if anchor is not None:
+                loss = loss + cfg.anchor * _anchor_penalty(encoder.model, anchor)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
@@ -177,7 +195,7 @@ def _build(base, cfg: AdaptConfig):
     from ..strategies._torch import load_encoder
 
     tokenizer, encoder, _ = load_encoder(base)
-    if cfg.method == "simcse":
+    if cfg.method in ("simcse", "spans"):
         return tokenizer, encoder, encoder
     if cfg.method == "tsdae":
         encoder.normalise = False  # the decoder reads the raw pooled vector (the saved folder keeps its pooling)
@@ -196,14 +214,56 @@ def _build(base, cfg: AdaptConfig):
 
 
 def _simcse_loss(encoder, tokenizer, batch, cfg):
+    enc = tokenizer(batch + batch, truncation=True, max_length=cfg.max_length, padding=True, return_tensors="pt")
+    return _info_nce(encoder, enc, len(batch), cfg.temperature)
+
+
+def _info_nce(encoder, enc, n, temperature):
+    """Rows i and n + i of ``enc`` are positives; every other second view in the batch is a negative."""
     import torch
 
-    enc = tokenizer(batch + batch, truncation=True, max_length=cfg.max_length, padding=True, return_tensors="pt")
-    emb = encoder(enc["input_ids"], enc["attention_mask"])
-    emb = torch.nn.functional.normalize(emb, dim=-1)
-    a, b = emb[: len(batch)], emb[len(batch):]
-    logits = a @ b.T / cfg.temperature
-    return torch.nn.functional.cross_entropy(logits, torch.arange(len(batch)))
+    emb = torch.nn.functional.normalize(encoder(enc["input_ids"], enc["attention_mask"]), dim=-1)
+    logits = emb[:n] @ emb[n:].T / temperature
+    return torch.nn.functional.cross_entropy(logits, torch.arange(n))
+
+
+def span_views(tokenizer, documents: list[list[int]], cfg, rng) -> list[list[int]]:
+    """Two random spans of each document (token ids without special tokens): all first views, then all second.
+
+    A document longer than a view gives two windows of ``max_length`` tokens at independent random places; a
+    shorter one gives two random crops of ``crop_min`` to all of its length. Special tokens are added back."""
+    prefix, suffix = special_frame(tokenizer)
+    room = cfg.max_length - len(prefix) - len(suffix)
+    views = [[], []]
+    for ids in documents:
+        for view in views:
+            length = min(len(ids), room)
+            if len(ids) <= room:
+                length = max(1, int(round(len(ids) * rng.uniform(cfg.crop_min, 1.0)))) if ids else 0
+            start = int(rng.integers(0, len(ids) - length + 1))
+            view.append(prefix + list(ids[start:start + length]) + suffix)
+    return views[0] + views[1]
+
+
+def special_frame(tokenizer) -> tuple[list[int], list[int]]:
+    """The special tokens the tokenizer puts before and after a text ([CLS] and [SEP] for BERT), found by
+    encoding one word with and without them (fast tokenizers in transformers 5 no longer expose the template)."""
+    bare = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a")["input_ids"]
+    for start in range(len(full) - len(bare) + 1):
+        if full[start:start + len(bare)] == bare:
+            return full[:start], full[start + len(bare):]
+    return [], []
+
+
+def _spans_loss(encoder, tokenizer, documents, cfg, rng):
+    enc = tokenizer.pad({"input_ids": span_views(tokenizer, documents, cfg, rng)}, return_tensors="pt")
+    return _info_nce(encoder, enc, len(documents), cfg.temperature)
+
+
+def _anchor_penalty(model, anchor: dict):
+    """Squared distance of the weights from the base's (L2-SP, Li, Grandvalet & Davoine 2018)."""
+    return sum(((p - anchor[name]) ** 2).sum() for name, p in model.named_parameters() if name in anchor)
 
 
 def _tsdae_model(base, encoder):
@@ -375,6 +435,7 @@ def _write_backbone(output: Path, base, model, tokenizer, lineage: dict) -> None
     """A complete sentence-transformers folder (weights, tokenizer, pooling) + lineage, atomically."""
     with AtomicDirectory(output, marker=LINEAGE_FILE) as tmp:
         model.save_pretrained(str(tmp), safe_serialization=True)
+        _keep_base_weights(base.transformer_dir(), tmp)
         tokenizer.save_pretrained(str(tmp))
         for name in ("sentence_bert_config.json", "config_sentence_transformers.json"):
             if (base.path / name).exists():
@@ -397,6 +458,24 @@ def _write_backbone(output: Path, base, model, tokenizer, lineage: dict) -> None
         (tmp / "README.md").write_text(card, encoding="utf-8")
         atomic_write_json(tmp / LINEAGE_FILE, lineage)
     info(f"adapted backbone written to {output} ({lineage['steps']} steps, {lineage['seconds']:.0f} s)")
+
+
+def _keep_base_weights(base_dir: Path, out_dir: Path) -> None:
+    """Copy the weights the base has and the trained model lacks (BERT's pooler, which a masked-LM model does not
+    load) into the saved file, so the folder is a complete model that loads without "missing weights"."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    base_file, out_file = Path(base_dir) / "model.safetensors", out_dir / "model.safetensors"
+    if not base_file.exists() or not out_file.exists():  # sharded or another format: nothing to complete
+        return
+    with safe_open(str(out_file), "pt") as saved:
+        have = set(saved.keys())
+    with safe_open(str(base_file), "pt") as f:
+        extra = {key: f.get_tensor(key) for key in set(f.keys()) - have}
+    if extra:
+        weights = load_file(str(out_file))
+        save_file({**weights, **extra}, str(out_file), metadata={"format": "pt"})
 
 
 def find_adapted(root: str | Path) -> list[dict]:
