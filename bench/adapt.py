@@ -1,18 +1,20 @@
 """Continued pretraining: probe accuracy with and without adapting MiniLM on each set's own training texts.
 
-For each text set in ../shared/data, MiniLM is adapted (SimCSE and TSDAE) on the set's training texts with the
-labels hidden — the unlabeled data a user would have — under a time budget; then a probe is fitted at N = 8 and
-64 labeled examples per class (seeds 0, 1, 2) on the base and on the adapted backbone and scored on the whole test
-split. Also records what `assess` says on a 16-per-class sample (domain-gap signals, whether it recommends
-continued pretraining, and its verdict on the adapted backbone beside the base), and the adaptation's wall time
-and peak memory (each adaptation runs in its own process, so the peak is its own). Reports where it does not help.
+For each text set in ../shared/data, MiniLM is adapted (spans by default; SimCSE, TSDAE, MLM) on the set's training
+texts with the labels hidden — the unlabeled data a user would have — under a time budget; then a probe is fitted at
+N = 8 and 64 labeled examples per class (seeds 0, 1, 2) on the base and on the adapted backbone and scored on the
+whole test split. Also records what `assess` says on a 16-per-class sample (domain-gap signals, whether it
+recommends continued pretraining, and its verdict on the adapted backbone beside the base), and the adaptation's
+wall time and peak memory (each adaptation runs in its own process, so the peak is its own). Reports where it does
+not help.
 
-    python bench/adapt.py --datasets banking77 --methods simcse,tsdae --budget 900 --max-texts 10000
+    python bench/adapt.py --datasets banking77,livedoor_news --methods spans,simcse --budget 900 --max-texts 10000
     python bench/adapt.py --table          # only rewrite the README table
 
-Long documents (livedoor_news articles) are split into lines/sentences first: the corpus is sentences, as in the
-TSDAE and SimCSE papers. Results are written after every step and a re-run reuses adapted backbones kept under
-``bench/.work/adapted`` and skips finished rows.
+For simcse/tsdae/mlm, long documents (livedoor_news articles) are split into lines/sentences first: the corpus is
+sentences, as in the TSDAE and SimCSE papers; spans reads the documents whole (its passages come from within one).
+``--merge`` sets the share of adapted weights kept (tenni's default 0.5; 1 = as trained). Results are written after
+every step and a re-run reuses adapted backbones kept under ``bench/.work/adapted`` and skips finished rows.
 """
 
 from __future__ import annotations
@@ -58,9 +60,16 @@ def corpus_for(texts: list[str], max_texts: int, seed: int = 0, documents: bool 
     return [unique[i] for i in order[:max_texts]]
 
 
+def merge_share(args) -> float:
+    """The share of adapted weights the run keeps (rows from before merging existed were kept as trained: 1)."""
+    from tenni.adapt.continued import AdaptConfig
+
+    return args.merge if args.merge is not None else AdaptConfig().merge
+
+
 def run_adaptation(name: str, method: str, corpus: list[str], args) -> dict:
     folder = WORK / (f"{name}-{method}" + (f"-lr{args.lr:g}" if args.lr else "")
-                     + (f"-anchor{args.anchor:g}" if args.anchor else ""))
+                     + (f"-merge{merge_share(args):g}" if merge_share(args) < 1 else ""))
     lineage_file = folder / "tenni-backbone.json"
     if lineage_file.exists():
         lineage = json.loads(lineage_file.read_text())
@@ -74,8 +83,7 @@ def run_adaptation(name: str, method: str, corpus: list[str], args) -> dict:
               "checkpoint_every": 50}
     if args.lr:
         config["learning_rate"] = args.lr
-    if args.anchor:
-        config["anchor"] = args.anchor
+    config["merge"] = merge_share(args)
     proc = subprocess.run([sys.executable, "-c", ADAPT_CHILD, str(corpus_file), str(folder), json.dumps(config)],
                           capture_output=True, text=True)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
@@ -121,14 +129,15 @@ def main() -> None:
     global OUT, WORK
     parser = argparse.ArgumentParser()
     parser.add_argument("--datasets", default="sms_spam,ag_news_sample,banking77,livedoor_news")
-    parser.add_argument("--methods", default="simcse,tsdae")
+    parser.add_argument("--methods", default="spans")
     parser.add_argument("--ns", default="8,64")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--budget", type=float, default=900.0, help="seconds of adaptation per dataset and method")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--max-texts", type=int, default=10000)
     parser.add_argument("--lr", type=float, default=None, help="learning rate (default: tenni adapt's own)")
-    parser.add_argument("--anchor", type=float, default=None, help="L2-SP weight toward the base (default: off)")
+    parser.add_argument("--merge", type=float, default=None,
+                        help="share of the adapted weights kept (default: tenni adapt's own; 1: as trained)")
     parser.add_argument("--out", default=str(RESULTS / "adapt.json"))
     parser.add_argument("--work", default=str(ROOT / "bench" / ".work" / "adapted"),
                         help="where adapted backbones are kept for re-runs")
@@ -171,14 +180,14 @@ def main() -> None:
         for method in args.methods.split(","):
             corpus = corpus_for(train.inputs, args.max_texts, documents=method == "spans")
             if any(r["dataset"] == name and r["method"] == method and r.get("learning_rate") == args.lr
-                   and r.get("anchor") == args.anchor for r in data["rows"]):
+                   and r.get("merge", 1.0) == merge_share(args) for r in data["rows"]):
                 continue
             adapted = run_adaptation(name, method, corpus, args)
             sample = train.sample_per_class(16, 0)
             report = assess(sample, backbones=["text/minilm", adapted["path"]])
             mine = next(r for r in report.reports if r.backbone == adapted["path"])
             row = dict(adapted, dataset=name, method=method, budget=args.budget, learning_rate=args.lr,
-                       anchor=args.anchor, assess_verdict=mine.verdict, assess_reasons=mine.reasons,
+                       merge=merge_share(args), assess_verdict=mine.verdict, assess_reasons=mine.reasons,
                        results=probe_scores(train, test, adapted["path"], ns, seeds))
             data["rows"].append(row)
             save(data)
@@ -201,7 +210,7 @@ def write_table(data: dict) -> None:
         else:
             gap = "no gap"
         method = row["method"] + "".join(f" ({label} {row[key]:g})" for key, label in
-                                         (("learning_rate", "lr"), ("anchor", "L2-SP")) if row.get(key))
+                                         (("learning_rate", "lr"), ("merge", "merged")) if (row.get(key) or 1) < 1)
         for n, adapted in row["results"].items():
             b = base["results"][n]
             lines.append(f"| {row['dataset']} | {gap} | {method} | {row['texts']} texts, {row['steps']} steps, "

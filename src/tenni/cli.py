@@ -261,7 +261,11 @@ def adapt(
                                                     "or a folder of .txt files."),
     output: Path = typer.Option(..., "-o", "--output", help="Directory for the adapted backbone."),
     backbone: str = typer.Option("text/minilm", "--backbone", "-b", help="Backbone to continue pretraining."),
-    method: str = typer.Option("simcse", "--method", help="simcse or tsdae (sentence encoders), or mlm."),
+    method: str = typer.Option("spans", "--method",
+                               help="spans (passages of one document as positives), simcse or tsdae (sentence "
+                                    "encoders), or mlm."),
+    merge: float = typer.Option(0.5, "--merge", help="Share of the adapted weights in the result, the rest the "
+                                                      "base's (1: as trained)."),
     budget: str | None = typer.Option(None, "--budget", help="Stop after this long, e.g. 10m (saves cleanly)."),
     max_steps: int = typer.Option(1000, "--max-steps", help="Optimizer steps at most."),
     from_labeled: Path | None = typer.Option(None, "--from-labeled",
@@ -275,7 +279,7 @@ def adapt(
 
     if corpus is None and from_labeled is None:
         raise ConfigError("give an unlabeled corpus, or --from-labeled DATA", hint="tenni adapt texts.txt -o dir")
-    config = dict(_parse_set(set_) or {}, method=method, max_steps=max_steps)
+    config = dict(_parse_set(set_) or {}, method=method, max_steps=max_steps, merge=merge)
     if budget:
         config["budget"] = _parse_duration(budget)
     path = run_adapt(corpus, output, backbone=backbone, config=config, resume=resume, from_labeled=from_labeled,

@@ -10,7 +10,7 @@ import pytest
 from tenni.adapt import adapt
 from tenni.adapt import continued as continued_module
 from tenni.backbones import TextBackbone
-from tenni.errors import DataError
+from tenni.errors import ConfigError, DataError
 
 CORPUS = [f"Invoice {i} for the quarterly maintenance of pump station {i % 7} was approved by the plant manager."
           for i in range(40)] + [f"Sensor {i} reported vibration above threshold on conveyor line {i % 5}."
@@ -19,7 +19,7 @@ FAST = {"batch_size": 8, "max_steps": 6, "learning_rate": 5e-4, "max_length": 24
 
 
 def test_simcse_changes_embeddings_and_round_trips(tiny_backbone, tmp_path):
-    out = adapt(CORPUS, tmp_path / "adapted", backbone=str(tiny_backbone), config=FAST)
+    out = adapt(CORPUS, tmp_path / "adapted", backbone=str(tiny_backbone), config=dict(FAST, method="simcse"))
     lineage = json.loads((out / "tenni-backbone.json").read_text())
     assert lineage["base"] == str(tiny_backbone) and lineage["method"] == "simcse"
     assert lineage["steps"] == 6 and lineage["corpus_texts"] == len(CORPUS)
@@ -69,7 +69,7 @@ def test_tsdae_resumes_from_its_checkpoint(tiny_backbone, tmp_path, monkeypatch)
 
 def test_interrupted_run_leaves_no_output_and_resumes(tiny_backbone, tmp_path, monkeypatch):
     calls = {"n": 0}
-    real = continued_module._simcse_loss
+    real = continued_module._info_nce
 
     def flaky(*args, **kwargs):
         calls["n"] += 1
@@ -77,15 +77,15 @@ def test_interrupted_run_leaves_no_output_and_resumes(tiny_backbone, tmp_path, m
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(continued_module, "_simcse_loss", flaky)
+    monkeypatch.setattr(continued_module, "_info_nce", flaky)
     target = tmp_path / "adapted"
     with pytest.raises(KeyboardInterrupt):
         adapt(CORPUS, target, backbone=str(tiny_backbone), config=FAST)
     assert not target.exists(), "an interrupted run must not leave a half-written backbone"
     assert (tmp_path / "adapted.partial" / "checkpoint" / "state.json").exists()
-    monkeypatch.setattr(continued_module, "_simcse_loss", real)
+    monkeypatch.setattr(continued_module, "_info_nce", real)
     calls["n"] = 0
-    monkeypatch.setattr(continued_module, "_simcse_loss", lambda *a, **k: (calls.__setitem__("n", calls["n"] + 1),
+    monkeypatch.setattr(continued_module, "_info_nce", lambda *a, **k: (calls.__setitem__("n", calls["n"] + 1),
                                                                           real(*a, **k))[1])
     adapt(CORPUS, target, backbone=str(tiny_backbone), config=FAST, resume=True)
     lineage = json.loads((target / "tenni-backbone.json").read_text())
@@ -194,13 +194,16 @@ def test_span_views_are_windows_of_long_documents_and_crops_of_short_ones(tiny_b
     assert firsts != seconds, "the two windows of a document are placed independently"
 
 
-def test_spans_with_an_anchor_changes_embeddings_less(tiny_backbone, tmp_path):
+def test_spans_result_is_merged_with_the_base(tiny_backbone, tmp_path):
+    """merge=1 keeps the trained weights, 0 gives the base back exactly, 0.5 lands in between."""
     documents = [" ".join(CORPUS[i:i + 6]) for i in range(0, len(CORPUS), 6)]
-    config = dict(FAST, method="spans", max_length=16, batch_size=4)
-    free = adapt(documents, tmp_path / "free", backbone=str(tiny_backbone), config=config)
-    anchored = adapt(documents, tmp_path / "anchored", backbone=str(tiny_backbone), config=dict(config, anchor=10.0))
-    assert json.loads((free / "tenni-backbone.json").read_text())["method"] == "spans"
+    config = dict(FAST, max_length=16, batch_size=4)  # the default method: spans
+    outs = {share: adapt(documents, tmp_path / f"m{share}", backbone=str(tiny_backbone),
+                         config=dict(config, merge=share)) for share in (1.0, 0.5, 0.0)}
+    assert json.loads((outs[1.0] / "tenni-backbone.json").read_text())["method"] == "spans"
     before = TextBackbone("base", tiny_backbone).encode(CORPUS[:8])
-    moved = {name: np.abs(TextBackbone(name, path).encode(CORPUS[:8]) - before).mean()
-             for name, path in (("free", free), ("anchored", anchored))}
-    assert moved["free"] > 1e-3 and moved["anchored"] < moved["free"]
+    moved = {share: np.abs(TextBackbone(str(share), out).encode(CORPUS[:8]) - before).mean()
+             for share, out in outs.items()}
+    assert moved[0.0] < 1e-6 < moved[0.5] < moved[1.0]
+    with pytest.raises(ConfigError, match="between 0 and 1"):
+        adapt(documents, tmp_path / "bad", backbone=str(tiny_backbone), config=dict(config, merge=1.5))
