@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -112,6 +113,29 @@ def probe_scores(train, test, backbone: str, ns, seeds) -> dict:
     return out
 
 
+def merge_ablation(name: str, train, test, shares, seeds) -> dict:
+    """Probe accuracy at N = 8 for other merge shares, without training again: the default run saved
+    m = 0.5 a + 0.5 b (a adapted, b base), so s a + (1 - s) b = 2 s m + (1 - 2 s) b exactly."""
+    from safetensors.torch import load_file, save_file
+
+    from tenni.adapt.continued import AdaptConfig
+    from tenni.backbones import get_backbone
+
+    assert AdaptConfig().merge == 0.5
+    merged_dir = WORK / f"{name}-spans-merge0.5"
+    base = load_file(str(get_backbone("text/minilm").transformer_dir() / "model.safetensors"))
+    merged = load_file(str(merged_dir / "model.safetensors"))
+    out = {}
+    for share in shares:
+        folder = WORK / f"{name}-spans-share{share:g}"
+        if not folder.exists():
+            shutil.copytree(merged_dir, folder)
+            save_file({k: (2 * share * v + (1 - 2 * share) * base[k]) if k in base and v.is_floating_point() else v
+                       for k, v in merged.items()}, str(folder / "model.safetensors"), metadata={"format": "pt"})
+        out[f"{share:g}"] = probe_scores(train, test, str(folder), [8], seeds)["8"]
+    return out
+
+
 def load() -> dict:
     if OUT.exists():
         return json.loads(OUT.read_text())
@@ -142,6 +166,8 @@ def main() -> None:
     parser.add_argument("--work", default=str(ROOT / "bench" / ".work" / "adapted"),
                         help="where adapted backbones are kept for re-runs")
     parser.add_argument("--note", default=None, help="conditions of this run, shown under the table")
+    parser.add_argument("--merge-ablation", default=None,
+                        help="other merge shares to score at N = 8 from the default run, e.g. 0.25,0.75")
     parser.add_argument("--table", action="store_true")
     args = parser.parse_args()
     OUT, WORK = Path(args.out), Path(args.work)
@@ -177,6 +203,11 @@ def main() -> None:
             data["rows"].append(base)
             save(data)
             print(json.dumps(base, ensure_ascii=False), flush=True)
+        if args.merge_ablation:
+            shares = [float(x) for x in args.merge_ablation.split(",")]
+            data.setdefault("merge_ablation", {})[name] = merge_ablation(name, train, test, shares, seeds)
+            save(data)
+            continue
         for method in args.methods.split(","):
             corpus = corpus_for(train.inputs, args.max_texts, documents=method == "spans")
             if any(r["dataset"] == name and r["method"] == method and r.get("learning_rate") == args.lr
@@ -238,6 +269,18 @@ def write_table(data: dict) -> None:
                                 "`tenni assess --backbones text/minilm,ADAPTED/` says on 16 labels per class, "
                                 "before any fit.")
     table += f" {data['note']}" if data.get("note") else ""
+    ablation = data.get("merge_ablation") or {}
+    if ablation:
+        shares = sorted({float(k) for runs in ablation.values() for k in runs} | {0.5})
+        table += ("\n\nShare of the adapted weights kept (`--merge`), probe at N = 8, gain over the base (0.5 is the "
+                  "default row above; other shares rebuilt exactly from it and the base, no new training):\n\n"
+                  "| set | " + " | ".join(f"{s:g}" for s in shares) + " |\n|---|" + "---|" * len(shares))
+        for name, runs in ablation.items():
+            base = bases[name]["results"]["8"]["mean"]
+            default_row = next(r for r in rows if r["dataset"] == name and is_default(r))
+            runs = dict(runs, **{"0.5": default_row["results"]["8"]})
+            table += f"\n| {name} | " + " | ".join(
+                f"{100 * (runs[f'{s:g}']['mean'] - base):+.1f}" if f"{s:g}" in runs else "" for s in shares) + " |"
     print(table)
     replace_in_readme("adapt", table)
 
