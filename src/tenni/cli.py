@@ -126,7 +126,7 @@ def fit(
                     if "accuracy_low" in gain else "")
         out.print(f"transfer {word} over scratch: {100 * gain['accuracy']:+.1f} accuracy points{interval}, "
                   f"{100 * gain['macro_f1']:+.1f} macro-F1 points")
-    out.print(f"saved to {output}" if output else "not saved (pass -o DIR to keep the model)")
+    out.print(f"saved to {output}" if output else "not saved (pass -o DIR to keep the model)", soft_wrap=True)
 
 
 def _print_anomaly(model, output) -> None:
@@ -139,7 +139,7 @@ def _print_anomaly(model, output) -> None:
         auroc = "n/a" if t.get("auroc") is None else f"{t['auroc']:.3f}"
         out.print(f"test ({t.get('n')} images): AUROC {auroc}, accuracy {t['accuracy']:.3f}, "
                   f"macro-F1 {t['macro_f1']:.3f}")
-    out.print(f"saved to {output}" if output else "not saved (pass -o DIR to keep the model)")
+    out.print(f"saved to {output}" if output else "not saved (pass -o DIR to keep the model)", soft_wrap=True)
 
 
 @app.command()
@@ -284,7 +284,10 @@ def adapt(
         config["budget"] = _parse_duration(budget)
     path = run_adapt(corpus, output, backbone=backbone, config=config, resume=resume, from_labeled=from_labeled,
                      text_col=text_col)
-    out.print(f"adapted backbone: {path}  (use it with --backbone {path})")
+    out.print(f"adapted backbone: {path}  (use it with --backbone {path})", soft_wrap=True)  # paths unbroken
+    labeled = from_labeled if from_labeled is not None else "YOUR_LABELED_DATA"
+    out.print(f"check it against its base before fitting (adapting can also cost accuracy): "
+              f"tenni assess {labeled} --backbones {backbone},{path}", soft_wrap=True)
 
 
 @app.command()
@@ -456,7 +459,7 @@ def curve(
             need = labels_for(result, name, target)
             out.print(f"{name}: {'about ' + format(need, '.0f') if need else 'not reachable (plateau below it)'}"
                       f" labels per class for accuracy {target:.2f}")
-    out.print(f"written: {output / 'curve.html'}, {output / 'curve.png'}, {output / 'curve.json'}")
+    out.print(f"written: {output / 'curve.html'}, {output / 'curve.png'}, {output / 'curve.json'}", soft_wrap=True)
 
 
 @app.command()
@@ -470,7 +473,7 @@ def report(
     from .report import write_report
 
     path = write_report(model_dir, output, data=data, curve=with_curve)
-    out.print(f"written: {path}")
+    out.print(f"written: {path}", soft_wrap=True)
 
 
 @app.command()

@@ -207,3 +207,35 @@ def test_spans_result_is_merged_with_the_base(tiny_backbone, tmp_path):
     assert moved[0.0] < 1e-6 < moved[0.5] < moved[1.0]
     with pytest.raises(ConfigError, match="between 0 and 1"):
         adapt(documents, tmp_path / "bad", backbone=str(tiny_backbone), config=dict(config, merge=1.5))
+
+
+def test_cli_adapt_writes_a_backbone_says_how_to_check_it_and_refuses_bad_input(tiny_backbone, tmp_path,
+                                                                              capsys, monkeypatch):
+    import sys
+
+    from tenni.cli import main
+
+    def run(*args):
+        monkeypatch.setattr(sys, "argv", ["tenni", *map(str, args)])
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        return code, capsys.readouterr()
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(CORPUS), encoding="utf-8")
+    out = tmp_path / "adapted"
+    code, captured = run("adapt", corpus, "-o", out, "--backbone", tiny_backbone, "--max-steps", 2,
+                         "--set", "batch_size=8", "--set", "max_length=16")
+    assert code == 0, captured.err
+    assert json.loads((out / "tenni-backbone.json").read_text())["config"]["merge"] == 0.5
+    assert f"tenni assess YOUR_LABELED_DATA --backbones {tiny_backbone},{out}" in " ".join(captured.out.split())
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n \n", encoding="utf-8")
+    code, captured = run("adapt", empty, "-o", tmp_path / "never", "--backbone", tiny_backbone)
+    assert code == 2 and "empty" in captured.err and "Traceback" not in captured.err
+    assert not (tmp_path / "never").exists()
+    code, captured = run("adapt", corpus, "-o", tmp_path / "never", "--backbone", tiny_backbone, "--merge", 2)
+    assert code == 2 and "between 0 and 1" in captured.err
