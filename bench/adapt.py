@@ -68,9 +68,13 @@ def merge_share(args) -> float:
     return args.merge if args.merge is not None else AdaptConfig().merge
 
 
+def adapted_folder(name: str, method: str, lr: float | None, merge: float) -> Path:
+    """Where the adapted backbone of one run is kept for re-runs."""
+    return WORK / (f"{name}-{method}" + (f"-lr{lr:g}" if lr else "") + (f"-merge{merge:g}" if merge < 1 else ""))
+
+
 def run_adaptation(name: str, method: str, corpus: list[str], args) -> dict:
-    folder = WORK / (f"{name}-{method}" + (f"-lr{args.lr:g}" if args.lr else "")
-                     + (f"-merge{merge_share(args):g}" if merge_share(args) < 1 else ""))
+    folder = adapted_folder(name, method, args.lr, merge_share(args))
     lineage_file = folder / "tenni-backbone.json"
     if lineage_file.exists():
         lineage = json.loads(lineage_file.read_text())
@@ -122,12 +126,12 @@ def merge_ablation(name: str, train, test, shares, seeds) -> dict:
     from tenni.backbones import get_backbone
 
     assert AdaptConfig().merge == 0.5
-    merged_dir = WORK / f"{name}-spans-merge0.5"
+    merged_dir = adapted_folder(name, AdaptConfig().method, None, 0.5)
     base = load_file(str(get_backbone("text/minilm").transformer_dir() / "model.safetensors"))
     merged = load_file(str(merged_dir / "model.safetensors"))
     out = {}
     for share in shares:
-        folder = WORK / f"{name}-spans-share{share:g}"
+        folder = merged_dir.with_name(f"{name}-{AdaptConfig().method}-share{share:g}")
         if not folder.exists():
             shutil.copytree(merged_dir, folder)
             save_file({k: (2 * share * v + (1 - 2 * share) * base[k]) if k in base and v.is_floating_point() else v

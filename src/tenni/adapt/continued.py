@@ -246,8 +246,9 @@ def span_views(tokenizer, documents: list[list[int]], cfg, rng) -> list[list[int
     views = [[], []]
     for ids in documents:
         for view in views:
-            length = min(len(ids), room)
-            if len(ids) <= room:
+            if len(ids) > room:
+                length = room
+            else:
                 length = max(1, int(round(len(ids) * rng.uniform(cfg.crop_min, 1.0)))) if ids else 0
             start = int(rng.integers(0, len(ids) - length + 1))
             view.append(prefix + list(ids[start:start + length]) + suffix)
@@ -274,7 +275,7 @@ def merge_with_base(model, base_model, share: float) -> None:
     """Weights := ``share`` x adapted + (1 - ``share``) x base, in place (weight-space ensembling, WiSE-FT: Wortsman
     et al. 2022). Continued pretraining moves a sentence encoder away from the tuning that made it good (MiniLM's
     billion pairs); the midpoint keeps most of a domain gain and most of what the base knew where the corpus adds
-    nothing (bench/adapt.py: banking77 -6.6 points at N = 8 as trained, +0.1 at the midpoint)."""
+    nothing (bench/adapt.py: banking77 -5.8 points at N = 8 as trained, +0.0 at the midpoint)."""
     import torch
 
     if share >= 1:

@@ -81,9 +81,8 @@ class BirdNETBackbone(AudioBackbone):
     2 cores: 2 interpreters x 1 thread ~105 s of audio/s; 1 interpreter x 2 threads ~70). Each runs a copy of the
     graph rewritten in memory so that the embedding is its output and the species classifier is gone
     (``embedding_graph``): reading an inner tensor otherwise needs ``experimental_preserve_all_tensors``, which
-    keeps the XNNPACK delegate off: one interpreter runs 1.2-1.45x faster so, with the same numbers; on the 2 cores
-    measured here the pair of interpreters stays near 95-100 s of audio/s either way (the cores, not the graph,
-    bound it).
+    keeps the XNNPACK delegate off. With the rewrite one interpreter runs 1.2-1.45x faster and gives the same
+    numbers; on the 2 cores measured here the pair stays near 95-100 s of audio/s either way (the cores bound it).
     """
 
     dim = 1024
