@@ -13,7 +13,7 @@ not help.
 
 For simcse/tsdae/mlm, long documents (livedoor_news articles) are split into lines/sentences first: the corpus is
 sentences, as in the TSDAE and SimCSE papers; spans reads the documents whole (its passages come from within one).
-``--merge`` sets the share of adapted weights kept (tenni's default 0.5; 1 = as trained). Results are written after
+``--merge`` sets the share of adapted weights kept (tenni's default: auto; 1 = as trained). Results are written after
 every step and a re-run reuses adapted backbones kept under ``bench/.work/adapted`` and skips finished rows.
 """
 
@@ -61,16 +61,18 @@ def corpus_for(texts: list[str], max_texts: int, seed: int = 0, documents: bool 
     return [unique[i] for i in order[:max_texts]]
 
 
-def merge_share(args) -> float:
-    """The share of adapted weights the run keeps (rows from before merging existed were kept as trained: 1)."""
-    from tenni.adapt.continued import AdaptConfig
+def merge_share(args) -> float | str:
+    """The merge setting of the run: "auto" or a share of adapted weights (rows from before merging existed were
+    kept as trained: 1)."""
+    from tenni.adapt.continued import AdaptConfig, parse_merge
 
-    return args.merge if args.merge is not None else AdaptConfig().merge
+    return parse_merge(args.merge if args.merge is not None else AdaptConfig().merge)
 
 
-def adapted_folder(name: str, method: str, lr: float | None, merge: float) -> Path:
+def adapted_folder(name: str, method: str, lr: float | None, merge: float | str) -> Path:
     """Where the adapted backbone of one run is kept for re-runs."""
-    return WORK / (f"{name}-{method}" + (f"-lr{lr:g}" if lr else "") + (f"-merge{merge:g}" if merge < 1 else ""))
+    suffix = "" if merge == 1 else f"-merge{merge}" if isinstance(merge, str) else f"-merge{merge:g}"
+    return WORK / (f"{name}-{method}" + (f"-lr{lr:g}" if lr else "") + suffix)
 
 
 def run_adaptation(name: str, method: str, corpus: list[str], args) -> dict:
@@ -80,7 +82,7 @@ def run_adaptation(name: str, method: str, corpus: list[str], args) -> dict:
         lineage = json.loads(lineage_file.read_text())
         return {"steps": lineage["steps"], "planned_steps": lineage.get("planned_steps"),
                 "adapt_seconds": lineage["seconds"], "peak_rss_mb": lineage.get("bench_peak_rss_mb"),
-                "texts": lineage["corpus_texts"], "path": str(folder)}
+                "texts": lineage["corpus_texts"], "path": str(folder), **_merge_facts(lineage)}
     WORK.mkdir(parents=True, exist_ok=True)
     corpus_file = WORK / f"{name}-{method}.corpus.json"
     corpus_file.write_text(json.dumps(corpus, ensure_ascii=False), encoding="utf-8")
@@ -100,7 +102,15 @@ def run_adaptation(name: str, method: str, corpus: list[str], args) -> dict:
     lineage_file.write_text(json.dumps(lineage, indent=1))
     return {"steps": lineage["steps"], "planned_steps": lineage.get("planned_steps"),
             "adapt_seconds": round(measured["seconds"], 1), "peak_rss_mb": round(measured["peak_rss_mb"]),
-            "texts": len(corpus), "path": str(folder)}
+            "texts": len(corpus), "path": str(folder), **_merge_facts(lineage)}
+
+
+def _merge_facts(lineage: dict) -> dict:
+    """The share of adapted weights the folder holds and, where measured, how well the base did the spans task."""
+    facts = {"merge_share": lineage.get("merge_share", lineage["config"].get("merge", 1.0))}
+    if lineage.get("base_pretext"):
+        facts["base_pretext_accuracy"] = lineage["base_pretext"]["accuracy"]
+    return facts
 
 
 def probe_scores(train, test, backbone: str, ns, seeds) -> dict:
@@ -118,20 +128,18 @@ def probe_scores(train, test, backbone: str, ns, seeds) -> dict:
 
 
 def merge_ablation(name: str, train, test, shares, seeds) -> dict:
-    """Probe accuracy at N = 8 for other merge shares, without training again: the default run saved
+    """Probe accuracy at N = 8 for other merge shares, without training again: the 0.5 run saved
     m = 0.5 a + 0.5 b (a adapted, b base), so s a + (1 - s) b = 2 s m + (1 - 2 s) b exactly."""
     from safetensors.torch import load_file, save_file
 
-    from tenni.adapt.continued import AdaptConfig
     from tenni.backbones import get_backbone
 
-    assert AdaptConfig().merge == 0.5
-    merged_dir = adapted_folder(name, AdaptConfig().method, None, 0.5)
+    merged_dir = adapted_folder(name, "spans", None, 0.5)
     base = load_file(str(get_backbone("text/minilm").transformer_dir() / "model.safetensors"))
     merged = load_file(str(merged_dir / "model.safetensors"))
     out = {}
     for share in shares:
-        folder = merged_dir.with_name(f"{name}-{AdaptConfig().method}-share{share:g}")
+        folder = merged_dir.with_name(f"{name}-spans-share{share:g}")
         if not folder.exists():
             shutil.copytree(merged_dir, folder)
             save_file({k: (2 * share * v + (1 - 2 * share) * base[k]) if k in base and v.is_floating_point() else v
@@ -164,8 +172,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--max-texts", type=int, default=10000)
     parser.add_argument("--lr", type=float, default=None, help="learning rate (default: tenni adapt's own)")
-    parser.add_argument("--merge", type=float, default=None,
-                        help="share of the adapted weights kept (default: tenni adapt's own; 1: as trained)")
+    parser.add_argument("--merge", default=None,
+                        help="auto or the share of the adapted weights kept (default: tenni adapt's own; 1: as "
+                             "trained)")
     parser.add_argument("--out", default=str(RESULTS / "adapt.json"))
     parser.add_argument("--work", default=str(ROOT / "bench" / ".work" / "adapted"),
                         help="where adapted backbones are kept for re-runs")
@@ -251,8 +260,11 @@ def write_table(data: dict) -> None:
             gap = "language gap: suggests a multilingual backbone"
         else:
             gap = "no gap"
-        method = row["method"] + "".join(f" ({label} {row[key]:g})" for key, label in
-                                         (("learning_rate", "lr"), ("merge", "merged")) if (row.get(key) or 1) < 1)
+        method = row["method"] + (f" (lr {row['learning_rate']:g})" if row.get("learning_rate") else "")
+        if row.get("merge") == "auto":
+            method += f" (merged auto: {row['merge_share']:.2f})"
+        elif (row.get("merge") or 1) < 1:
+            method += f" (merged {row['merge']:g})"
         method = f"**{method} (default)**" if is_default(row) else method
         if row.get("assess_verdict", "").startswith("adaptation made it worse"):
             verdict = "worse: keep the base"
@@ -276,15 +288,23 @@ def write_table(data: dict) -> None:
     ablation = data.get("merge_ablation") or {}
     if ablation:
         shares = sorted({float(k) for runs in ablation.values() for k in runs} | {0.5})
-        table += ("\n\nShare of the adapted weights kept (`--merge`), probe at N = 8, gain over the base (0.5 is the "
-                  "default row above; other shares rebuilt exactly from it and the base, no new training):\n\n"
-                  "| set | " + " | ".join(f"{s:g}" for s in shares) + " |\n|---|" + "---|" * len(shares))
+        table += ("\n\nShare of the adapted weights kept (`--merge`), probe at N = 8, gain over the base. 0.5 is the "
+                  "spans (merged 0.5) run; the other fixed shares are rebuilt exactly from it and the base (no new "
+                  "training); auto is the default run, with the share it chose and the base's accuracy on the "
+                  "spans task that chose it:\n\n"
+                  "| set | base matches pairs | " + " | ".join(f"{s:g}" for s in shares)
+                  + " | auto (share) |\n|---|---|" + "---|" * (len(shares) + 1))
         for name, runs in ablation.items():
             base = bases[name]["results"]["8"]["mean"]
-            default_row = next(r for r in rows if r["dataset"] == name and is_default(r))
-            runs = dict(runs, **{"0.5": default_row["results"]["8"]})
-            table += f"\n| {name} | " + " | ".join(
-                f"{100 * (runs[f'{s:g}']['mean'] - base):+.1f}" if f"{s:g}" in runs else "" for s in shares) + " |"
+            half = next((r for r in rows if r["dataset"] == name and r["method"] == "spans"
+                         and r.get("merge") == 0.5), None)
+            runs = dict(runs, **({"0.5": half["results"]["8"]} if half else {}))
+            auto = next((r for r in rows if r["dataset"] == name and is_default(r)), None)
+            table += (f"\n| {name} | " + (f"{auto['base_pretext_accuracy']:.0%}" if auto else "") + " | "
+                      + " | ".join(f"{100 * (runs[f'{s:g}']['mean'] - base):+.1f}" if f"{s:g}" in runs else ""
+                                   for s in shares)
+                      + (f" | {100 * (auto['results']['8']['mean'] - base):+.1f} ({auto['merge_share']:.2f})"
+                         if auto else " | ") + " |")
     print(table)
     replace_in_readme("adapt", table)
 

@@ -264,8 +264,9 @@ def adapt(
     method: str = typer.Option("spans", "--method",
                                help="spans (passages of one document as positives), simcse or tsdae (sentence "
                                     "encoders), or mlm."),
-    merge: float = typer.Option(0.5, "--merge", help="Share of the adapted weights in the result, the rest the "
-                                                      "base's (1: as trained)."),
+    merge: str = typer.Option("auto", "--merge", help="Share of the adapted weights in the result, the rest the "
+                                                       "base's: auto (from how well the base knows the corpus), or "
+                                                       "a number from 0 to 1 (1: as trained)."),
     budget: str | None = typer.Option(None, "--budget", help="Stop after this long, e.g. 10m (saves cleanly)."),
     max_steps: int = typer.Option(1000, "--max-steps", help="Optimizer steps at most."),
     from_labeled: Path | None = typer.Option(None, "--from-labeled",

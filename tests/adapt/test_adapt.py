@@ -205,8 +205,57 @@ def test_spans_result_is_merged_with_the_base(tiny_backbone, tmp_path):
     moved = {share: np.abs(TextBackbone(str(share), out).encode(CORPUS[:8]) - before).mean()
              for share, out in outs.items()}
     assert moved[0.0] < 1e-6 < moved[0.5] < moved[1.0]
-    with pytest.raises(ConfigError, match="between 0 and 1"):
-        adapt(documents, tmp_path / "bad", backbone=str(tiny_backbone), config=dict(config, merge=1.5))
+    for bad in (1.5, "half"):
+        with pytest.raises(ConfigError, match="between 0 and 1"):
+            adapt(documents, tmp_path / "bad", backbone=str(tiny_backbone), config=dict(config, merge=bad))
+
+
+def test_auto_merge_keeps_the_share_of_the_spans_task_the_base_fails_on(tiny_backbone, tmp_path):
+    """merge=auto measures the base on the spans task before training and keeps 1 - accuracy of the adapted
+    weights (at least a quarter); the result equals the fixed-share run with that share, so training is unchanged."""
+    from tenni.adapt.continued import MERGE_FLOOR, auto_share
+
+    documents = [" ".join(CORPUS[i:i + 6]) for i in range(0, len(CORPUS), 6)]
+    config = dict(FAST, max_length=16, batch_size=4)
+    auto = adapt(documents, tmp_path / "auto", backbone=str(tiny_backbone), config=config)  # auto: the default
+    lineage = json.loads((auto / "tenni-backbone.json").read_text())
+    accuracy = lineage["base_pretext"]["accuracy"]
+    assert lineage["config"]["merge"] == "auto" and 0 <= accuracy <= 1
+    assert lineage["base_pretext"]["documents"] >= len(documents) - 2  # a small remainder batch may be left out
+    assert lineage["merge_share"] == auto_share(accuracy) and MERGE_FLOOR <= lineage["merge_share"] <= 1
+    fixed = adapt(documents, tmp_path / "fixed", backbone=str(tiny_backbone),
+                  config=dict(config, merge=lineage["merge_share"]))
+    assert json.loads((fixed / "tenni-backbone.json").read_text())["base_pretext"] == lineage["base_pretext"]
+    np.testing.assert_allclose(TextBackbone("a", auto).encode(CORPUS[:8]), TextBackbone("f", fixed).encode(CORPUS[:8]),
+                               atol=1e-6)
+
+
+def test_auto_share_follows_how_well_the_base_knows_the_corpus():
+    from tenni.adapt.continued import auto_share, describe_auto_share, parse_merge
+
+    assert auto_share(1.0) == auto_share(0.9) == 0.25  # a known domain: a light touch
+    assert auto_share(0.43) == 0.57 and auto_share(0.0) == 1.0  # the share the base fails on
+    assert auto_share(None) == 0.5  # too small a corpus to measure
+    assert "light touch" in describe_auto_share(0.98, 0.25) and "does not know" in describe_auto_share(0.4, 0.6)
+    assert parse_merge("AUTO") == "auto" and parse_merge("0.5") == 0.5 and parse_merge(1) == 1.0
+
+
+def test_base_pretext_tells_a_known_text_from_noise(tiny_backbone):
+    """The spans-task accuracy is high where passages of a document share words and low on random token soup:
+    the measure behind merge=auto responds to how recognisable documents are to the encoder."""
+    from tenni.adapt.continued import AdaptConfig, base_pretext
+    from tenni.backbones import get_backbone
+    from tenni.strategies._torch import load_encoder
+
+    tokenizer, encoder, _ = load_encoder(get_backbone(str(tiny_backbone)))
+    cfg = AdaptConfig(batch_size=8, max_length=24)
+    rng = np.random.default_rng(0)
+    words = [w for w in tokenizer.get_vocab() if w.isalpha() and len(w) > 3][:64]
+    distinct = [" ".join(rng.choice(words[2 * i:2 * i + 2], 60)) for i in range(32)]  # each document its own words
+    soup = [" ".join(rng.choice(words, 60)) for _ in range(32)]  # every document the same mix of all of them
+    known, noise = base_pretext(encoder, tokenizer, distinct, cfg), base_pretext(encoder, tokenizer, soup, cfg)
+    assert known["documents"] == noise["documents"] == 32
+    assert known["accuracy"] > noise["accuracy"] + 0.2
 
 
 def test_cli_adapt_writes_a_backbone_says_how_to_check_it_and_refuses_bad_input(tiny_backbone, tmp_path,
@@ -230,7 +279,9 @@ def test_cli_adapt_writes_a_backbone_says_how_to_check_it_and_refuses_bad_input(
     code, captured = run("adapt", corpus, "-o", out, "--backbone", tiny_backbone, "--max-steps", 2,
                          "--set", "batch_size=8", "--set", "max_length=16")
     assert code == 0, captured.err
-    assert json.loads((out / "tenni-backbone.json").read_text())["config"]["merge"] == 0.5
+    lineage = json.loads((out / "tenni-backbone.json").read_text())
+    assert lineage["config"]["merge"] == "auto" and 0.25 <= lineage["merge_share"] <= 1
+    assert "of passage pairs from this corpus" in " ".join(captured.err.split() + captured.out.split())
     assert f"tenni assess YOUR_LABELED_DATA --backbones {tiny_backbone},{out}" in " ".join(captured.out.split())
     empty = tmp_path / "empty.txt"
     empty.write_text("\n \n", encoding="utf-8")
@@ -239,3 +290,6 @@ def test_cli_adapt_writes_a_backbone_says_how_to_check_it_and_refuses_bad_input(
     assert not (tmp_path / "never").exists()
     code, captured = run("adapt", corpus, "-o", tmp_path / "never", "--backbone", tiny_backbone, "--merge", 2)
     assert code == 2 and "between 0 and 1" in captured.err
+    code, captured = run("adapt", corpus, "-o", tmp_path / "half", "--backbone", tiny_backbone, "--max-steps", 1,
+                         "--merge", "0.5", "--set", "batch_size=8", "--set", "max_length=16")
+    assert code == 0 and json.loads((tmp_path / "half" / "tenni-backbone.json").read_text())["merge_share"] == 0.5

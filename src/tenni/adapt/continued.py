@@ -16,10 +16,13 @@ Methods:
 - ``mlm``: masked-language modelling with the model's own head, or a new one tied to the input embeddings when it
   has none (the bundled MiniLM) — the classic DAPT objective, best with more text and more steps.
 
-The result is merged with the base (``merge``, default 0.5: the midpoint of the two weight vectors, WiSE-FT):
-adapting a sentence encoder that was already tuned on a billion pairs (MiniLM) loses part of that tuning, and the
-midpoint keeps most of a domain gain while losing almost nothing where the corpus adds nothing (measured in
-bench/adapt.py). ``merge=1`` keeps the weights as trained.
+The result is merged with the base (weight-space averaging, WiSE-FT): adapting a sentence encoder that was already
+tuned on a billion pairs (MiniLM) loses part of that tuning. How much of the adapted weights to keep follows how
+far the corpus is from the base (``merge="auto"``, the default): before training, the base is asked to match the
+two passages of each document among a batch of others (the spans task, no labels). Where it already matches
+nearly all of them it knows this text, and the result keeps a quarter of the adapted weights (a light touch);
+where it fails, the result keeps the share it fails on (livedoor_news, Japanese, matched 43%: 57% adapted).
+A number sets the share instead (``merge=1``: as trained). Measured in bench/adapt.py.
 
 Long runs are safe: a progress bar with ETA, a checkpoint every ``checkpoint_every`` steps under
 ``OUTPUT.partial/``, ``resume=True`` continues from the last checkpoint after Ctrl-C or a kill, and the output is
@@ -35,7 +38,7 @@ import json
 import math
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -60,8 +63,9 @@ class AdaptConfig:
     temperature: float = field(default=0.05, metadata={"help": "SimCSE softmax temperature"})
     document_tokens: int = field(default=512, metadata={"help": "spans: tokens of each document sampled from"})
     crop_min: float = field(default=0.5, metadata={"help": "spans: shortest crop of a short text, as a share"})
-    merge: float = field(default=0.5, metadata={"help": "share of the adapted weights in the result, the rest "
-                                                         "the base's (WiSE-FT); 1: as trained"})
+    merge: float | str = field(default="auto", metadata={"help": "share of the adapted weights in the result, the "
+                                                                 "rest the base's (WiSE-FT); auto: from how well the "
+                                                                 "base knows the corpus; 1: as trained"})
     mask_probability: float = field(default=0.15, metadata={"help": "MLM masking rate"})
     deletion_ratio: float = field(default=0.6, metadata={"help": "TSDAE: share of tokens deleted from the input"})
     checkpoint_every: int = field(default=100, metadata={"help": "steps between resumable checkpoints"})
@@ -110,9 +114,8 @@ def adapt(corpus, output: str | Path, *, backbone: str = "text/minilm", config: 
     cfg = make_config(AdaptConfig, config)
     if cfg.method not in METHODS:
         raise ConfigError(f"unknown method '{cfg.method}'", hint=f"choose one of: {', '.join(METHODS)}")
-    if not 0 <= cfg.merge <= 1:
-        raise ConfigError(f"merge must be between 0 and 1, got {cfg.merge}",
-                          hint="0.5 averages with the base (the default); 1 keeps the weights as trained")
+    merge = parse_merge(cfg.merge)
+    cfg = replace(cfg, merge=merge)
     texts = read_corpus(from_labeled if from_labeled is not None else corpus, text_col=text_col)
     base = get_backbone(backbone)
     if not base.trainable or not hasattr(base, "transformer_dir"):
@@ -131,6 +134,9 @@ def adapt(corpus, output: str | Path, *, backbone: str = "text/minilm", config: 
 
     torch.manual_seed(cfg.seed)
     tokenizer, model, encoder = _build(base, cfg)
+    lineage["base_pretext"] = base_pretext(encoder, tokenizer, texts, cfg)  # the base as built: before any resume
+    share = auto_share(lineage["base_pretext"]["accuracy"]) if merge == "auto" else merge
+    lineage["merge_share"] = share
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.01)
     steps_per_epoch = math.ceil(len(texts) / cfg.batch_size)
@@ -191,10 +197,12 @@ def adapt(corpus, output: str | Path, *, backbone: str = "text/minilm", config: 
                    first_loss=float(np.mean(losses[:10])) if losses else None,
                    last_loss=float(np.mean(losses[-10:])) if losses else None,
                    created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
-    if cfg.merge < 1:
+    if merge == "auto":
+        info(describe_auto_share(lineage["base_pretext"]["accuracy"], share))
+    if share < 1:
         from ..strategies._torch import load_encoder
 
-        merge_with_base(encoder.model, load_encoder(base)[1].model, cfg.merge)
+        merge_with_base(encoder.model, load_encoder(base)[1].model, share)
     _write_backbone(output, base, encoder.model, tokenizer, lineage)
     shutil.rmtree(partial, ignore_errors=True)
     return output
@@ -231,9 +239,79 @@ def _info_nce(encoder, enc, n, temperature):
     """Rows i and n + i of ``enc`` are positives; every other second view in the batch is a negative."""
     import torch
 
+    return torch.nn.functional.cross_entropy(_pair_logits(encoder, enc, n, temperature), torch.arange(n))
+
+
+def _pair_logits(encoder, enc, n, temperature):
+    """Cosine similarities / temperature of every first view (rows) against every second view (columns)."""
+    import torch
+
     emb = torch.nn.functional.normalize(encoder(enc["input_ids"], enc["attention_mask"]), dim=-1)
-    logits = emb[:n] @ emb[n:].T / temperature
-    return torch.nn.functional.cross_entropy(logits, torch.arange(n))
+    return emb[:n] @ emb[n:].T / temperature
+
+
+MERGE_FLOOR = 0.25  # the share kept where the base already knows the corpus
+
+
+def parse_merge(value) -> float | str:
+    """``"auto"`` or a share between 0 and 1 (numbers may arrive as strings from the CLI)."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    try:
+        share = float(value)
+    except (TypeError, ValueError):
+        share = float("nan")
+    if not 0 <= share <= 1:
+        raise ConfigError(f"merge must be 'auto' or a number between 0 and 1, got {value}",
+                          hint="auto (the default) sets it from how well the base knows the corpus; 1 keeps the "
+                               "weights as trained, 0.5 averages with the base")
+    return share
+
+
+def base_pretext(encoder, tokenizer, texts: list[str], cfg, sample: int = 256) -> dict:
+    """How well the base already does the spans task on this corpus, before any training: for up to ``sample``
+    documents, two random spans each, the share of first spans whose nearest second span (cosine, among a batch of
+    ``batch_size`` documents) is their own. No labels; a base that knows this kind of text matches nearly all
+    (MiniLM: ag_news 100%, sms_spam 98%, banking77 91%), one that does not fails often (livedoor_news 43%).
+    Runs in eval mode with its own random stream, so the training that follows is unchanged."""
+    import torch
+
+    rng = np.random.default_rng(cfg.seed + 7919)
+    chosen = rng.permutation(len(texts))[:sample]
+    documents = tokenizer([texts[i] for i in chosen], add_special_tokens=False, truncation=True,
+                          max_length=cfg.document_tokens)["input_ids"]
+    batch = max(2, cfg.batch_size)
+    hits = total = 0
+    was_training = encoder.training
+    encoder.eval()
+    with torch.no_grad():
+        for begin in range(0, len(documents), batch):
+            chunk = documents[begin:begin + batch]
+            if len(chunk) < 2 or (begin and len(chunk) < batch // 2):  # a small remainder is an easier test
+                continue
+            enc = tokenizer.pad({"input_ids": span_views(tokenizer, chunk, cfg, rng)}, return_tensors="pt")
+            logits = _pair_logits(encoder, enc, len(chunk), cfg.temperature)
+            hits += int((logits.argmax(dim=1) == torch.arange(len(chunk))).sum())
+            total += len(chunk)
+    encoder.train(was_training)
+    return {"accuracy": round(hits / total, 4) if total else None, "documents": total, "batch": batch}
+
+
+def auto_share(accuracy: float | None) -> float:
+    """The share of adapted weights to keep: the share of the spans task the base fails on, at least
+    ``MERGE_FLOOR`` (0.5 when the corpus is too small to tell)."""
+    if accuracy is None:
+        return 0.5
+    return round(min(1.0, max(MERGE_FLOOR, 1.0 - accuracy)), 4)
+
+
+def describe_auto_share(accuracy: float | None, share: float) -> str:
+    if accuracy is None:
+        return f"too few texts to tell how well the base knows them: kept {share:.0%} of the adapted weights"
+    known = ("it already knows this kind of text, so a light touch" if share <= MERGE_FLOOR
+             else "it does not know this kind of text well, so most of what adaptation learned")
+    return (f"the base matched {accuracy:.0%} of passage pairs from this corpus before adapting: {known} "
+            f"(kept {share:.0%} of the adapted weights; --merge sets another share)")
 
 
 def span_views(tokenizer, documents: list[list[int]], cfg, rng) -> list[list[int]]:
@@ -440,7 +518,8 @@ def _load_checkpoint(folder: Path, lineage: dict) -> dict | None:
     except (OSError, ValueError):
         return None
     wanted = {k: lineage[k] for k in ("base_fingerprint", "method", "corpus_sha256")}
-    volatile = ("budget", "checkpoint_every")  # may change between an interrupted run and its resumption
+    # may change between an interrupted run and its resumption (the merge happens after the last step)
+    volatile = ("budget", "checkpoint_every", "merge")
     same_config = ({k: v for k, v in (meta.get("config") or {}).items() if k not in volatile}
                    == {k: v for k, v in lineage["config"].items() if k not in volatile})
     if meta.get("lineage") != wanted or not same_config:
@@ -476,7 +555,7 @@ def _write_backbone(output: Path, base, model, tokenizer, lineage: dict) -> None
         card = "---\n" + (f"language: {', '.join(languages)}\n" if languages else "") + "---\n"
         card += (f"# Adapted from {base.name}\n\nContinued pretraining ({lineage['method']}) on "
                  f"{lineage['corpus_texts']} texts; {lineage['steps']} steps; weights "
-                 f"{lineage['config']['merge']:g} x adapted + {1 - lineage['config']['merge']:g} x base. "
+                 f"{lineage['merge_share']:g} x adapted + {1 - lineage['merge_share']:g} x base. "
                  "Made by tenni adapt.\n")
         (tmp / "README.md").write_text(card, encoding="utf-8")
         atomic_write_json(tmp / LINEAGE_FILE, lineage)
