@@ -252,7 +252,13 @@ def write_table(data: dict) -> None:
                 and not row.get("learning_rate"))
 
     rows = [r for r in data["rows"] if r["method"] != "base" and r["dataset"] in bases]
-    for row in sorted(rows, key=lambda r: not is_default(r)):  # the default first, then the other runs in order
+    def has_gap(row) -> bool:
+        reasons = bases[row["dataset"]].get("assess_reasons", [])
+        return bases[row["dataset"]].get("assess_recommends_adaptation") or any(
+            "but the backbone was trained on" in r for r in reasons)
+
+    # the default first (sets with a gap before the others), then the other runs in order
+    for row in sorted(rows, key=lambda r: (not is_default(r), not (is_default(r) and has_gap(r)))):
         base = bases[row["dataset"]]
         if base.get("assess_recommends_adaptation"):
             gap = "domain gap: suggests adapting"

@@ -110,6 +110,10 @@ def test_assess_puts_the_adapted_backbone_beside_its_base(tiny_backbone, tmp_pat
     assert adapted.signals["adapted_from"] == str(tiny_backbone)
     assert "gain_over_base" in adapted.signals
     assert any("base" in reason for reason in adapted.reasons)
+    alone = assess(train_data, backbones=[str(out)])  # the base is added beside it
+    assert sorted(r.backbone for r in alone.reports if r.backbone != "scratch (TF-IDF)") == sorted(
+        [str(out), str(tiny_backbone)])
+    assert "gain_over_base" in next(r for r in alone.reports if r.backbone == str(out)).signals
 
 
 def test_models_lists_adapted_backbones(tiny_backbone, tmp_path, capsys, monkeypatch):

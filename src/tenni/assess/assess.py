@@ -124,7 +124,7 @@ def assess(data, *, backbones: list[str] | None = None, test=None, seed: int = 0
     scratch_name = SCRATCH_NAMES.get(dataset.modality, SCRATCH)
     scratch = BackboneReport(scratch_name, mean, (lo, hi), float(np.mean(knn_cv(sfeat, y, splits))), logme(sfeat, y),
                              h_score(sfeat, y), seconds=time.perf_counter() - start)
-    for name in backbones or default_candidates(dataset.modality):
+    for name in with_bases(backbones or default_candidates(dataset.modality)):
         start = time.perf_counter()
         bb = get_backbone(name)
         feats = bb.encode(texts)
@@ -159,6 +159,31 @@ def assess(data, *, backbones: list[str] | None = None, test=None, seed: int = 0
         assessment.label_check = check_labels(dataset, test=test, backbone=reports[0].backbone, seed=seed,
                                               **read_options).summary()
     return assessment
+
+
+def with_bases(names: list[str]) -> list[str]:
+    """The candidates, each adapted backbone followed by its base where the list lacks it and the base loads
+    here: whether adaptation helped is only known beside the base, on the same folds."""
+    import json
+    from pathlib import Path
+
+    from ..backbones import get_backbone
+
+    out = list(names)
+    for name in names:
+        lineage_file = Path(name) / "tenni-backbone.json"
+        try:
+            base = json.loads(lineage_file.read_text()).get("base") if lineage_file.is_file() else None
+        except ValueError:
+            continue
+        if not base or base in out:
+            continue
+        try:
+            get_backbone(base)
+        except Exception:  # not available here (a hub model not cached): _compare_adapted says to add it
+            continue
+        out.insert(out.index(name) + 1, base)
+    return out
 
 
 def _compare_adapted(reports: list[BackboneReport]) -> None:
