@@ -82,7 +82,8 @@ class BirdNETBackbone(AudioBackbone):
     graph rewritten in memory so that the embedding is its output and the species classifier is gone
     (``embedding_graph``): reading an inner tensor otherwise needs ``experimental_preserve_all_tensors``, which
     keeps the XNNPACK delegate off. With the rewrite one interpreter runs 1.2-1.45x faster and gives the same
-    numbers; on the 2 cores measured here the pair stays near 95-100 s of audio/s either way (the cores bound it).
+    numbers; the pair on the 2 cores measured here gives 100-140 s of audio/s on long recordings as the VM's load
+    drifts. Blocks of windows per invoke were tried: faster on pre-decoded windows, no gain end to end.
     """
 
     dim = 1024
