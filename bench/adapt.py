@@ -252,20 +252,20 @@ def write_table(data: dict) -> None:
                 and not row.get("learning_rate"))
 
     rows = [r for r in data["rows"] if r["method"] != "base" and r["dataset"] in bases]
-    def has_gap(row) -> bool:
-        reasons = bases[row["dataset"]].get("assess_reasons", [])
-        return bases[row["dataset"]].get("assess_recommends_adaptation") or any(
-            "but the backbone was trained on" in r for r in reasons)
-
-    # the default first (sets with a gap before the others), then the other runs in order
-    for row in sorted(rows, key=lambda r: (not is_default(r), not (is_default(r) and has_gap(r)))):
-        base = bases[row["dataset"]]
+    def gap_label(dataset: str) -> str:
+        base = bases[dataset]
         if base.get("assess_recommends_adaptation"):
-            gap = "domain gap: suggests adapting"
-        elif any("but the backbone was trained on" in r for r in base.get("assess_reasons", [])):
-            gap = "language gap: suggests a multilingual backbone"
-        else:
-            gap = "no gap"
+            return "domain gap: suggests adapting"
+        if any("but the backbone was trained on" in r for r in base.get("assess_reasons", [])):
+            return "language gap: suggests a multilingual backbone"
+        return "no gap"
+
+    def order(row) -> tuple:  # the default first (sets with a gap before the others), then the other runs in order
+        return (False, gap_label(row["dataset"]) == "no gap") if is_default(row) else (True, False)
+
+    for row in sorted(rows, key=order):
+        base = bases[row["dataset"]]
+        gap = gap_label(row["dataset"])
         method = row["method"] + (f" (lr {row['learning_rate']:g})" if row.get("learning_rate") else "")
         if row.get("merge") == "auto":
             method += f" (merged auto: {row['merge_share']:.2f})"

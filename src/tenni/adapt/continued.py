@@ -580,15 +580,21 @@ def _keep_base_weights(base_dir: Path, out_dir: Path) -> None:
         save_file({**weights, **extra}, str(out_file), metadata={"format": "pt"})
 
 
+def read_lineage(folder: str | Path) -> dict | None:
+    """The lineage of an adapted backbone folder; None for any other folder, name or an unreadable file."""
+    lineage = Path(folder) / LINEAGE_FILE
+    try:
+        return json.loads(lineage.read_text()) if lineage.is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
 def find_adapted(root: str | Path) -> list[dict]:
     """Adapted backbones (folders with a lineage file) directly under ``root`` or at it."""
     root = Path(root)
     found = []
     for folder in [root, *sorted(p for p in root.iterdir() if p.is_dir())] if root.is_dir() else []:
-        lineage = folder / LINEAGE_FILE
-        if lineage.exists():
-            try:
-                found.append(dict(json.loads(lineage.read_text()), path=str(folder)))
-            except ValueError:
-                continue
+        lineage = read_lineage(folder)
+        if lineage is not None:
+            found.append(dict(lineage, path=str(folder)))
     return found

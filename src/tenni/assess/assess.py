@@ -164,23 +164,17 @@ def assess(data, *, backbones: list[str] | None = None, test=None, seed: int = 0
 def with_bases(names: list[str]) -> list[str]:
     """The candidates, each adapted backbone followed by its base where the list lacks it and the base loads
     here: whether adaptation helped is only known beside the base, on the same folds."""
-    import json
-    from pathlib import Path
-
+    from ..adapt.continued import read_lineage
     from ..backbones import get_backbone
 
     out = list(names)
     for name in names:
-        lineage_file = Path(name) / "tenni-backbone.json"
-        try:
-            base = json.loads(lineage_file.read_text()).get("base") if lineage_file.is_file() else None
-        except ValueError:
-            continue
+        base = (read_lineage(name) or {}).get("base")
         if not base or base in out:
             continue
         try:
             get_backbone(base)
-        except Exception:  # not available here (a hub model not cached): _compare_adapted says to add it
+        except Exception:  # not available here (a hub model not cached): _compare_adapted says so
             continue
         out.insert(out.index(name) + 1, base)
     return out
@@ -188,20 +182,18 @@ def with_bases(names: list[str]) -> list[str]:
 
 def _compare_adapted(reports: list[BackboneReport]) -> None:
     """An adapted backbone beside its base: say whether continued pretraining helped, on the same folds."""
-    import json
-    from pathlib import Path
+    from ..adapt.continued import read_lineage
 
     by_name = {r.backbone: r for r in reports}
     for report in reports:
-        lineage_file = Path(report.backbone) / "tenni-backbone.json"
-        if not lineage_file.exists():
+        lineage = read_lineage(report.backbone)
+        if lineage is None:
             continue
-        lineage = json.loads(lineage_file.read_text())
         base = by_name.get(lineage.get("base"))
         report.signals["adapted_from"] = lineage.get("base")
-        if base is None:
-            report.reasons.append(f"adapted from {lineage.get('base')} ({lineage.get('method')}); add it to "
-                                  "--backbones to see whether adaptation helped")
+        if base is None:  # with_bases adds the base wherever it loads
+            report.reasons.append(f"adapted from {lineage.get('base')} ({lineage.get('method')}), which is not "
+                                  "available here, so whether adaptation helped is not known")
             continue
         diff = report.probe_accuracy - base.probe_accuracy
         report.signals["gain_over_base"] = diff
