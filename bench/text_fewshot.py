@@ -225,13 +225,14 @@ def predict_with(method: str, train, test, seed: int, timing: dict | None = None
     estimator.fit(train.inputs, train.labels)
     if timing is not None:
         timing["fit_seconds"] = round(time.perf_counter() - start, 2)
-        budget = getattr(estimator.config_, "budget", None)
+        budget = getattr(estimator, "budget_", None)  # auto: the budget it ran under (its default follows the data)
         if budget is not None:
             timing["budget_seconds"] = budget
     return [str(p) for p in estimator.predict(test.inputs)]
 
 
 NAMES = {"auto": "tenni auto (default)",
+         "auto_120s": "tenni auto, fixed 120 s budget (the earlier default)",
          "auto@text/e5-small-multilingual": "tenni auto, e5-multilingual (the default for Japanese)",
          "probe": "tenni probe", "setfit": "tenni setfit", "lora": "tenni lora", "finetune": "tenni finetune",
          "hybrid": "tenni hybrid", "scratch": "tenni scratch",

@@ -157,6 +157,100 @@ def test_auto_refuses_a_winner_whose_refit_would_overrun_the_budget(train_data, 
     assert est.chosen_.name == "probe" and "would not fit" in est.reason_
 
 
+def test_auto_default_budget_follows_the_room_the_probe_leaves(train_data, monkeypatch):
+    """Unset, the budget is 120 s where the probe already scores 95% across the folds and 300 s where it does
+    not: a challenger whose (pessimistic) prior is 50 s a fold is raced, and wins, only in the second case."""
+    import random
+
+    from tenni.strategies import auto, base
+    from tenni.strategies.probe import LinearProbe
+
+    texts, separable = train_data
+    noisy = [random.Random(i).choice(["a", "b"]) for i in range(len(texts))]  # the probe is at chance
+    oracle = dict(zip(texts, noisy))
+
+    class QuickOracle(LinearProbe):  # knows every noisy label, and is fast whatever its prior says
+        name = "quick_oracle"
+
+        def _predict_proba(self, texts):
+            return np.array([[float(oracle.get(t) == c) for c in self.classes_] for t in texts])
+
+    monkeypatch.setitem(base._STRATEGIES, "quick_oracle", QuickOracle)
+    prior = auto.estimate_seconds
+    monkeypatch.setattr(auto, "estimate_seconds", lambda name, *a, **k: 50.0 if name == "quick_oracle"
+                        else prior(name, *a, **k))
+    config = {"candidates": ("probe", "quick_oracle")}
+
+    easy = get_strategy_class("auto")(config=config).fit(texts, separable)
+    assert np.mean(easy.race_["probe"]["scores"]) >= auto.ROOM and easy.budget_ == auto.SHORT_BUDGET
+    assert easy.race_["quick_oracle"]["status"].startswith("stopped") and easy.chosen_.name == "probe"
+    assert "budget 120 s" in easy.reason_
+
+    hard = get_strategy_class("auto")(config=config).fit(texts, noisy)
+    assert np.mean(hard.race_["probe"]["scores"]) < auto.ROOM and hard.budget_ == auto.LONG_BUDGET
+    # (a few generated texts repeat with different random labels, so the oracle is not quite perfect)
+    assert np.mean(hard.race_["quick_oracle"]["scores"]) > 0.9 and hard.chosen_.name == "quick_oracle"
+    assert "budget 300 s" in hard.reason_ and "leaves room" in hard.reason_
+
+    given = get_strategy_class("auto")(config=dict(config, budget=30.0)).fit(texts, noisy)
+    assert given.budget_ == 30.0 and "budget 30" not in given.reason_  # the user's budget needs no reason
+    assert given.race_["quick_oracle"]["status"].startswith("stopped")
+
+
+def test_auto_keeps_time_to_refit_the_leader(train_data, monkeypatch):
+    """A cheap challenger's folds must not eat the time the leading (dearer) challenger needs for its refit.
+    On a simulated clock, budget 100 s: 'dear' (a perfect oracle) takes 30 s a fit, so ~54 s to refit on all the
+    data; 'cheap' (right 3 times in 4) takes 10 s. Without the reserve, cheap ran all its folds and dear, the
+    better, could no longer be refitted in time."""
+    import random
+    import types
+
+    from tenni.strategies import auto, base
+    from tenni.strategies.probe import LinearProbe
+
+    texts = train_data[0]
+    labels = [random.Random(i).choice(["a", "b"]) for i in range(len(texts))]
+    truth = dict(zip(texts, labels))
+    now = [0.0]
+    monkeypatch.setattr(auto, "time", types.SimpleNamespace(perf_counter=lambda: now[0]))
+
+    def oracle(label, seconds, wrong_every):
+        class Oracle(LinearProbe):
+            name = label
+
+            def _fit(self, texts, y, cfg):
+                now[0] += seconds
+                super()._fit(texts, y, cfg)
+
+            def _predict_proba(self, texts):
+                flip = [i % wrong_every == 0 if wrong_every else False for i in range(len(texts))]
+                return np.array([[float((truth.get(t) == c) != f) for c in self.classes_]
+                                 for t, f in zip(texts, flip)])
+        return Oracle
+
+    monkeypatch.setitem(base._STRATEGIES, "dear", oracle("dear", 30, 0))
+    monkeypatch.setitem(base._STRATEGIES, "cheap", oracle("cheap", 10, 4))
+    monkeypatch.setattr(auto, "estimate_seconds", lambda name, *a, **k: {"dear": 30.0, "cheap": 10.0}.get(name, 0.1))
+    est = get_strategy_class("auto")(config={"budget": 100.0, "candidates": ("probe", "dear", "cheap")})
+    est.fit(texts, labels)
+    race = est.race_
+    assert len(race["dear"]["scores"]) == 1 and len(race["cheap"]["scores"]) == 1  # cheap's 2nd fold: no time
+    assert race["cheap"]["status"].startswith("stopped")
+    assert est.chosen_.name == "dear", est.reason_
+
+
+def test_auto_prior_for_the_hybrid_counts_classes_and_script():
+    """The hybrid's prior: many short English texts are cheap (word n-grams), the same characters of Japanese
+    cost ~10x more (character n-grams), and more classes cost more logistic fits."""
+    from tenni.strategies.auto import LONG_BUDGET, REFIT_SAFETY, estimate_seconds
+
+    # banking77 at 64 per class, a fold of two thirds: measured ~5 s; the race must be able to try it
+    fold = estimate_seconds("hybrid", 3245, 77, characters=193_000)
+    assert fold + REFIT_SAFETY * fold * 1.5 < LONG_BUDGET
+    assert estimate_seconds("hybrid", 384, 9, 481_000, unspaced=True) > 5 * estimate_seconds("hybrid", 384, 9, 481_000)
+    assert estimate_seconds("hybrid", 1000, 77) > estimate_seconds("hybrid", 1000, 2)
+
+
 def test_deadline_stops_training_loops(train_data):
     from tenni._deadline import BudgetExceeded, time_limit
 
