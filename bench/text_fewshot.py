@@ -220,7 +220,10 @@ def predict_with(method: str, train, test, seed: int, timing: dict | None = None
     from tenni.api import make_estimator
 
     strategy, _, backbone = method.partition("@")  # "probe@text/other-backbone" names another backbone
-    estimator = make_estimator(strategy, backbone or "text/minilm", seed=seed)
+    config = None
+    if backbone.startswith("budget="):  # "auto@budget=300": auto with another time budget
+        config, backbone = {"budget": float(backbone.split("=", 1)[1])}, ""
+    estimator = make_estimator(strategy, backbone or "text/minilm", config=config, seed=seed)
     start = time.perf_counter()
     estimator.fit(train.inputs, train.labels)
     if timing is not None:
@@ -232,7 +235,7 @@ def predict_with(method: str, train, test, seed: int, timing: dict | None = None
 
 
 NAMES = {"auto": "tenni auto (default)",
-         "auto_120s": "tenni auto, fixed 120 s budget (the earlier default)",
+         "auto@budget=300": "tenni auto --budget 5m",
          "auto@text/e5-small-multilingual": "tenni auto, e5-multilingual (the default for Japanese)",
          "probe": "tenni probe", "setfit": "tenni setfit", "lora": "tenni lora", "finetune": "tenni finetune",
          "hybrid": "tenni hybrid", "scratch": "tenni scratch",

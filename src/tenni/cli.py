@@ -61,9 +61,7 @@ def fit(
                                         help="auto, probe, hybrid, setfit, lora, finetune or scratch "
                                              "[default: auto, a budgeted race of the others; for images "
                                              "and audio, probe]"),
-    budget: str | None = typer.Option(None, "--budget",
-                                      help="Time for --strategy auto, e.g. 90s, 5m [2m where the probe scores 95%+ "
-                                           "on CV folds, else 5m]."),
+    budget: str | None = typer.Option(None, "--budget", help="Time for --strategy auto, e.g. 90s, 5m [2m]."),
     backbone: str = typer.Option("auto", "--backbone", "-b",
                                  help="auto (by the data's language), a registered name (`tenni models`), "
                                       "a local folder, or a hub id."),

@@ -157,46 +157,6 @@ def test_auto_refuses_a_winner_whose_refit_would_overrun_the_budget(train_data, 
     assert est.chosen_.name == "probe" and "would not fit" in est.reason_
 
 
-def test_auto_default_budget_follows_the_room_the_probe_leaves(train_data, monkeypatch):
-    """Unset, the budget is 120 s where the probe already scores 95% across the folds and 300 s where it does
-    not: a challenger whose (pessimistic) prior is 50 s a fold is raced, and wins, only in the second case."""
-    import random
-
-    from tenni.strategies import auto, base
-    from tenni.strategies.probe import LinearProbe
-
-    texts, separable = train_data
-    noisy = [random.Random(i).choice(["a", "b"]) for i in range(len(texts))]  # the probe is at chance
-    oracle = dict(zip(texts, noisy))
-
-    class QuickOracle(LinearProbe):  # knows every noisy label, and is fast whatever its prior says
-        name = "quick_oracle"
-
-        def _predict_proba(self, texts):
-            return np.array([[float(oracle.get(t) == c) for c in self.classes_] for t in texts])
-
-    monkeypatch.setitem(base._STRATEGIES, "quick_oracle", QuickOracle)
-    prior = auto.estimate_seconds
-    monkeypatch.setattr(auto, "estimate_seconds", lambda name, *a, **k: 50.0 if name == "quick_oracle"
-                        else prior(name, *a, **k))
-    config = {"candidates": ("probe", "quick_oracle")}
-
-    easy = get_strategy_class("auto")(config=config).fit(texts, separable)
-    assert np.mean(easy.race_["probe"]["scores"]) >= auto.ROOM and easy.budget_ == auto.SHORT_BUDGET
-    assert easy.race_["quick_oracle"]["status"].startswith("stopped") and easy.chosen_.name == "probe"
-    assert "budget 120 s" in easy.reason_
-
-    hard = get_strategy_class("auto")(config=config).fit(texts, noisy)
-    assert np.mean(hard.race_["probe"]["scores"]) < auto.ROOM and hard.budget_ == auto.LONG_BUDGET
-    # (a few generated texts repeat with different random labels, so the oracle is not quite perfect)
-    assert np.mean(hard.race_["quick_oracle"]["scores"]) > 0.9 and hard.chosen_.name == "quick_oracle"
-    assert "budget 300 s" in hard.reason_ and "leaves room" in hard.reason_
-
-    given = get_strategy_class("auto")(config=dict(config, budget=30.0)).fit(texts, noisy)
-    assert given.budget_ == 30.0 and "budget 30" not in given.reason_  # the user's budget needs no reason
-    assert given.race_["quick_oracle"]["status"].startswith("stopped")
-
-
 def test_auto_keeps_time_to_refit_the_leader(train_data, monkeypatch):
     """A cheap challenger's folds must not eat the time the leading (dearer) challenger needs for its refit.
     On a simulated clock, budget 100 s: 'dear' (a perfect oracle) takes 30 s a fit, so ~54 s to refit on all the
@@ -242,11 +202,11 @@ def test_auto_keeps_time_to_refit_the_leader(train_data, monkeypatch):
 def test_auto_prior_for_the_hybrid_counts_classes_and_script():
     """The hybrid's prior: many short English texts are cheap (word n-grams), the same characters of Japanese
     cost ~10x more (character n-grams), and more classes cost more logistic fits."""
-    from tenni.strategies.auto import LONG_BUDGET, REFIT_SAFETY, estimate_seconds
+    from tenni.strategies.auto import REFIT_SAFETY, AutoConfig, estimate_seconds
 
-    # banking77 at 64 per class, a fold of two thirds: measured ~5 s; the race must be able to try it
+    # banking77 at 64 per class, a fold of two thirds: measured ~5 s; the default race must be able to try it
     fold = estimate_seconds("hybrid", 3245, 77, characters=193_000)
-    assert fold + REFIT_SAFETY * fold * 1.5 < LONG_BUDGET
+    assert fold + REFIT_SAFETY * fold * 1.5 < AutoConfig().budget
     assert estimate_seconds("hybrid", 384, 9, 481_000, unspaced=True) > 5 * estimate_seconds("hybrid", 384, 9, 481_000)
     assert estimate_seconds("hybrid", 1000, 77) > estimate_seconds("hybrid", 1000, 2)
 
