@@ -228,7 +228,7 @@ def predict_with(method: str, train, test, seed: int, timing: dict | None = None
     estimator.fit(train.inputs, train.labels)
     if timing is not None:
         timing["fit_seconds"] = round(time.perf_counter() - start, 2)
-        budget = getattr(estimator, "budget_", None)  # auto: the budget it ran under
+        budget = getattr(estimator.config_, "budget", None)
         if budget is not None:
             timing["budget_seconds"] = budget
     return [str(p) for p in estimator.predict(test.inputs)]

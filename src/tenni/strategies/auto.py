@@ -24,9 +24,8 @@ import numpy as np
 
 from .._deadline import BudgetExceeded, time_limit
 from .._logging import info
-from ..language import main_language
 from .base import Strategy, get_strategy_class, register_strategy
-from .scratch import UNSPACED_LANGUAGES
+from .scratch import wants_characters
 
 COST_ORDER = ("probe", "hybrid", "setfit", "lora", "finetune")
 MEDIA_CANDIDATES = ("probe", "finetune")  # images and audio
@@ -34,6 +33,11 @@ MEDIA_CANDIDATES = ("probe", "finetune")  # images and audio
 # ag_news at 8 per class (idle), the refit of setfit ran ~4% over that, so the fit ended at 125 s of a 120 s
 # budget: the race keeps a margin for it
 REFIT_SAFETY = 1.2
+
+
+def refit_seconds(fold_seconds: float, n_all: int, n_fold: int) -> float:
+    """A fold's time scaled to a refit on all the data, with the safety margin."""
+    return REFIT_SAFETY * fold_seconds * n_all / max(n_fold, 1)
 
 
 @dataclass
@@ -89,23 +93,23 @@ class AutoStrategy(Strategy):
             candidates.insert(0, "probe")
         folds = int(min(cfg.folds, np.bincount(y).min()))
         race: dict[str, dict] = {c: {"scores": [], "seconds": [], "status": "racing"} for c in candidates}
-        self.budget_ = budget = cfg.budget
+        budget = cfg.budget
         if folds >= 2:
             splits = list(StratifiedKFold(folds, shuffle=True, random_state=self.seed).split(texts, y))
             # the incumbent runs every fold first (cheap): its scores are there for every comparison
             for train_idx, val_idx in splits:
                 self._run_fold("probe", race["probe"], texts, labels, train_idx, val_idx)
-            unspaced = backbone.modality == "text" and main_language(texts) in UNSPACED_LANGUAGES
+            unspaced = backbone.modality == "text" and wants_characters(texts)
             alive = list(candidates)
             for k, (train_idx, val_idx) in enumerate(splits):
-                survivors = ["probe"] if "probe" in alive else []
+                survivors = ["probe"]  # ran every fold already; halving always keeps it
                 for name in alive:
                     if name == "probe":
                         continue
                     entry = race[name]
                     fold_est = (np.mean(entry["seconds"]) if entry["seconds"] else estimate_seconds(
                         name, len(train_idx), len(self.classes_), sum(len(texts[i]) for i in train_idx), unspaced))
-                    refit_est = REFIT_SAFETY * fold_est * len(texts) / max(len(train_idx), 1)
+                    refit_est = refit_seconds(fold_est, len(texts), len(train_idx))
                     # keep time to refit the challenger leading so far too: otherwise several folds that each
                     # fit can, together, leave no time to refit whichever of them wins
                     reserve = max(refit_est, self._refit_estimate(race, cfg, len(texts), len(train_idx)))
@@ -140,10 +144,9 @@ class AutoStrategy(Strategy):
             # a challenger wins only if its refit on all the data, estimated from its measured folds, fits in
             # what is left of the budget
             elapsed = time.perf_counter() - start
-            scale = REFIT_SAFETY * len(texts) / max(len(splits[0][0]), 1)
             for name, entry in race.items():
                 if name != "probe" and entry["seconds"]:
-                    refit = scale * float(np.mean(entry["seconds"]))
+                    refit = refit_seconds(float(np.mean(entry["seconds"])), len(texts), len(splits[0][0]))
                     if elapsed + refit > budget:
                         entry["status"] = (f"not eligible: its refit on all the data (~{refit:.0f} s) would not fit "
                                            f"in the {max(budget - elapsed, 0):.0f} s left of the budget")
@@ -169,7 +172,7 @@ class AutoStrategy(Strategy):
         leader = AutoStrategy._choose({k: v for k, v in race.items() if v["seconds"]}, cfg)
         if leader == "probe":
             return 0.0
-        return REFIT_SAFETY * float(np.mean(race[leader]["seconds"])) * n_all / max(n_fold, 1)
+        return refit_seconds(float(np.mean(race[leader]["seconds"])), n_all, n_fold)
 
     def _run_fold(self, name: str, entry: dict, texts, labels, train_idx, val_idx, limit: float | None = None):
         """Fit ``name`` on one fold's training part (within ``limit`` seconds) and score it on the rest."""
@@ -217,7 +220,7 @@ class AutoStrategy(Strategy):
     def get_state(self):
         tensors, meta = self.chosen_.get_state()
         return tensors, {"chosen": self.chosen_.name, "chosen_config": self.chosen_.config_dict(),
-                         "chosen_meta": meta, "race": self.race_, "reason": self.reason_, "budget": self.budget_}
+                         "chosen_meta": meta, "race": self.race_, "reason": self.reason_}
 
     def _set_state(self, tensors, meta) -> None:
         cls = get_strategy_class(meta["chosen"])
@@ -225,4 +228,3 @@ class AutoStrategy(Strategy):
                                       config=meta["chosen_config"], seed=self.seed, classes=self.classes_,
                                       tensors=tensors, meta=meta["chosen_meta"])
         self.race_, self.reason_ = meta.get("race", {}), meta.get("reason", "")
-        self.budget_ = meta.get("budget", self.config_.budget)

@@ -19,6 +19,11 @@ from .base import Strategy, register_strategy
 UNSPACED_LANGUAGES = ("ja", "zh", "th", "ko")  # character n-grams beat words (Korean: agglutinative)
 
 
+def wants_characters(texts) -> bool:
+    """Whether TF-IDF with ``analyzer='auto'`` reads these texts as character n-grams (unspaced scripts)."""
+    return main_language(texts) in UNSPACED_LANGUAGES
+
+
 @dataclass
 class ScratchConfig:
     analyzer: str = field(default="auto", metadata={
@@ -47,7 +52,7 @@ class TfidfScratch(Strategy):
     def _vectorizer_params(self, cfg: ScratchConfig, texts) -> dict:
         analyzer = cfg.analyzer
         if analyzer == "auto":
-            analyzer = "char_wb" if main_language(texts) in UNSPACED_LANGUAGES else "word"
+            analyzer = "char_wb" if wants_characters(texts) else "word"
         ngram = (1, cfg.ngram_max) if analyzer == "word" else (1, cfg.ngram_max + 2)
         return {"analyzer": analyzer, "ngram_range": list(ngram), "lowercase": True, "nfkc": True}
 
