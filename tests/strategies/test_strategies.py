@@ -223,3 +223,49 @@ def test_tuple_and_optional_options_from_the_cli_get_their_types():
     assert est.config_.weights == (0.3, 0.7)
     assert get_strategy_class("setfit")(config={"C": "2"}).config_.C == 2.0
     assert get_strategy_class("probe")(config={"C": "none"}).config_.C is None
+
+
+def test_grouped_forward_equals_one_padded_batch_in_the_callers_order(tiny_backbone):
+    """Training batches run in groups of similar length (less padding); outputs and gradients must be those of the
+    whole batch padded at once, row for row in the order asked."""
+    import torch
+
+    from tenni.backbones import get_backbone
+    from tenni.strategies._torch import Tokenized, load_encoder
+
+    tokenizer, encoder, _ = load_encoder(get_backbone(str(tiny_backbone)), normalise=True)
+    encoder.eval()
+    texts = ["short", "a much longer text " * 6, "mid length text here", "x", "another one " * 3, "tiny words"]
+    data = Tokenized(tokenizer, texts, 64)
+    idx = np.array([4, 1, 0, 5, 2])
+    whole = encoder(**data.batch(idx))
+    grouped = data.forward_grouped(encoder, idx, group=2)
+    assert torch.allclose(grouped, whole, atol=1e-5)
+    grads = []
+    for run in (lambda: encoder(**data.batch(idx)), lambda: data.forward_grouped(encoder, idx, group=2)):
+        encoder.zero_grad()
+        (run() * torch.arange(5.0)[:, None]).sum().backward()  # row weights: a wrong order changes the gradient
+        grads.append(encoder.model.encoder.layer[0].attention.self.query.weight.grad.clone())
+    assert torch.allclose(grads[0], grads[1], atol=1e-5)
+
+
+def test_setfit_can_leave_the_token_embeddings_as_they_were(tiny_backbone, train_data):
+    from tenni.backbones import get_backbone
+    from tenni.strategies._torch import load_encoder
+
+    _, base, _ = load_encoder(get_backbone(str(tiny_backbone)))
+    before = base.model.get_input_embeddings().weight.detach().clone()
+    layer = base.model.encoder.layer[0].attention.self.query.weight.detach().clone()
+    for tune in (False, True):
+        est = get_strategy_class("setfit")(backbone=str(tiny_backbone), seed=0,
+                                           config=dict(FAST_CONFIGS["setfit"], tune_embeddings=tune, max_pairs=48))
+        est.fit(*train_data)
+        after = est._encoder.model
+        assert torch_equal(after.get_input_embeddings().weight, before) is not tune
+        assert not torch_equal(after.encoder.layer[0].attention.self.query.weight, layer)
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a.detach(), b))
