@@ -250,6 +250,8 @@ def test_grouped_forward_equals_one_padded_batch_in_the_callers_order(tiny_backb
 
 
 def test_setfit_can_leave_the_token_embeddings_as_they_were(tiny_backbone, train_data):
+    import torch
+
     from tenni.backbones import get_backbone
     from tenni.strategies._torch import load_encoder
 
@@ -261,11 +263,5 @@ def test_setfit_can_leave_the_token_embeddings_as_they_were(tiny_backbone, train
                                            config=dict(FAST_CONFIGS["setfit"], tune_embeddings=tune, max_pairs=48))
         est.fit(*train_data)
         after = est._encoder.model
-        assert torch_equal(after.get_input_embeddings().weight, before) is not tune
-        assert not torch_equal(after.encoder.layer[0].attention.self.query.weight, layer)
-
-
-def torch_equal(a, b) -> bool:
-    import torch
-
-    return bool(torch.equal(a.detach(), b))
+        assert torch.equal(after.get_input_embeddings().weight.detach(), before) is not tune
+        assert not torch.equal(after.encoder.layer[0].attention.self.query.weight.detach(), layer)

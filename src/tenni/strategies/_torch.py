@@ -93,10 +93,10 @@ class Tokenized:
     def forward_grouped(self, model: nn.Module, idx, group: int = 8) -> torch.Tensor:
         """``model`` on the texts ``idx`` (rows in that order), run in groups of similar length.
 
-        A training batch of random texts is padded to its longest one; on short texts with a few long ones most of
-        the batch is padding. Sorting the batch by length and running it in groups of ``group`` pads each group to
-        its own longest text: the same outputs and gradients (the encoders have no batch statistics), about half
-        the arithmetic on SMS-length texts.
+        A batch of random texts padded to its longest one is mostly padding where a few texts are long. Sorted by
+        length and run in groups of ``group``, each group is padded to its own longest text: the same outputs and
+        gradients (the encoders have no batch statistics), about half the arithmetic on SMS-length training batches.
+        Inference runs a whole set through it in groups of the batch size.
         """
         idx = np.asarray(idx)
         order = np.argsort([len(self.ids[i]) for i in idx], kind="stable")
@@ -213,20 +213,14 @@ def train_classifier(model: SequenceClassifier, data: Tokenized, y: np.ndarray, 
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, data: Tokenized, idx=None, batch_size: int = 64) -> torch.Tensor:
-    """Batched inference, sorted by length so padding is short."""
+    """Batched inference, grouped by length so padding is short."""
     was_training = model.training
     model.eval()
     idx = np.arange(len(data)) if idx is None else np.asarray(idx)
-    order = sorted(range(len(idx)), key=lambda j: len(data.ids[idx[j]]))
-    outputs: list[torch.Tensor | None] = [None] * len(idx)
-    for start in range(0, len(order), batch_size):
-        chunk = order[start:start + batch_size]
-        out = model(**data.batch([idx[j] for j in chunk]))
-        for j, row in zip(chunk, out):
-            outputs[j] = row
+    out = data.forward_grouped(model, idx, group=batch_size) if len(idx) else torch.zeros(0)
     if was_training:
         model.train()
-    return torch.stack(outputs) if outputs else torch.zeros(0)
+    return out
 
 
 def to_numpy_state(state: dict[str, torch.Tensor], prefix: str = "") -> dict[str, np.ndarray]:
