@@ -1,6 +1,8 @@
-"""PyTorch pieces shared by the strategies that train the backbone (finetune, lora, setfit).
+"""PyTorch pieces shared by the text strategies that train the backbone (finetune, lora, setfit) and by continued
+pretraining (``tenni adapt``).
 
-torch and transformers are imported here and only here, so the probe and scratch paths stay light.
+torch is imported in modules like this one (and ``_media``), loaded only when a strategy trains, so the probe and
+scratch paths stay light.
 """
 
 from __future__ import annotations
