@@ -257,13 +257,11 @@ def _pair_logits(encoder, tokenizer, rows, n, temperature):
 
 def _encode_rows(encoder, tokenizer, rows):
     """Pooled embeddings of token-id ``rows``, encoded in groups of similar length."""
-    from ..strategies._torch import forward_in_groups
+    from functools import partial
 
-    def pad(chunk):
-        enc = tokenizer.pad({"input_ids": chunk}, return_tensors="pt")
-        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+    from ..strategies._torch import forward_in_groups, pad_rows
 
-    return forward_in_groups(encoder, rows, pad)
+    return forward_in_groups(encoder, rows, partial(pad_rows, tokenizer))
 
 
 MERGE_FLOOR = 0.25  # the share kept where the base already knows the corpus

@@ -88,16 +88,21 @@ class Tokenized:
         return self.pad([self.ids[i] for i in idx])
 
     def pad(self, rows: list[list[int]]) -> dict[str, torch.Tensor]:
-        out = self.tokenizer.pad({"input_ids": rows}, return_tensors="pt")
-        batch = {"input_ids": out["input_ids"], "attention_mask": out["attention_mask"]}
-        if self.type_ids is not None:
-            batch["token_type_ids"] = torch.zeros_like(out["input_ids"])
-        return batch
+        return pad_rows(self.tokenizer, rows, type_ids=self.type_ids is not None)
 
     def forward_grouped(self, model: nn.Module, idx, group: int = 8) -> torch.Tensor:
         """``model`` on the texts ``idx`` (rows in that order), run in groups of similar length (see
         ``forward_in_groups``). Inference runs a whole set through it in groups of the batch size."""
         return forward_in_groups(model, [self.ids[i] for i in np.asarray(idx)], self.pad, group)
+
+
+def pad_rows(tokenizer, rows: list[list[int]], type_ids: bool = False) -> dict[str, torch.Tensor]:
+    """Token-id ``rows`` padded into one batch (ids, attention mask, and zero token types where the model has them)."""
+    out = tokenizer.pad({"input_ids": rows}, return_tensors="pt")
+    batch = {"input_ids": out["input_ids"], "attention_mask": out["attention_mask"]}
+    if type_ids:
+        batch["token_type_ids"] = torch.zeros_like(out["input_ids"])
+    return batch
 
 
 def forward_in_groups(model: nn.Module, rows: list[list[int]], pad, group: int = 8) -> torch.Tensor:
