@@ -286,6 +286,35 @@ def test_pair_logits_in_length_groups_equal_one_padded_batch(tiny_backbone):
     assert torch.allclose(grouped, whole, atol=1e-4)
 
 
+def test_mlm_loss_in_length_groups_equals_the_heads_loss_on_one_padded_batch(tiny_backbone):
+    """MLM runs its rows in groups of similar length and projects only the masked positions to the vocabulary: the
+    loss is the masked-LM model's own loss on the whole batch padded to its longest row. Every masked token is a
+    real one, never a special token, and the masked share is near the configured rate."""
+    import torch
+
+    from tenni.adapt.continued import AdaptConfig, _build, mlm_grouped_loss, mlm_masks
+    from tenni.backbones import get_backbone
+
+    tokenizer, model, _ = _build(get_backbone(str(tiny_backbone)), AdaptConfig(method="mlm"))
+    model.eval()
+    batch = [text * (1 + i % 4) for i, text in enumerate(CORPUS[::4])]
+    rows, labels = mlm_masks(tokenizer, batch, 64, 0.15, np.random.default_rng(0))
+    assert len({len(r) for r in rows}) > 2, "rows of several lengths, so groups differ from the padded batch"
+    special = set(tokenizer.all_special_ids)
+    masked = [(r[i], lab[i]) for r, lab in zip(rows, labels) for i in range(len(r)) if lab[i] != -100]
+    assert all(t == tokenizer.mask_token_id and lab not in special for t, lab in masked)
+    assert 0.08 < len(masked) / sum(len(r) - 2 for r in rows) < 0.25
+    padded = tokenizer.pad({"input_ids": rows}, return_tensors="pt")
+    width = padded["input_ids"].shape[1]
+    target = torch.tensor([lab + [-100] * (width - len(lab)) for lab in labels])
+    with torch.no_grad():
+        whole = model(**padded, labels=target).loss
+        grouped = mlm_grouped_loss(model, tokenizer, rows, labels, group=3)
+    assert torch.allclose(grouped, whole, atol=1e-4)
+    _, none_drawn = mlm_masks(tokenizer, batch[:2], 64, 0.0, np.random.default_rng(0))
+    assert sum(lab != -100 for row in none_drawn for lab in row) == 1
+
+
 def test_cli_adapt_writes_a_backbone_says_how_to_check_it_and_refuses_bad_input(tiny_backbone, tmp_path,
                                                                               capsys, monkeypatch):
     import sys

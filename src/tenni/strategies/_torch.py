@@ -112,10 +112,15 @@ def forward_in_groups(model: nn.Module, rows: list[list[int]], pad, group: int =
     length and run in groups of ``group``, each group is padded to its own longest text: the same outputs and
     gradients (the encoders have no batch statistics), about half the arithmetic on SMS-length training batches.
     """
+    chunks = length_groups(rows, group)
+    parts = [model(**pad([rows[i] for i in chunk])) for chunk in chunks]
+    return torch.cat(parts)[torch.as_tensor(np.argsort(np.concatenate(chunks)))]
+
+
+def length_groups(rows: list[list[int]], group: int = 8) -> list[np.ndarray]:
+    """Indices of ``rows`` sorted by length and cut into ``ceil(len / group)`` groups of similar length."""
     order = np.argsort([len(r) for r in rows], kind="stable")
-    n_groups = max(1, math.ceil(len(rows) / group))
-    parts = [model(**pad([rows[i] for i in chunk])) for chunk in np.array_split(order, n_groups)]
-    return torch.cat(parts)[torch.as_tensor(np.argsort(order))]
+    return np.array_split(order, max(1, math.ceil(len(rows) / group)))
 
 
 @dataclass
