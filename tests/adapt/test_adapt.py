@@ -156,6 +156,32 @@ def test_tsdae_softmax_over_the_corpus_vocabulary_is_the_full_head_restricted():
     assert restricted_logits(torch.nn.Linear(16, 50), hidden, ids) is None  # unknown layout: the caller falls back
 
 
+def test_tsdae_loss_in_length_groups_equals_one_padded_batch(tiny_backbone):
+    """TSDAE's encoder and decoder run in groups of similar length: the loss is the one a single batch padded to its
+    longest text gives (one group), with the corpus-vocabulary softmax and with the full head."""
+    import torch
+
+    from tenni.adapt.continued import AdaptConfig, _build, _tsdae_loss, corpus_vocabulary
+    from tenni.backbones import get_backbone
+
+    cfg = AdaptConfig(method="tsdae", max_length=48)
+    tokenizer, model, encoder = _build(get_backbone(str(tiny_backbone)), cfg)
+    model.eval()
+    with torch.no_grad():  # a random decoder barely reads the pooled vector: sharpen it so a wrong row would show
+        for name, weight in model["decoder"].named_parameters():
+            if "crossattention" in name and name.endswith("weight") and "LayerNorm" not in name:
+                weight.mul_(30)
+        model["decoder"].get_input_embeddings().weight.mul_(50)
+    batch = [text * (1 + i % 4) for i, text in enumerate(CORPUS[::4])]
+    assert len({len(r) for r in tokenizer(batch, truncation=True, max_length=48)["input_ids"]}) > 2
+    vocab = corpus_vocabulary(tokenizer, batch, 48)
+    for v in (vocab, None):
+        with torch.no_grad():
+            one, grouped = (_tsdae_loss(encoder, model["decoder"], tokenizer, batch, cfg, np.random.default_rng(0), v,
+                                        group=g) for g in (len(batch), 3))
+        assert torch.allclose(one, grouped, atol=1e-4)
+
+
 def test_corpus_vocabulary_maps_every_token_of_the_corpus(tiny_backbone):
     import torch
     from transformers import AutoTokenizer

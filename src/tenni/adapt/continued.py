@@ -417,15 +417,19 @@ def _tsdae_model(base, encoder):
     return torch.nn.ModuleDict({"encoder": encoder.model, "decoder": decoder})
 
 
-def _tsdae_loss(encoder, decoder, tokenizer, batch, cfg, rng, vocab=None):
-    """Delete tokens, pool the rest into one vector, rebuild the original text from that vector."""
+def _tsdae_loss(encoder, decoder, tokenizer, batch, cfg, rng, vocab=None, group: int = 8):
+    """Delete tokens, pool the rest into one vector, rebuild the original text from that vector.
+
+    The encoder and the decoder both run in groups of similar length (``group`` texts), each padded to its own
+    longest text: the loss (mean over the real target tokens) is the one a single padded batch gives."""
     import torch
 
-    full = tokenizer(batch, truncation=True, max_length=cfg.max_length, padding=True, return_tensors="pt")
+    from ..strategies._torch import length_groups, pad_rows
+
+    rows = tokenizer(batch, truncation=True, max_length=cfg.max_length)["input_ids"]
     special = set(tokenizer.all_special_ids)
     damaged = []
-    for row, mask in zip(full["input_ids"].tolist(), full["attention_mask"].tolist()):
-        ids = [t for t, m in zip(row, mask) if m]
+    for ids in rows:
         inner = [i for i, t in enumerate(ids) if t not in special]
         keep = [i for i in inner if rng.random() >= cfg.deletion_ratio]
         if inner and not keep:
@@ -433,22 +437,29 @@ def _tsdae_loss(encoder, decoder, tokenizer, batch, cfg, rng, vocab=None):
         kept = set(keep)
         damaged.append([t for i, t in enumerate(ids) if t in special or i in kept])
     reps = _encode_rows(encoder, tokenizer, damaged)  # (batch, dim)
-    target = full["input_ids"]
-    labels = target[:, 1:].clone()
-    labels[full["attention_mask"][:, 1:] == 0] = -100
-    inputs = dict(input_ids=target[:, :-1], attention_mask=full["attention_mask"][:, :-1],
-                  encoder_hidden_states=reps[:, None], use_cache=False)
     head = getattr(decoder, "cls", None) or getattr(decoder, "lm_head", None)
-    keep = labels != -100
-    if head is None:  # an architecture whose head we do not know by name: score every position
-        return torch.nn.functional.cross_entropy(decoder(**inputs).logits[keep], labels[keep])
-    # the vocabulary projection is most of the cost: apply it to real tokens only, not to padding, and where the
-    # head has the BERT layout, only over the corpus's own vocabulary (see ``corpus_vocabulary``)
-    hidden = getattr(decoder, decoder.base_model_prefix)(**inputs)[0][keep]
-    logits = restricted_logits(head, hidden, vocab[0]) if vocab is not None else None
-    if logits is None:
-        return torch.nn.functional.cross_entropy(head(hidden), labels[keep])
-    return torch.nn.functional.cross_entropy(logits, vocab[1][labels[keep]])
+    total, count = 0.0, 0
+    for chunk in length_groups(rows, group):
+        full = pad_rows(tokenizer, [rows[i] for i in chunk])
+        target = full["input_ids"]
+        labels = target[:, 1:].clone()
+        labels[full["attention_mask"][:, 1:] == 0] = -100
+        inputs = dict(input_ids=target[:, :-1], attention_mask=full["attention_mask"][:, :-1],
+                      encoder_hidden_states=reps[torch.as_tensor(chunk)][:, None], use_cache=False)
+        keep = labels != -100
+        if head is None:  # an architecture whose head we do not know by name: score every position
+            logits, wanted = decoder(**inputs).logits[keep], labels[keep]
+        else:
+            # the vocabulary projection is most of the cost: apply it to real tokens only, not to padding, and
+            # where the head has the BERT layout, only over the corpus's own vocabulary (see ``corpus_vocabulary``)
+            hidden = getattr(decoder, decoder.base_model_prefix)(**inputs)[0][keep]
+            logits = restricted_logits(head, hidden, vocab[0]) if vocab is not None else None
+            wanted = labels[keep] if logits is None else vocab[1][labels[keep]]
+            if logits is None:
+                logits = head(hidden)
+        total = total + torch.nn.functional.cross_entropy(logits, wanted, reduction="sum")
+        count += int(keep.sum())
+    return total / count
 
 
 def restricted_logits(head, hidden, ids):
