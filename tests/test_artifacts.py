@@ -119,3 +119,44 @@ def test_loading_never_downloads_the_backbone_it_names(probe_model, tmp_path, mo
 
     with pytest.raises(BackboneError, match="not in the local Hugging Face cache"):
         tenni.load(path)
+
+
+def _rewrite(path, edit):
+    """Edit a saved model's manifest and tensors, then write a matching hash: a consistent but hand-made model."""
+    from safetensors.numpy import load_file, save_file
+
+    from tenni._paths import sha256_file
+
+    manifest = json.loads((path / "tenni.json").read_text())
+    tensors = dict(load_file(str(path / "weights.safetensors")))
+    edit(manifest, tensors)
+    save_file(tensors, str(path / "weights.safetensors"))
+    manifest["weights"]["sha256"] = sha256_file(path / "weights.safetensors")
+    (path / "tenni.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m, t: m.update(labels=["food", "food", "weather"]), "distinct label names"),
+    (lambda m, t: m.update(labels="food"), "distinct label names"),
+    (lambda m, t: m.update(labels=["food", "sports", "weather", "rain"]), "3 rows for 4 labels"),
+    (lambda m, t: m.update(task="anomaly"), "does not match strategy"),
+    (lambda m, t: m["strategy"]["config"].update(C=-1), "option C must be above 0"),
+    (lambda m, t: t.update({"head.coef": t["head.coef"] * float("nan")}), "NaN or infinite"),
+    (lambda m, t: t.pop("head.intercept"), "the head has"),
+    (lambda m, t: t.pop("head.coef"), "do not fit the manifest's probe model"),
+])
+def test_a_consistent_but_wrong_manifest_is_refused_at_load(probe_model, tmp_path, edit, message):
+    """The hash only proves the weights are the ones the manifest names; what the manifest says is checked too, so a
+    hand-edited model fails at load with the file named, not later inside numpy or with mislabelled output."""
+    path = probe_model.save(tmp_path / "m")
+    _rewrite(path, edit)
+    with pytest.raises(ModelFileError, match=message) as info:
+        tenni.load(path).predict(["sunny and warm"])
+    assert str(path) in str(info.value)
+
+
+def test_a_manifest_that_is_not_a_json_object_is_refused(probe_model, tmp_path):
+    path = probe_model.save(tmp_path / "m")
+    (path / "tenni.json").write_text("[1, 2, 3]")
+    with pytest.raises(ModelFileError, match="not an object"):
+        tenni.load(path)

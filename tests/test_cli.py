@@ -77,6 +77,19 @@ def test_models_lists_the_default(capsys, monkeypatch):
     (["fit", "{train}", "--budget", "soon"], "cannot read the duration"),
     (["fit", "{train}", "-s", "probe", "--budget", "5m"], "--strategy auto only"),
     (["predict", "{tmp}", "{train}"], "not a tenni model"),
+    (["fit", "{train}", "--seed", "-1"], "seed must be a whole number"),
+    (["assess", "{train}", "--seed", "-1"], "seed must be a whole number"),
+    (["fit", "{train}", "-s", "probe", "--set", "C=-1"], "option C must be above 0"),
+    (["fit", "{train}", "-s", "finetune", "--set", "dropout=1.5"], "option dropout must be between 0 and 1"),
+    (["fit", "{train}", "-s", "probe", "--set", "class_weight=bogus"], "'balanced' or none"),
+    (["fit", "{train}", "-s", "probe", "--set", "=3"], "KEY=VALUE"),
+    (["fit", "{train}", "--test-size", "1.5"], "hold-out share must be between 0 and 1"),
+    (["fit", "{train}", "--budget", "0s"], "option budget must be above 0"),
+    (["predict", "{tmp}", "{train}", "-o", "{tmp}/p.xlsx"], "cannot write '.xlsx'"),
+    (["predict", "{tmp}", "{train}", "-o", "{tmp}"], "is a folder"),
+    (["curve", "{train}", "--budgets", "2,x"], "--budgets takes whole numbers"),
+    (["curve", "{train}", "--seeds", "0"], "at least 1 seed"),
+    (["curve", "{train}", "--target", "5"], "--target is an accuracy"),
 ])
 def test_bad_input_exits_2_with_one_line(capsys, monkeypatch, tmp_path, train_csv, args, message):
     args = [a.format(train=train_csv, tmp=tmp_path) for a in args]
@@ -84,6 +97,18 @@ def test_bad_input_exits_2_with_one_line(capsys, monkeypatch, tmp_path, train_cs
     assert code == 2
     assert message in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["fit"], "Missing argument"),
+    (["fit", "{train}", "--seed", "abc"], "Invalid value"),
+    (["fit", "{train}", "--no-such-option"], "No such option"),
+    (["no-such-command"], "No such command"),
+])
+def test_usage_errors_exit_2_without_a_traceback(capsys, monkeypatch, train_csv, args, message):
+    code, _, err = run(capsys, monkeypatch, *[a.format(train=train_csv) for a in args])
+    assert code == 2
+    assert message in err and "Traceback" not in err
 
 
 def test_user_text_is_never_read_as_markup(capsys, monkeypatch, tmp_path):

@@ -58,15 +58,21 @@ class AtomicDirectory:
         self.target = Path(target)
         self.marker = marker
 
-    def __enter__(self) -> Path:
+    def check(self) -> None:
+        """Raise now if ``target`` could not be replaced (a file, or someone else's folder): call it before long
+        work whose result goes there."""
+        from .errors import TenniError
+
         if self.target.exists() and not self.target.is_dir():
-            raise FileExistsError(f"{self.target} exists and is not a directory")
+            raise TenniError("exists and is a file, not a folder; refusing to replace it", path=self.target,
+                             hint="choose a new or empty output folder")
         if (self.marker and self.target.is_dir() and any(self.target.iterdir())
                 and not (self.target / self.marker).exists()):
-            from .errors import TenniError
-
             raise TenniError("exists and was not written by tenni; refusing to replace it", path=self.target,
                              hint="choose a new or empty output folder")
+
+    def __enter__(self) -> Path:
+        self.check()
         self.target.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = self.target.parent / f".{self.target.name}.tmp-{uuid.uuid4().hex[:8]}"
         self.tmp.mkdir()

@@ -41,6 +41,9 @@ AUTO = "auto"
 
 
 def make_estimator(strategy: str, backbone: str = DEFAULT_TEXT_BACKBONE, config=None, seed: int = 0):
+    from .strategies.base import check_seed
+
+    check_seed(seed)
     cls = get_strategy_class(strategy)
     est = cls(backbone=backbone if cls.uses_backbone else None, config=config, seed=seed)
     est.config_  # validate options now, before any data is read or model loaded  # noqa: B018
@@ -175,6 +178,12 @@ def _cross_validate(strategy: str, backbone: str, config, seed: int, data: Datas
 
 def split_for_fit(data, test=None, *, test_size: float = 0.2, seed: int = 0, **read_options):
     """(train, test) Datasets: the given test file, or a stratified hold-out of ``data``."""
+    from .strategies.base import check_seed
+
+    check_seed(seed)
+    if test is None and not 0 < test_size < 1:
+        raise ConfigError(f"the hold-out share must be between 0 and 1, got {test_size}",
+                          hint="--test-size 0.2 holds out a fifth; or pass a separate --test file")
     dataset = as_dataset(data, **read_options)
     dataset.require_labels()
     if test is not None:

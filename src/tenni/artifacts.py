@@ -58,6 +58,9 @@ def read_model_dir(path: str | Path, *, verify: bool = True) -> tuple[dict, dict
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except ValueError as err:
         raise ModelFileError(f"damaged manifest: {err}", path=manifest_path, hint="re-run `tenni fit`") from None
+    if not isinstance(manifest, dict):
+        raise ModelFileError(f"damaged manifest: a JSON {type(manifest).__name__}, not an object", path=manifest_path,
+                             hint="re-run `tenni fit`")
     if manifest.get("format") != FORMAT:
         raise ModelFileError(f"not a tenni model manifest (format {manifest.get('format')!r})", path=manifest_path)
     version = manifest.get("format_version")
@@ -75,8 +78,38 @@ def read_model_dir(path: str | Path, *, verify: bool = True) -> tuple[dict, dict
         if not expected or sha256_file(weights) != expected:
             raise ModelFileError("weights do not match the hash in the manifest (damaged or modified)",
                                  path=weights, hint="copy the model directory again, or re-fit")
+    if not weights.is_file():
+        raise ModelFileError("weights are not a file", path=weights, hint="copy the whole model directory")
     try:
         tensors = load_file(str(weights))
     except Exception as err:
         raise ModelFileError(f"cannot read weights: {err}", path=weights) from None
+    check_manifest(manifest, tensors, manifest_path)
     return manifest, tensors
+
+
+def check_manifest(manifest: dict, tensors: dict[str, np.ndarray], where: Path) -> None:
+    """What loading relies on, checked before any strategy reads it: a hash only proves the weights are the ones the
+    manifest names, not that the manifest itself was written by tenni (hand edits, other tools)."""
+    labels = manifest.get("labels")
+    if (not isinstance(labels, list) or not all(isinstance(x, str) for x in labels)
+            or len(set(labels)) != len(labels) or not labels):
+        raise ModelFileError("'labels' must be a list of distinct label names", path=where, hint="re-run `tenni fit`")
+    strategy = manifest.get("strategy")
+    if (not isinstance(strategy, dict) or not isinstance(strategy.get("name"), str)
+            or not isinstance(strategy.get("config", {}), dict) or not isinstance(strategy.get("state", {}), dict)):
+        raise ModelFileError("'strategy' must name the strategy with its config", path=where, hint="re-run `tenni fit`")
+    task = manifest.get("task", "classify")
+    if task not in ("classify", "anomaly") or (task == "anomaly") != (strategy["name"] == "patchcore"):
+        raise ModelFileError(f"task {task!r} does not match strategy {strategy['name']!r}", path=where,
+                             hint="re-run `tenni fit`")
+    for name, array in tensors.items():
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise ModelFileError(f"tensor {name!r} holds NaN or infinite values", path=where.parent / WEIGHTS,
+                                 hint="re-fit the model (a diverged training run, or damaged weights)")
+    coef, intercept = tensors.get("head.coef"), tensors.get("head.intercept")
+    if coef is not None and task == "classify":
+        rows = 1 if len(labels) == 2 else len(labels)
+        if coef.ndim != 2 or coef.shape[0] != rows or intercept is None or intercept.shape != (rows,):
+            raise ModelFileError(f"the head has {coef.shape[0] if coef.ndim else 0} rows for {len(labels)} labels",
+                                 path=where, hint="the labels and the weights come from different models: re-fit")

@@ -23,12 +23,24 @@ out = Console()
 err = Console(stderr=True)
 
 
+def _output_file(path: Path | None, suffixes: tuple[str, ...], option: str = "-o") -> None:
+    """Refuse, before any work, an output that is a folder or whose extension names a format not written."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder; {option} takes a file name",
+                          hint=f"e.g. {option} {path / ('out' + suffixes[0])}")
+    if path.suffix.lower() not in suffixes:
+        raise ConfigError(f"cannot write '{path.suffix or path.name}' files: {option} takes {' or '.join(suffixes)}",
+                          hint=f"e.g. {option} {path.with_suffix(suffixes[0])}")
+
+
 def _parse_set(values: list[str] | None) -> dict | None:
     if not values:
         return None
     config = {}
     for item in values:
-        if "=" not in item:
+        if "=" not in item or not item.split("=", 1)[0].strip():
             raise ConfigError(f"--set '{item}' is not KEY=VALUE", hint="e.g. --set epochs=5")
         key, value = item.split("=", 1)
         config[key.strip()] = value.strip()
@@ -157,6 +169,7 @@ def predict(
     from .api import load
     from .data import read_dataset
 
+    _output_file(output, (".csv", ".jsonl", ".ndjson"))
     model = load(model_dir, backbone=backbone)
     dataset = read_dataset(inputs, text_col=text_col, labeled=False, encoding=encoding,
                            skip_bad_files=skip_bad_files)
@@ -432,7 +445,16 @@ def curve(
     from .evaluation.curve import curve_table, labels_for, plot_curve, run_curve
     from .evaluation.report import curve_section, page
 
-    sizes = [int(b) for b in budgets.split(",")] if budgets else None
+    try:
+        sizes = [int(b) for b in budgets.split(",") if b.strip()] if budgets else None
+    except ValueError:
+        raise ConfigError(f"--budgets takes whole numbers separated by commas, got '{budgets}'",
+                          hint="--budgets 2,4,8,16") from None
+    if target is not None and not 0 < target <= 1:
+        raise ConfigError(f"--target is an accuracy between 0 and 1, got {target}", hint="--target 0.9")
+    if output.exists() and not output.is_dir():
+        raise ConfigError(f"{output} is a file; curve writes a folder (curve.json, .png, .html)",
+                          hint="pass -o with a new or existing folder")
     result = run_curve(data, strategy=strategy, backbone=backbone, budgets=sizes, seeds=seeds, test=test,
                        text_col=text_col, label_col=label_col, encoding=encoding)
     output.mkdir(parents=True, exist_ok=True)
@@ -473,6 +495,7 @@ def report(
     """Write a self-contained HTML report of a model: data, results, per-class metrics, confusion matrix."""
     from .report import write_report
 
+    _output_file(output, (".html", ".htm"))
     path = write_report(model_dir, output, data=data, curve=with_curve)
     out.print(f"written: {path}", soft_wrap=True)
 
@@ -500,14 +523,29 @@ def main() -> None:
     except SystemExit:
         raise
     except Exception as exc:  # click's usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+        usage, abort = _click_exceptions()
+        if isinstance(exc, usage):
             exc.show()
             sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
+        if isinstance(exc, abort):
             sys.exit(130)
         raise
+
+
+def _click_exceptions() -> tuple[tuple[type, ...], tuple[type, ...]]:
+    """Usage-error and abort classes of click, and of typer >= 0.20, which vendors a copy of click (typer._click)
+    and raises its own exceptions, not subclasses of click's."""
+    import importlib
+
+    usage, abort = [], []
+    for name in ("click.exceptions", "typer._click.exceptions", "typer.exceptions"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        usage += [module.ClickException] if hasattr(module, "ClickException") else []
+        abort += [module.Abort] if hasattr(module, "Abort") else []
+    return tuple(usage), tuple(abort)
 
 
 if __name__ == "__main__":

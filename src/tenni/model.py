@@ -10,7 +10,7 @@ import numpy as np
 from . import __version__
 from .artifacts import read_model_dir, write_model_dir
 from .data import as_dataset
-from .errors import ModelFileError
+from .errors import ModelFileError, TenniError
 from .evaluation import classification_metrics
 from .strategies import get_strategy_class
 
@@ -129,9 +129,18 @@ class Model:
                     f"backbone '{bb.name}' has weights {bb.fingerprint[:19]}… but the model was trained on "
                     f"{bb_info['fingerprint'][:19]}…", path=path,
                     hint="install the same backbone version, or pass --backbone with the original weights")
-        estimator = strategy_cls.from_state(backbone=bb_name, config=manifest["strategy"]["config"],
-                                            seed=manifest.get("seed", 0), classes=manifest["labels"],
-                                            tensors=tensors, meta=manifest["strategy"].get("state", {}))
+        try:
+            estimator = strategy_cls.from_state(backbone=bb_name, config=manifest["strategy"].get("config", {}),
+                                                seed=manifest.get("seed", 0), classes=manifest["labels"],
+                                                tensors=tensors, meta=manifest["strategy"].get("state", {}))
+            estimator.config_  # the stored options, checked now  # noqa: B018
+        except TenniError as err:
+            raise ModelFileError(f"strategy config: {err.message}", path=Path(path) / "tenni.json",
+                                 hint="the manifest was edited: correct it, or re-fit") from None
+        except (KeyError, ValueError, TypeError, IndexError, AttributeError, RuntimeError) as err:
+            raise ModelFileError(f"the weights do not fit the manifest's {strategy_cls.name} model "
+                                 f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})",
+                                 path=path, hint="copy the whole model directory again, or re-fit") from None
         return cls(estimator, modality=manifest.get("modality", "text"), metrics=manifest.get("metrics"),
                    data_summary=manifest.get("data"), created=manifest.get("created"),
                    tenni_version=manifest.get("tenni_version", "?"), task=manifest.get("task", "classify"))

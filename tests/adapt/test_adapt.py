@@ -128,12 +128,14 @@ def test_models_lists_adapted_backbones(tiny_backbone, tmp_path, capsys, monkeyp
     assert any(r["name"] == str(tmp_path / "a1") and "adapted from" in r["source"] for r in rows)
 
 
-def test_adapt_refuses_to_replace_a_folder_it_did_not_write(tiny_backbone, tmp_path):
+def test_adapt_refuses_to_replace_a_folder_it_did_not_write(tiny_backbone, tmp_path, monkeypatch):
     from tenni.errors import TenniError
 
     precious = tmp_path / "project"
     precious.mkdir()
     (precious / "thesis.tex").write_text("precious")
+    # refused before any training, not after it
+    monkeypatch.setattr(continued_module, "_build", lambda *a, **k: pytest.fail("built the model before refusing"))
     with pytest.raises(TenniError, match="refusing"):
         adapt(CORPUS, precious, backbone=str(tiny_backbone), config=dict(FAST, max_steps=1))
     assert (precious / "thesis.tex").read_text() == "precious"

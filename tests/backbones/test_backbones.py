@@ -63,6 +63,28 @@ def test_fingerprint_changes_with_the_weights(tiny_backbone, tmp_path):
     assert TextBackbone("c2", copy).fingerprint != same
 
 
+def test_same_weights_pooled_otherwise_do_not_share_cached_features(tiny_backbone, tmp_path):
+    """The cache key covers the pipeline, not only the weights: a copy that pools the CLS token instead of the mean
+    encodes afresh (its features differ), and its own second pass is served from the cache."""
+    import json
+    import shutil
+
+    texts = [f"pooled sentence number {i} with a few more words" for i in range(4)]
+    mean = TextBackbone("mean", tiny_backbone).encode(texts)
+    cls_copy = tmp_path / "cls"
+    shutil.copytree(tiny_backbone, cls_copy)
+    (cls_copy / "1_Pooling" / "config.json").write_text(json.dumps(
+        {"word_embedding_dimension": 32, "pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False}))
+    cls_bb = TextBackbone("cls", cls_copy)
+    assert cls_bb.fingerprint == TextBackbone("mean", tiny_backbone).fingerprint  # same weights
+    cls = cls_bb.encode(texts)
+    assert cls_bb._model is not None, "features of another pipeline must not come from the cache"
+    assert not np.allclose(cls, mean, atol=1e-3)
+    again = TextBackbone("cls", cls_copy)
+    np.testing.assert_allclose(again.encode(texts), cls, atol=1e-6)
+    assert again._model is None
+
+
 def test_trainable_strategies_run_on_a_local_backbone(tiny_backbone, train_data, tmp_path):
     import tenni
     from tenni.strategies import get_strategy_class

@@ -121,6 +121,7 @@ def adapt(corpus, output: str | Path, *, backbone: str = "text/minilm", config: 
     if not base.trainable or not hasattr(base, "transformer_dir"):
         raise ConfigError(f"'{base.name}' is frozen and cannot be adapted", hint="adapt a PyTorch backbone")
     output = Path(output)
+    AtomicDirectory(output, marker=LINEAGE_FILE).check()  # refuse a foreign folder before training, not after
     partial = output.parent / f"{output.name}.partial"
     lineage = {"base": base.name, "base_fingerprint": base.fingerprint, "method": cfg.method,
                "corpus_sha256": corpus_hash(texts), "corpus_texts": len(texts),

@@ -102,7 +102,9 @@ def media_scratch_features(paths: list[str], modality: str, dims: int = 256) -> 
 def assess(data, *, backbones: list[str] | None = None, test=None, seed: int = 0, **read_options) -> Assessment:
     """Score backbones on ``data`` (training data only) and recommend one with a strategy."""
     from ..backbones import get_backbone
+    from ..strategies.base import check_seed
 
+    check_seed(seed)
     dataset = as_dataset(data, **read_options)
     dataset.require_labels()
     dataset.require_per_class(2, "cross-validated assessment")

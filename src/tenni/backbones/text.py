@@ -51,6 +51,29 @@ def weights_fingerprint(folder: Path, patterns: tuple[str, ...] = _WEIGHT_PATTER
     return value
 
 
+_PIPELINE_FILES = ("modules.json", "sentence_bert_config.json", "config.json", "tokenizer.json",
+                   "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+
+
+def pipeline_tag(folder: Path) -> str:
+    """A short hash of what, beside the weights, shapes a folder's embeddings: the module list, pooling and
+    normalisation configs, the tokenizer. Two folders with the same weights and another pooling must not share
+    cached features."""
+    import hashlib
+
+    files = [folder / name for name in _PIPELINE_FILES]
+    try:
+        modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
+        files += [folder / m["path"] / "config.json" for m in modules if isinstance(m, dict) and m.get("path")]
+    except (OSError, ValueError, TypeError, KeyError):
+        pass
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(str(f.relative_to(folder)).encode())
+        digest.update(f.read_bytes() if f.is_file() else b"-")
+    return digest.hexdigest()[:12]
+
+
 def card_languages(folder: Path) -> tuple[str, ...] | None:
     """Languages from the ``language:`` field of a hub model card's YAML header (None when it says nothing)."""
     readme = folder / "README.md"
@@ -108,8 +131,9 @@ class TextBackbone:
     @property
     def cache(self) -> FeatureCache:
         if self._cache is None:
-            # the cache key includes max_length: the same weights truncating differently give other features
-            self._cache = FeatureCache(f"{self.fingerprint}-len{self.max_length}")
+            # the cache key includes max_length and the pipeline (pooling, normalisation, tokenizer): the same
+            # weights truncating or pooling differently give other features
+            self._cache = FeatureCache(f"{self.fingerprint}-len{self.max_length}-p{pipeline_tag(self.path)}")
         return self._cache
 
     @property

@@ -113,7 +113,16 @@ def run_curve(data, *, strategy: str | None = None, backbone: str = "auto", budg
     """Accuracy at nested budgets for ``strategy`` and the scratch baseline; power-law fits and forecasts."""
     from .._logging import progress
     from ..api import choose_backbone, choose_strategy, make_estimator, split_for_fit
+    from ..errors import ConfigError, DataError
 
+    if isinstance(seeds, bool) or not isinstance(seeds, (int, np.integer)) or seeds < 1:
+        raise ConfigError(f"a learning curve needs at least 1 seed (random draws per budget), got {seeds}",
+                          hint="--seeds 3")
+    if budgets is not None and any(isinstance(b, bool) or not isinstance(b, (int, np.integer)) or b < 1
+                                   for b in budgets):
+        raise ConfigError(f"label budgets are whole numbers of labels per class, 1 or more; got {budgets}",
+                          hint="--budgets 2,4,8,16")
+    given = budgets is not None
     train, test_set = split_for_fit(data, test, test_size=test_size, seed=0, **read_options)
     # every point of the curve is a fit: race-free strategies only (auto would race at each budget and seed)
     strategy = "probe" if strategy in (None, "auto") else choose_strategy(strategy, train.inputs, train.modality)
@@ -125,8 +134,10 @@ def run_curve(data, *, strategy: str | None = None, backbone: str = "auto", budg
             budgets.append(smallest)
     budgets = sorted(b for b in set(budgets) if 1 <= b <= smallest)
     if len(budgets) < 3:
-        from ..errors import DataError
-
+        if given:
+            raise DataError(f"a learning curve needs at least 3 distinct label budgets up to the smallest class's "
+                            f"{smallest} training examples; --budgets gives {len(budgets)}: {budgets}",
+                            path=train.path, hint="--budgets 2,4,8 (each at most the smallest class's size)")
         raise DataError(f"a learning curve needs at least 3 label budgets, but the smallest class has only "
                         f"{smallest} training examples", path=train.path, hint="add data or pass --budgets")
     forecast_at = sorted(set(forecast_at or [budgets[-1] * 2, budgets[-1] * 4]))

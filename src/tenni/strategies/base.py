@@ -51,19 +51,55 @@ def make_config(config_cls, config: Any):
     """Accept None, a dict, or the dataclass; reject unknown keys with the list of known ones."""
     if config is None:
         return config_cls()
-    if isinstance(config, config_cls):
-        return config
     if isinstance(config, dict):
         known = {f.name: f for f in dataclasses.fields(config_cls)}
         unknown = sorted(set(config) - set(known))
         if unknown:
-            raise ConfigError(f"unknown option(s) {', '.join(unknown)} for this strategy",
+            raise ConfigError(f"unknown option(s) {', '.join(repr(u) for u in unknown)} for this strategy",
                               hint=f"known: {', '.join(known)}")
         values = {}
         for key, value in config.items():
             values[key] = _coerce(key, value, known[key].default, str(known[key].type))
-        return config_cls(**values)
-    raise ConfigError(f"config must be a dict or {config_cls.__name__}, not {type(config).__name__}")
+        config = config_cls(**values)
+    if not isinstance(config, config_cls):
+        raise ConfigError(f"config must be a dict or {config_cls.__name__}, not {type(config).__name__}")
+    for f in dataclasses.fields(config_cls):
+        check_range(f.name, getattr(config, f.name), f.default)
+    return config
+
+
+def check_seed(seed) -> None:
+    """A seed numpy and torch accept: a whole number from 0 to 2**32 - 1."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+        raise ConfigError(f"seed must be a whole number from 0 to {2**32 - 1}, got {seed!r}", hint="--seed 0, 1, 2 …")
+
+
+_SHARES = {"ratio", "fraction", "dropout", "probability", "quantile", "margin", "merge", "crop_min", "layer_decay"}
+_MAY_BE_ZERO = {"min_steps", "head_warmup_epochs", "patience", "weight_decay", "seed"}
+
+
+def check_range(key: str, value, default=None) -> None:
+    """Numeric options in their range, else a ConfigError naming the option: shares (ratios, fractions, dropout,
+    probabilities) within [0, 1], folds at least 2, counts/sizes/rates/strengths above 0 (a few may be 0)."""
+    import math
+
+    if key == "class_weight" and value not in (None, "balanced"):
+        raise ConfigError(f"option class_weight must be 'balanced' or none, got {value!r}", hint="--set "
+                          "class_weight=balanced weighs classes by their inverse frequency; none weighs all alike")
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return
+    if not math.isfinite(value):
+        raise ConfigError(f"option {key} must be a finite number, got {value}", hint=f"the default is {default}")
+    if key in _SHARES or _SHARES & set(key.split("_")):
+        ok, want = 0 <= value <= 1, "between 0 and 1"
+    elif key == "folds":
+        ok, want = value >= 2, "at least 2"
+    elif key in _MAY_BE_ZERO or default == 0:
+        ok, want = value >= 0, "0 or more"
+    else:
+        ok, want = value > 0, "above 0"
+    if not ok:
+        raise ConfigError(f"option {key} must be {want}, got {value}", hint=f"the default is {default}")
 
 
 def _coerce(key, value, default, annotation: str = ""):
