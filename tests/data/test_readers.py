@@ -134,6 +134,44 @@ def test_too_many_fields(tmp_path):
     assert "bad.csv:3" in _error(tmp_path, "text,label\na,b\nc,d,e\n")
 
 
+def test_a_json_object_or_list_as_a_label_names_the_line(tmp_path):
+    msg = _error(tmp_path, '{"text": "a", "label": "x"}\n{"text": "b", "label": {"name": "y"}}\n', name="bad.jsonl")
+    assert "bad.jsonl:2" in msg and "JSON dict where a label should be" in msg
+
+
+def test_an_unclosed_quote_names_the_line_it_opens_on(tmp_path):
+    msg = _error(tmp_path, 'text,label\nhello there,a\n"an unclosed quote,b\nmore text,a\nagain,b\n')
+    assert "bad.csv:3" in msg and "never closed" in msg and "lines 3-5" in msg
+
+
+def test_quotes_that_close_or_sit_inside_unquoted_texts_are_fine(tmp_path):
+    path = tmp_path / "ok.csv"
+    path.write_text('text,label\n5" screen,a\nsecond,b\n"third\nline ""quoted""",a\n\n\n')
+    ds = read_dataset(path)
+    assert ds.inputs == ['5" screen', "second", 'third\nline "quoted"'] and ds.labels == ["a", "b", "a"]
+
+
+@pytest.mark.parametrize("separator", [";", "\t", "|"])
+def test_a_csv_saved_with_another_separator_is_read(tmp_path, separator):
+    path = tmp_path / "excel.csv"
+    path.write_text("".join(f"{t}{separator}{y}\n" for t, y in [("text", "label"), *zip(TEXTS, LABELS)]))
+    ds = read_dataset(path)
+    assert ds.inputs == TEXTS and ds.labels == LABELS
+
+
+def test_folder_leaves_out_what_is_not_a_text_file_and_says_so(tmp_path, capsys):
+    for i, (text, label) in enumerate(zip(TEXTS, LABELS)):
+        (tmp_path / label).mkdir(exist_ok=True)
+        (tmp_path / label / f"{i}.txt").write_text(text)
+    (tmp_path / "pos" / "odd.txt").mkdir()  # a folder named like a text file
+    (tmp_path / "pos" / "photo.png").write_bytes(b"\x89PNG")
+    (tmp_path / "empty_class").mkdir()
+    ds = read_dataset(tmp_path)
+    assert sorted(ds.inputs) == sorted(TEXTS) and set(ds.labels) == {"pos", "neg"}
+    err = capsys.readouterr().err
+    assert "empty_class" in err and "1 file(s) that are not .txt" in err
+
+
 def test_invalid_json_line(tmp_path):
     msg = _error(tmp_path, '{"text": "a", "label": "x"}\n{"text": \n', name="bad.jsonl")
     assert "bad.jsonl:2" in msg

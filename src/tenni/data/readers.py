@@ -81,6 +81,11 @@ def read_dataset(path: str | Path, *, text_col: str | None = None, label_col: st
     inputs, labels, sources = [], [], []
     for row_no, record in rows:
         value = record.get(tcol)
+        for column in (tcol, lcol):
+            if isinstance(record.get(column), (dict, list)):
+                raise DataError(f"a JSON {type(record[column]).__name__} where a "
+                                f"{'text' if column == tcol else 'label'} should be", path=path, row=row_no,
+                                column=column, hint="give a string (or a number) in that field")
         text = "" if value is None else str(value).strip()
         if not text:
             raise DataError("empty text", path=path, row=row_no, column=tcol,
@@ -170,8 +175,19 @@ def _decode_as(path: Path, data: bytes, encoding: str) -> str:
     return text[1:] if text.startswith("\ufeff") else text
 
 
+_OTHER_DELIMITERS = {";": "semicolon", "\t": "tab", "|": "pipe"}
+
+
 def _read_delimited(path: Path, encoding: str, delimiter: str):
     text = _decode(path, encoding)
+    first = text.split("\n", 1)[0]
+    if delimiter == "," and "," not in first:  # a .csv saved with another separator (e.g. Excel in many locales)
+        found = max(_OTHER_DELIMITERS, key=first.count)
+        if first.count(found):
+            from .._logging import info
+
+            info(f"{path}: no commas in the header, so it is read as {_OTHER_DELIMITERS[found]}-separated")
+            delimiter = found
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     try:
         header = next(reader)
@@ -184,13 +200,14 @@ def _read_delimited(path: Path, encoding: str, delimiter: str):
         raise DataError("the first line (header) is empty", path=path, row=1,
                         hint="the first line must name the columns, e.g. text,label")
     rows = []
-    prev_line = reader.line_num
+    prev_line = last_end = reader.line_num
     try:
         for record in reader:
             start_line = prev_line + 1
             prev_line = reader.line_num
             if not record or all(not cell.strip() for cell in record):
                 continue
+            last_end = prev_line
             if len(record) > len(header):
                 raise DataError(f"{len(record)} fields but the header has {len(header)}", path=path,
                                 row=start_line, hint="quote texts that contain the delimiter")
@@ -198,7 +215,19 @@ def _read_delimited(path: Path, encoding: str, delimiter: str):
     except csv.Error as err:
         raise DataError(f"malformed {('TSV' if delimiter == chr(9) else 'CSV')}: {err}", path=path,
                         row=reader.line_num, hint="check the quoting on that line") from None
+    last = rows[-1][0] if rows else 0
+    if last and last_end > last and _odd_quotes(text, last, last_end):
+        # the last record ran over several lines with a quote left open: it swallowed the rest of the file
+        raise DataError(f'a quote (") opened on this line is never closed, so lines {last}-{last_end} '
+                        "were read as one record", path=path, row=last,
+                        hint='close the quote; a quote inside a quoted text is written twice ("")')
     return rows, header
+
+
+def _odd_quotes(text: str, first: int, last: int) -> bool:
+    """Whether lines ``first``..``last`` (1-based, as the csv reader counts them) hold an odd number of quotes."""
+    lines = io.StringIO(text, newline="").readlines()
+    return "".join(lines[first - 1:last]).count('"') % 2 == 1
 
 
 def _read_jsonl(path: Path, encoding: str):
@@ -257,7 +286,7 @@ def _read_folder(root: Path, *, encoding: str, labeled: bool) -> Dataset:
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     inputs, labels, sources = [], [], []
     if not class_dirs:
-        files = sorted(root.glob("*.txt"))
+        files = sorted(f for f in root.glob("*.txt") if f.is_file())
         if not files or labeled:
             raise DataError("the folder has no class sub-folders", path=root,
                             hint="put each class's .txt files in a sub-folder named after the class")
@@ -265,8 +294,11 @@ def _read_folder(root: Path, *, encoding: str, labeled: bool) -> Dataset:
             inputs.append(_read_text_file(f, encoding))
             sources.append(str(f))
         return Dataset(inputs=inputs, labels=None, sources=sources, path=str(root))
+    empty = []
     for cls_dir in class_dirs:
-        files = sorted(cls_dir.rglob("*.txt"))
+        files = sorted(f for f in cls_dir.rglob("*.txt") if f.is_file())
+        if not files:
+            empty.append(cls_dir.name)
         for f in files:
             inputs.append(_read_text_file(f, encoding))
             labels.append(cls_dir.name)
@@ -274,6 +306,14 @@ def _read_folder(root: Path, *, encoding: str, labeled: bool) -> Dataset:
     if not inputs:
         raise DataError("no .txt files in the class sub-folders", path=root,
                         hint="each class folder should hold one .txt file per example")
+    from .._logging import warn
+
+    if empty:
+        warn(f"{root}: class folder(s) without .txt files left out: {', '.join(empty)}")
+    others = sum(1 for d in class_dirs for f in d.rglob("*")
+                 if f.is_file() and f.suffix.lower() != ".txt" and not f.name.startswith("."))
+    if others:
+        warn(f"{root}: {others} file(s) that are not .txt left out (a text dataset reads .txt files only)")
     return Dataset(inputs=inputs, labels=labels, sources=sources, path=str(root))
 
 
