@@ -139,6 +139,17 @@ def test_a_json_object_or_list_as_a_label_names_the_line(tmp_path):
     assert "bad.jsonl:2" in msg and "JSON dict where a label should be" in msg
 
 
+def test_utf16_without_a_bom_or_binary_bytes_are_not_read_as_text(tmp_path):
+    msg = _error(tmp_path, "text,label\ngood film,pos\n".encode("utf-16-le"))
+    assert "NUL character at line 1, column 2" in msg and "--encoding utf-16" in msg
+    assert "line 2, column 3" in _error(tmp_path, b"text,label\nab\x00c,x\n")
+
+
+def test_a_column_named_twice_is_refused(tmp_path):
+    msg = _error(tmp_path, "text,label,label\ngood,pos,neg\n")
+    assert "bad.csv:1" in msg and "'label' more than once" in msg
+
+
 def test_an_unclosed_quote_names_the_line_it_opens_on(tmp_path):
     msg = _error(tmp_path, 'text,label\nhello there,a\n"an unclosed quote,b\nmore text,a\nagain,b\n')
     assert "bad.csv:3" in msg and "never closed" in msg and "lines 3-5" in msg

@@ -126,6 +126,19 @@ AUTO_ENCODINGS = ("utf-8", "cp932")
 
 
 def _decode(path: Path, encoding: str) -> str:
+    """Decoded text of ``path`` (see ``_decode_bytes``); a NUL character is refused with its line and column: it
+    means binary data, or UTF-16 without a byte-order mark read as UTF-8, never text someone wrote."""
+    text = _decode_bytes(path, encoding)
+    nul = text.find("\x00")
+    if nul >= 0:
+        line = text.count("\n", 0, nul) + 1
+        column = nul - (text.rfind("\n", 0, nul) + 1) + 1
+        raise DataError(f"a NUL character at line {line}, column {column}: binary data, or UTF-16 without a "
+                        "byte-order mark", path=path, hint="save the file as UTF-8 text, or pass --encoding utf-16")
+    return text
+
+
+def _decode_bytes(path: Path, encoding: str) -> str:
     """Decode a file; ``auto`` reads UTF-8 (with or without BOM), UTF-16 with BOM, and Shift_JIS/CP932 (Excel)."""
     data = path.read_bytes()
     if encoding.lower() != "auto":
@@ -199,6 +212,10 @@ def _read_delimited(path: Path, encoding: str, delimiter: str):
     if not any(header):
         raise DataError("the first line (header) is empty", path=path, row=1,
                         hint="the first line must name the columns, e.g. text,label")
+    twice = sorted({h for h in header if h and header.count(h) > 1})
+    if twice:
+        raise DataError(f"the header names column(s) {', '.join(repr(h) for h in twice)} more than once", path=path,
+                        row=1, hint="give every column its own name")
     rows = []
     prev_line = last_end = reader.line_num
     try:
