@@ -87,3 +87,95 @@ def test_missing_values_in_memory_are_errors_not_classes():
     with pytest.raises(DataError, match="item 1: missing label"):
         tenni.fit(pd.DataFrame({"text": ["a b", "c d", "e f"], "label": ["x", None, "y"]}))
     assert tenni.data.as_dataset((["a", "b"], [1.0, "Ａ"])).labels == ["1", "A"]
+
+
+def test_texts_without_words_fit_and_assess():
+    """Emoji-only or one-character texts have no word of two letters: the TF-IDF baseline reads characters."""
+    from tenni.assess import assess
+
+    texts, labels = ["😀😀", "😡", "🎉🎉", "💀"] * 4, ["a", "b"] * 8
+    model = tenni.fit((texts, labels), strategy="probe", evaluation="holdout", test_size=0.5)
+    scratch = next(r for r in model.metrics["results"] if r["strategy"] == "scratch")
+    assert scratch["accuracy"] == 1.0  # each emoji is one class: characters separate them
+    assert assess((texts[:8], labels[:8]), backbones="text/minilm").recommendation["strategy"]
+
+
+def test_predict_reads_texts_and_refuses_what_is_not_text(train_data):
+    import pandas as pd
+    import pytest
+
+    from tenni.errors import DataError
+
+    model = tenni.fit(train_data, strategy="scratch", baseline=False)
+    frame = pd.DataFrame({"id": [1, 2], "text": ["the referee blew the whistle", "rain and wind tomorrow"]})
+    assert model.predict(frame) == model.predict(list(frame["text"]))  # the text column, not the column names
+    assert model.predict("a single text") == model.predict(["a single text"])
+    for bad, message in [(None, "cannot predict on NoneType"), (5, "cannot predict on int"),
+                         (["fine", None], "item 1: missing"), (np.array([["a", "b"], ["c", "d"]]), "shape (2, 2)")]:
+        with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            model.predict(bad)
+
+
+def test_classifier_checks_its_inputs_like_scikit_learn(train_data):
+    import pytest
+    from sklearn.exceptions import NotFittedError
+
+    from tenni.errors import DataError
+
+    texts, labels = train_data
+    clf = tenni.TenniClassifier(strategy="scratch")
+    with pytest.raises(NotFittedError):
+        clf.predict(["a"])
+    with pytest.raises(DataError, match="labels of shape"):
+        clf.fit(texts, labels[:-2])
+    with pytest.raises(DataError, match="missing label"):
+        clf.fit(texts, labels[:-1] + [None])
+    column = clf.fit(texts, np.array(labels).reshape(-1, 1)).predict(texts[:5])
+    assert list(column) == list(tenni.TenniClassifier(strategy="scratch").fit(texts, labels).predict(texts[:5]))
+
+
+def test_option_values_of_the_wrong_type_are_refused_naming_the_option():
+    import pytest
+
+    from tenni.api import make_estimator
+    from tenni.errors import ConfigError
+
+    for strategy, config, message in [("probe", {"C": [1]}, "C needs a number"),
+                                      ("lora", {"r": 2.5}, "r needs a whole"),
+                                      ("scratch", {"analyzer": "bogus"}, "analyzer must be"),
+                                      ("hybrid", {"weights": (2.0, -1.0)}, "weights must be shares"),
+                                      ("auto", {"candidates": ("nope",)}, "'nope'")]:
+        with pytest.raises(ConfigError, match=message):
+            make_estimator(strategy, config=config)
+    assert make_estimator("scratch", config={"ngram_max": 3.0}).config_.ngram_max == 3  # a whole float is fine
+
+
+def test_fit_takes_a_budget_as_the_cli_writes_it(train_data):
+    import pytest
+
+    from tenni.errors import ConfigError, DataError
+
+    with pytest.raises(ConfigError, match="cannot read the duration"):
+        tenni.fit(train_data, budget="soon")
+    with pytest.raises(DataError, match="list of inputs is empty"):
+        tenni.fit(([], []))
+    model = tenni.fit(train_data, budget="3s", baseline=False)
+    assert model.estimator.config_.budget == 3.0
+
+
+def test_evaluate_warns_about_labels_never_seen_in_training(train_data, capsys):
+    model = tenni.fit(train_data, strategy="scratch", baseline=False)
+    metrics = model.evaluate((["a cat on the mat", "goal in the last minute"], ["pets", "sports"]))
+    assert "never seen in training" in capsys.readouterr().err and "pets" in metrics["per_class"]
+    assert all(type(k) is str for k in metrics["per_class"])
+
+
+def test_saving_under_a_file_is_a_clear_error(train_data, tmp_path):
+    import pytest
+
+    from tenni.errors import TenniError
+
+    (tmp_path / "afile").write_text("x")
+    model = tenni.fit(train_data, strategy="scratch", baseline=False)
+    with pytest.raises(TenniError, match="it is a file"):
+        model.save(tmp_path / "afile" / "model")

@@ -27,3 +27,17 @@ def check_deadline() -> None:
     deadline = _deadline.get()
     if deadline is not None and time.monotonic() > deadline:
         raise BudgetExceeded
+
+
+def parse_duration(text: str) -> float:
+    """'90', '90s', '5m', '1.5h' -> seconds (the CLI's --budget, and ``tenni.fit(budget='5m')``)."""
+    from .errors import ConfigError
+
+    units = {"s": 1, "m": 60, "h": 3600}
+    value = text.strip().lower()
+    try:
+        if value and value[-1] in units:
+            return float(value[:-1]) * units[value[-1]]
+        return float(value)
+    except ValueError:
+        raise ConfigError(f"cannot read the duration '{text}'", hint="write e.g. 90s, 5m or 1h") from None

@@ -66,6 +66,10 @@ class AtomicDirectory:
         if self.target.exists() and not self.target.is_dir():
             raise TenniError("exists and is a file, not a folder; refusing to replace it", path=self.target,
                              hint="choose a new or empty output folder")
+        blocking = next((p for p in self.target.parents if p.exists() and not p.is_dir()), None)
+        if blocking is not None:
+            raise TenniError(f"cannot create a folder under {blocking}: it is a file", path=self.target,
+                             hint="choose an output folder whose parents are folders")
         if (self.marker and self.target.is_dir() and any(self.target.iterdir())
                 and not (self.target / self.marker).exists()):
             raise TenniError("exists and was not written by tenni; refusing to replace it", path=self.target,

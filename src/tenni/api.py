@@ -260,7 +260,7 @@ def _folder_test_split(data, test):
 def fit(data, *, test=None, strategy: str | None = None, backbone: str = AUTO,
         config: dict | None = None, seed: int = 0, baseline: bool = True, test_size: float = 0.2,
         text_col: str | None = None, label_col: str | None = None, encoding: str = "auto",
-        budget: float | None = None, evaluation: str = "auto", skip_bad_files: bool = False,
+        budget: float | str | None = None, evaluation: str = "auto", skip_bad_files: bool = False,
         task: str = "classify") -> Model:
     """Fit ``strategy`` on ``data`` and measure it, beside the no-transfer baseline, on a held-out set.
 
@@ -292,7 +292,11 @@ def fit(data, *, test=None, strategy: str | None = None, backbone: str = AUTO,
     if budget is not None:
         if (strategy or DEFAULT_STRATEGY) != "auto":
             raise ConfigError("a time budget applies to --strategy auto only", hint="drop --budget")
-        config = dict(config or {}, budget=float(budget))
+        if isinstance(budget, str):
+            from ._deadline import parse_duration
+
+            budget = parse_duration(budget)
+        config = dict(config or {}, budget=budget)
     if strategy is not None:
         make_estimator(strategy, DEFAULT_TEXT_BACKBONE, config, seed)  # fail fast on a bad strategy or option
     if evaluation not in ("auto", "cv", "holdout"):
@@ -363,22 +367,40 @@ class TenniClassifier(ClassifierMixin, BaseEstimator):
 
     def fit(self, X, y) -> TenniClassifier:
         # labels keep their type (ints stay ints, so scikit-learn's scorers work); strategies see strings
-        self.classes_, y_idx = np.unique(np.asarray(y), return_inverse=True)
+        from .data import as_texts
+        from .errors import DataError
+
+        texts = as_texts(X)
+        y = np.asarray(y)
+        y = y.ravel() if y.ndim == 2 and y.shape[1] == 1 else y
+        if y.ndim != 1 or len(y) != len(texts):
+            raise DataError(f"{len(texts)} inputs but labels of shape {y.shape}", hint="pass one label per input")
+        missing = [i for i, v in enumerate(y) if v is None or (isinstance(v, (float, np.floating)) and v != v)]
+        if missing:
+            raise DataError(f"item {missing[0]}: missing label (None/NaN)", hint="drop unlabeled items or fill them")
+        self.classes_, y_idx = np.unique(y, return_inverse=True)
         self.estimator_ = make_estimator(self.strategy, self.backbone, self.config, self.seed)
-        self.estimator_.fit(list(np.asarray(X, dtype=object).ravel()), [f"{i:06d}" for i in y_idx])
+        self.estimator_.fit(texts, [f"{i:06d}" for i in y_idx])
         return self
 
     def predict_proba(self, X) -> np.ndarray:
         """Columns in ``self.classes_`` order."""
-        return self.estimator_.predict_proba(list(np.asarray(X, dtype=object).ravel()))
+        from sklearn.utils.validation import check_is_fitted
+
+        check_is_fitted(self, "estimator_")
+        return self.estimator_.predict_proba(X)
 
     def predict(self, X) -> np.ndarray:
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        proba = self.predict_proba(X)
+        return self.classes_[np.argmax(proba, axis=1)]
 
     def to_model(self) -> Model:
         """Wrap the fitted estimator as a :class:`Model`, to ``save`` it like one from ``tenni.fit``."""
         from copy import copy
 
+        from sklearn.utils.validation import check_is_fitted
+
+        check_is_fitted(self, "estimator_")
         estimator = copy(self.estimator_)
         estimator.classes_ = np.asarray([str(c) for c in self.classes_])
         return Model(estimator)

@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ._deadline import parse_duration
 from .errors import ConfigError, TenniError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -45,18 +46,6 @@ def _parse_set(values: list[str] | None) -> dict | None:
         key, value = item.split("=", 1)
         config[key.strip()] = value.strip()
     return config
-
-
-def _parse_duration(text: str) -> float:
-    """'90', '90s', '5m', '1.5h' -> seconds."""
-    units = {"s": 1, "m": 60, "h": 3600}
-    value = text.strip().lower()
-    try:
-        if value and value[-1] in units:
-            return float(value[:-1]) * units[value[-1]]
-        return float(value)
-    except ValueError:
-        raise ConfigError(f"cannot read the duration '{text}'", hint="write e.g. 90s, 5m or 1h") from None
 
 
 def _fmt_seconds(s: float) -> str:
@@ -101,7 +90,7 @@ def fit(
 
     model = api.fit(data, test=test, strategy=strategy, backbone=backbone, config=_parse_set(set_), seed=seed,
                     baseline=baseline, test_size=test_size, text_col=text_col, label_col=label_col,
-                    encoding=encoding, budget=_parse_duration(budget) if budget else None, evaluation=evaluation,
+                    encoding=encoding, budget=parse_duration(budget) if budget else None, evaluation=evaluation,
                     skip_bad_files=skip_bad_files, task=task)
     if output is not None:
         model.save(output)
@@ -295,7 +284,7 @@ def adapt(
         raise ConfigError("give an unlabeled corpus, or --from-labeled DATA", hint="tenni adapt texts.txt -o dir")
     config = dict(_parse_set(set_) or {}, method=method, max_steps=max_steps, merge=merge)
     if budget:
-        config["budget"] = _parse_duration(budget)
+        config["budget"] = parse_duration(budget)
     path = run_adapt(corpus, output, backbone=backbone, config=config, resume=resume, from_labeled=from_labeled,
                      text_col=text_col)
     out.print(f"adapted backbone: {path}  (use it with --backbone {path})", soft_wrap=True)  # paths unbroken

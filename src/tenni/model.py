@@ -68,6 +68,12 @@ class Model:
             if normal not in set(dataset.labels):
                 normal = normal_label_of(dataset.labels, None, dataset.path)
             return anomaly_metrics(dataset.labels, self.score(dataset.inputs), self.estimator.threshold_, normal)
+        unseen = sorted(set(dataset.labels) - set(self.labels))
+        if unseen:
+            from ._logging import warn
+
+            warn(f"{len(unseen)} label(s) in the evaluation data were never seen in training, so every example of "
+                 f"them counts as an error: {', '.join(unseen[:5])}{' …' if len(unseen) > 5 else ''}")
         return classification_metrics(dataset.labels, self.predict(dataset.inputs), self.labels)
 
     # --- persistence ----------------------------------------------------------------------------------------
@@ -147,6 +153,6 @@ class Model:
 
 
 def _inputs(inputs) -> list[str]:
-    if isinstance(inputs, str):
-        return [inputs]
-    return [str(x) for x in inputs]
+    from .data import as_texts
+
+    return as_texts(inputs)

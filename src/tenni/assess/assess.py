@@ -68,12 +68,7 @@ def scratch_features(texts: list[str], y: np.ndarray, dims: int = 256) -> np.nda
     from ..strategies import get_strategy_class
 
     est = get_strategy_class("scratch")()
-    est.vectorizer_ = est._vectorizer_params(est.config_, texts)
-    from sklearn.feature_extraction.text import TfidfVectorizer
-
-    params = est.vectorizer_
-    vec = TfidfVectorizer(sublinear_tf=True, analyzer=params["analyzer"], ngram_range=tuple(params["ngram_range"]))
-    X = vec.fit_transform(est._prepare(texts))
+    X = est.learn_vocabulary(texts, est.config_).transform(est._prepare(texts))
     k = max(2, min(dims, X.shape[1] - 1, X.shape[0] - 1))
     return TruncatedSVD(k, random_state=0).fit_transform(X)
 
@@ -105,6 +100,8 @@ def assess(data, *, backbones: list[str] | None = None, test=None, seed: int = 0
     from ..strategies.base import check_seed
 
     check_seed(seed)
+    if isinstance(backbones, str):  # "a,b" as the CLI takes it, not a list of one-character names
+        backbones = [b.strip() for b in backbones.split(",") if b.strip()]
     dataset = as_dataset(data, **read_options)
     dataset.require_labels()
     dataset.require_per_class(2, "cross-validated assessment")

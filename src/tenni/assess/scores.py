@@ -63,7 +63,7 @@ def h_score(features: np.ndarray, y: np.ndarray) -> float:
         mask = y == cls
         class_means[mask] = f[mask].mean(axis=0)
     cov_g = class_means.T @ class_means / len(f)
-    return float(np.trace(np.linalg.solve(cov_f, cov_g)))
+    return float(np.trace(np.linalg.pinv(cov_f, hermitian=True) @ cov_g))  # pinv: constant features (tiny data)
 
 
 def cv_splits(y: np.ndarray, seed: int = 0, repeats: int = 3, max_folds: int = 5):

@@ -14,6 +14,8 @@ import json
 import unicodedata
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import DataError
 from .dataset import Dataset
 
@@ -357,6 +359,8 @@ def as_dataset(data, *, text_col=None, label_col=None, labeled=True, encoding="a
     if isinstance(data, tuple) and len(data) == 2:
         texts, labels = data
         texts = [_cell(t) for t in texts]
+        if not texts:
+            raise DataError("no data: the list of inputs is empty", hint="pass at least a few labeled examples")
         for i, t in enumerate(texts):
             if not t:
                 raise DataError(f"item {i}: empty or missing text", hint="remove empty or NaN inputs")
@@ -385,3 +389,35 @@ def as_dataset(data, *, text_col=None, label_col=None, labeled=True, encoding="a
         return as_dataset(([str(t) for t in data], None), skip_bad_files=skip_bad_files)
     raise DataError(f"cannot use data of type {type(data).__name__}",
                     hint="pass a file path, a folder, a (texts, labels) pair, or a DataFrame")
+
+
+def as_texts(inputs, *, text_col: str | None = None) -> list[str]:
+    """The inputs of ``predict`` as a list of strings: one string, a list/tuple/Series/1-D array of them, or a
+    DataFrame (its text column). Missing values and nested objects are refused with their position, never turned
+    into the strings "None" or "nan"; numbers are read as their text, as ``fit`` reads them."""
+    import numbers
+
+    if isinstance(inputs, (str, Path)):
+        return [str(inputs)]
+    if hasattr(inputs, "columns") and hasattr(inputs, "to_dict"):  # a DataFrame: its text column, not its names
+        tcol = _pick_column(list(inputs.columns), text_col, TEXT_COLUMNS, "text", "DataFrame", required=True)
+        inputs = list(inputs[tcol])
+    elif hasattr(inputs, "ndim") and getattr(inputs, "ndim", 1) != 1:
+        shape = tuple(inputs.shape)
+        if len(shape) == 2 and shape[1] == 1:
+            inputs = list(np.asarray(inputs, dtype=object).ravel())
+        else:
+            raise DataError(f"an array of shape {shape}: expected one text per item",
+                            hint="pass a list of strings, or a 1-D array / one column")
+    if inputs is None or isinstance(inputs, (numbers.Number, bytes, dict)) or not hasattr(inputs, "__iter__"):
+        raise DataError(f"cannot predict on {type(inputs).__name__}", hint="pass a string or a list of strings")
+    texts = []
+    for i, item in enumerate(inputs):
+        if isinstance(item, (str, Path)):
+            texts.append(str(item))
+        elif isinstance(item, numbers.Number) and not isinstance(item, bool) and item == item:
+            texts.append(str(item))
+        else:
+            what = "missing (None/NaN)" if item is None or item != item else f"a {type(item).__name__}"
+            raise DataError(f"item {i}: {what}, not a text", hint="pass strings; drop or fill missing ones")
+    return texts

@@ -10,7 +10,7 @@ def classification_metrics(y_true, y_pred, labels: list[str]) -> dict:
 
     y_true = np.asarray([str(v) for v in y_true])
     y_pred = np.asarray([str(v) for v in y_pred])
-    present = sorted(set(labels) | set(y_true))
+    present = sorted({str(c) for c in labels} | {str(v) for v in y_true})
     precision, recall, f1, support = precision_recall_fscore_support(
         y_true, y_pred, labels=present, zero_division=0)
     return {

@@ -50,6 +50,17 @@ class AutoConfig:
     margin: float = field(default=0.01, metadata={
         "help": "accuracy a challenger must gain over the probe (same folds) to be chosen"})
 
+    def __post_init__(self):
+        from .base import strategy_names
+
+        known = [n for n in strategy_names() if n != "auto"]
+        unknown = [c for c in self.candidates if c not in known]
+        if unknown or not self.candidates:
+            from ..errors import ConfigError
+
+            raise ConfigError(f"option candidates: {', '.join(map(repr, unknown)) or 'none given'} — not a "
+                              "strategy auto can race", hint=f"choose among {', '.join(known)}")
+
 
 def estimate_seconds(name: str, n_train: int, n_classes: int, characters: int = 0, unspaced: bool = False) -> float:
     """A deliberately pessimistic prior for 2 CPU cores, replaced by measured times once a candidate has run.

@@ -106,7 +106,11 @@ def _coerce(key, value, default, annotation: str = ""):
     """Values from the CLI arrive as strings; give them the field's type ('none' means None)."""
     if isinstance(value, str) and value.strip().lower() in ("none", "null"):
         return None
-    if not isinstance(value, str) or isinstance(default, str) or annotation.startswith("str"):
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        return _typed(key, value, default, annotation)
+    if isinstance(default, str) or annotation.startswith("str"):
         return value
     if default is None:  # Optional fields: the annotation says what the value is
         default = 0.0 if "float" in annotation else 0 if "int" in annotation else None
@@ -130,6 +134,33 @@ def _coerce(key, value, default, annotation: str = ""):
             return items
     except ValueError:
         raise ConfigError(f"option {key} needs a {type(default).__name__}, got '{value}'") from None
+    return value
+
+
+def _typed(key, value, default, annotation: str):
+    """A value given from Python (not a CLI string) must already have the option's type; whole floats pass as ints."""
+    import numbers
+
+    if default is None:
+        default = 0.0 if "float" in annotation else 0 if "int" in annotation else None
+    if default is None or isinstance(default, str) and not annotation.startswith("str"):
+        return value  # a free-form option (e.g. float | str): the strategy reads it
+    if isinstance(default, bool):
+        ok, want = isinstance(value, (bool, np.bool_)), "true or false"
+    elif isinstance(default, int):
+        ok = isinstance(value, numbers.Integral) or isinstance(value, float) and value.is_integer()
+        ok, want, value = ok and not isinstance(value, bool), "whole number", int(value) if ok else value
+    elif isinstance(default, float):
+        ok, want = isinstance(value, numbers.Real) and not isinstance(value, bool), "number"
+    elif isinstance(default, str):
+        ok, want = isinstance(value, str), "string"
+    elif isinstance(default, (tuple, list)):
+        ok, want = isinstance(value, (tuple, list)), "list"
+        value = tuple(value) if ok else value
+    else:
+        return value
+    if not ok:
+        raise ConfigError(f"option {key} needs a {want}, got {value!r}", hint=f"the default is {default!r}")
     return value
 
 
@@ -166,7 +197,16 @@ class Strategy(ClassifierMixin, BaseEstimator):
 
     # --- the estimator API ---------------------------------------------------------------------------------
     def fit(self, X, y) -> Strategy:
-        texts = [str(t) for t in X]
+        from ..data import as_texts
+        from ..errors import DataError
+
+        texts = as_texts(X)
+        y = list(np.asarray(y, dtype=object).ravel()) if np.ndim(y) == 2 and np.shape(y)[1] == 1 else list(y)
+        if len(texts) != len(y):
+            raise DataError(f"{len(texts)} inputs but {len(y)} labels", hint="pass one label per input")
+        for i, v in enumerate(y):
+            if v is None or (isinstance(v, float) and v != v):
+                raise DataError(f"item {i}: missing label (None/NaN)", hint="drop unlabeled items or fill them")
         labels = np.asarray([str(v) for v in y])
         self.classes_ = np.unique(labels)
         if len(self.classes_) < 2:
@@ -185,13 +225,19 @@ class Strategy(ClassifierMixin, BaseEstimator):
         return self
 
     def predict_proba(self, X) -> np.ndarray:
-        texts = [str(t) for t in X]
+        from sklearn.utils.validation import check_is_fitted
+
+        from ..data import as_texts
+
+        check_is_fitted(self, "classes_")
+        texts = as_texts(X)
         if not texts:
             return np.zeros((0, len(self.classes_)))
         return self._predict_proba(texts)
 
     def predict(self, X) -> np.ndarray:
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        proba = self.predict_proba(X)
+        return self.classes_[np.argmax(proba, axis=1)]
 
     # --- to implement ----------------------------------------------------------------------------------------
     def _fit(self, texts: list[str], y: np.ndarray, cfg) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .._deadline import check_deadline
+from ..errors import ConfigError
 from .base import Strategy, register_strategy
 from .probe import LinearProbe
 from .scratch import TfidfScratch
@@ -29,6 +30,11 @@ class HybridConfig:
                 "of the paired difference, when that is smaller): with a few dozen examples the folds are noisy, "
                 "and transfer is the better bet on a tie"})
     class_weight: str | None = field(default="balanced", metadata={"help": "'balanced' or None, for both parts"})
+
+    def __post_init__(self):
+        if not self.weights or not all(isinstance(w, (int, float)) and 0 <= w <= 1 for w in self.weights):
+            raise ConfigError(f"option weights must be shares between 0 and 1, got {self.weights!r}",
+                              hint="--set weights=0,0.5,1")
 
 
 @register_strategy

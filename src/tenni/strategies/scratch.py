@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import ConfigError
 from ..language import main_language, normalise_width
 from ._linear import fit_logistic, logistic_proba
 from .base import Strategy, register_strategy
@@ -39,6 +40,11 @@ class ScratchConfig:
     batch_size: int = field(default=32, metadata={"help": "images: examples per optimizer step"})
     learning_rate: float = field(default=3e-3, metadata={"help": "images: peak (one-cycle) learning rate"})
     n_mfcc: int = field(default=20, metadata={"help": "audio: MFCCs per frame (features: their mean and std)"})
+
+    def __post_init__(self):
+        if self.analyzer not in ("auto", "word", "char_wb", "char"):
+            raise ConfigError(f"option analyzer must be auto, word, char_wb or char, got {self.analyzer!r}",
+                              hint="--set analyzer=auto")
 
 
 @register_strategy
@@ -78,8 +84,6 @@ class TfidfScratch(Strategy):
         return normalize(X)
 
     def _fit(self, texts, y, cfg: ScratchConfig) -> None:
-        from sklearn.feature_extraction.text import TfidfVectorizer
-
         from ..data.media import infer_modality
 
         self.modality_ = infer_modality(texts)
@@ -96,15 +100,31 @@ class TfidfScratch(Strategy):
             self.coef_, self.intercept_, _ = fit_logistic((X - self.mfcc_mean_) / self.mfcc_std_, y, seed=self.seed,
                                                           C=1.0, class_weight=cfg.class_weight)
             return
-        self.vectorizer_ = self._vectorizer_params(cfg, texts)
-        vec = TfidfVectorizer(sublinear_tf=True, min_df=cfg.min_df, analyzer=self.vectorizer_["analyzer"],
-                              ngram_range=tuple(self.vectorizer_["ngram_range"]), lowercase=True)
-        vec.fit(self._prepare(texts))
+        if cfg.min_df > len(texts):
+            raise ConfigError(f"option min_df ({cfg.min_df}) is more than the {len(texts)} training texts",
+                              hint="--set min_df=1")
+        vec = self.learn_vocabulary(texts, cfg)
         self.vocabulary_ = {term: int(i) for term, i in vec.vocabulary_.items()}
         self.idf_ = np.asarray(vec.idf_, np.float32)
         X = self._tfidf(texts)
         self.coef_, self.intercept_, _ = fit_logistic(X, y, seed=self.seed, C=cfg.C,
                                                       class_weight=cfg.class_weight)
+
+    def learn_vocabulary(self, texts, cfg: ScratchConfig):
+        """A fitted TfidfVectorizer (and ``vectorizer_``); texts with no word of two letters or more (emoji,
+        single characters) are read as character n-grams instead of failing on an empty vocabulary."""
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        self.vectorizer_ = self._vectorizer_params(cfg, texts)
+        for attempt in ("as configured", "characters"):
+            vec = TfidfVectorizer(sublinear_tf=True, min_df=cfg.min_df, analyzer=self.vectorizer_["analyzer"],
+                                  ngram_range=tuple(self.vectorizer_["ngram_range"]), lowercase=True)
+            try:
+                return vec.fit(self._prepare(texts))
+            except ValueError:
+                if attempt == "characters" or self.vectorizer_["analyzer"] != "word":
+                    raise
+                self.vectorizer_ = dict(self.vectorizer_, analyzer="char_wb", ngram_range=[1, cfg.ngram_max + 2])
 
     def _predict_proba(self, texts) -> np.ndarray:
         modality = getattr(self, "modality_", "text")
