@@ -160,3 +160,12 @@ def test_a_manifest_that_is_not_a_json_object_is_refused(probe_model, tmp_path):
     (path / "tenni.json").write_text("[1, 2, 3]")
     with pytest.raises(ModelFileError, match="not an object"):
         tenni.load(path)
+
+
+def test_replacing_a_model_never_deletes_files_tenni_did_not_write(probe_model, tmp_path):
+    path = probe_model.save(tmp_path / "m")
+    probe_model.save(path)  # a model over a model: replaced
+    (path / "my_predictions.csv").write_text("precious")
+    with pytest.raises(ModelFileError, match="my_predictions.csv"):
+        probe_model.save(path)
+    assert (path / "my_predictions.csv").read_text() == "precious" and tenni.load(path).labels == probe_model.labels

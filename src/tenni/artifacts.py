@@ -32,6 +32,13 @@ def write_model_dir(target: str | Path, manifest: dict, tensors: dict[str, np.nd
     if target.is_dir() and any(target.iterdir()) and not (target / MANIFEST).exists():
         raise ModelFileError("exists and is not a tenni model directory; refusing to replace it", path=target,
                              hint="choose a new or empty -o path")
+    if (target / MANIFEST).exists():  # an earlier model: replaced whole, so nothing else may live in it
+        ours = {MANIFEST, WEIGHTS, "README.md", "report.html", *(extra_files or {})}
+        foreign = sorted(p.name for p in target.iterdir() if p.name not in ours)
+        if foreign:
+            raise ModelFileError(f"holds an earlier model and files tenni did not write ({', '.join(foreign[:5])}"
+                                 f"{' …' if len(foreign) > 5 else ''}), which replacing the model would delete",
+                                 path=target, hint="move those files out, or choose another -o path")
     with AtomicDirectory(target) as tmp:
         arrays = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
         save_file(arrays, str(tmp / WEIGHTS), metadata={"format": FORMAT})
