@@ -72,7 +72,8 @@ def read_model_dir(path: str | Path, *, verify: bool = True) -> tuple[dict, dict
         raise ModelFileError(f"not a tenni model manifest (format {manifest.get('format')!r})", path=manifest_path)
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:
-        raise ModelFileError(f"unknown format version {version!r} (this tenni reads {FORMAT_VERSION})",
+        what = f"{version!r} (a {type(version).__name__})" if not isinstance(version, int) else f"{version}"
+        raise ModelFileError(f"unknown format version {what} (this tenni reads {FORMAT_VERSION})",
                              path=manifest_path, hint="upgrade tenni, or re-fit the model with this version")
     if manifest.get("weights", {}).get("file", WEIGHTS) != WEIGHTS:
         raise ModelFileError(f"the manifest names weights other than {WEIGHTS}", path=manifest_path,

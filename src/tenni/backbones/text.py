@@ -185,10 +185,15 @@ class TextBackbone:
 
                     transformers.logging.disable_progress_bar()  # tenni shows its own progress
 
-                    model = SentenceTransformer(str(self.path), device="cpu",
-                                                trust_remote_code=self.trust_remote_code)
+                    import warnings
+
+                    with warnings.catch_warnings():  # the libraries' own warnings: the error below says it in one line
+                        warnings.simplefilter("ignore")
+                        model = SentenceTransformer(str(self.path), device="cpu",
+                                                    trust_remote_code=self.trust_remote_code)
                 except Exception as err:
-                    raise BackboneError(f"cannot load backbone '{self.name}': {type(err).__name__}: {err}",
+                    first = next((line.strip() for line in str(err).splitlines() if line.strip()), "")
+                    raise BackboneError(f"cannot load backbone '{self.name}': {type(err).__name__}: {first}",
                                         path=self.path,
                                         hint="check that the folder holds a complete model") from None
                 model.max_seq_length = min(self.max_length, model.max_seq_length or self.max_length)
