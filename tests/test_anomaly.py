@@ -45,6 +45,10 @@ def test_anomaly_fit_evaluate_and_reload(defect_folder, tiny_vit, tmp_path):
     np.testing.assert_allclose(model.score(ds.inputs), again.score(ds.inputs), rtol=1e-5)
     assert again.evaluate(ds)["auroc"] == pytest.approx(test["auroc"])
     assert set(again.predict(ds.inputs)) <= {"defect", "normal"}
+    # evaluation data without the model's normal class: every example is a defect, never the class re-guessed
+    defect_paths = [x for x, y in zip(ds.inputs, ds.labels) if y == "defect"]
+    metrics = again.evaluate((defect_paths, ["defect"] * len(defect_paths)))
+    assert metrics["normal_label"] == "good" and metrics["auroc"] is None
 
 
 def test_anomaly_cli(capsys, monkeypatch, defect_folder, tiny_vit, tmp_path):

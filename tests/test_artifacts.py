@@ -169,3 +169,16 @@ def test_replacing_a_model_never_deletes_files_tenni_did_not_write(probe_model, 
     with pytest.raises(ModelFileError, match="my_predictions.csv"):
         probe_model.save(path)
     assert (path / "my_predictions.csv").read_text() == "precious" and tenni.load(path).labels == probe_model.labels
+
+
+def test_saved_files_follow_the_umask_not_the_temporary_files_0600(probe_model, tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        path = probe_model.save(tmp_path / "m")
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in path.iterdir()}
+    assert modes and all(mode == 0o644 for mode in modes.values()), modes

@@ -55,3 +55,17 @@ def test_models_lists_image_and_audio_backbones(capsys, monkeypatch):
     assert rows["image/efficientnet-lite0"]["modality"] == "image"
     assert rows["audio/birdnet"]["trainable"] is False
     assert isinstance(rows["audio/speaker"]["offline"], bool)
+
+
+def test_data_of_another_kind_than_the_training_data_exits_2(capsys, monkeypatch, image_folder, tone_folder,
+                                                             train_csv, tmp_path):
+    """Test or evaluation data must be of the training data's kind: texts for a text model, images for an image
+    model; otherwise one line that says so, not a decoder's traceback or file paths read as text."""
+    code, _, _ = run(capsys, monkeypatch, "fit", train_csv, "-s", "scratch", "--no-baseline", "-o", tmp_path / "m")
+    assert code == 0
+    for args in (["evaluate", tmp_path / "m", image_folder / "test"],
+                 ["check", train_csv, "--test", image_folder / "test"],
+                 ["assess", image_folder / "train", "--test", tone_folder / "test"],
+                 ["report", tmp_path / "m", "--data", image_folder / "train"]):
+        code, _, err = run(capsys, monkeypatch, *args)
+        assert code == 2 and "but this data holds" in err and "Traceback" not in err, (args, err)

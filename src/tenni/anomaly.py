@@ -190,6 +190,15 @@ def normal_label_of(labels: list[str], requested: str | None, where=None) -> str
                       hint="name the normal class folder 'normal' or 'good', or pass --set normal_label=NAME")
 
 
+def warn_without_normals(dataset, normal: str) -> None:
+    """Evaluation data without the model's normal label: every example counts as a defect (never re-guessed)."""
+    if normal not in set(dataset.labels):
+        from ._logging import warn
+
+        warn(f"{dataset.path or 'the evaluation data'}: no example is labelled '{normal}' (the model's normal "
+             "class), so every example counts as a defect and AUROC cannot be computed")
+
+
 def anomaly_metrics(labels: list[str], scores: np.ndarray, threshold: float, normal: str) -> dict:
     from .evaluation import classification_metrics
 
@@ -238,11 +247,11 @@ def fit_anomaly(data, *, test=None, backbone: str = "auto", config=None, seed: i
                "normal_label": normal, "class_counts": {normal: len(normals)}}
     if test is not None:
         test_set = as_dataset(test, **read_options)
+        test_set.require_modality("image", "the training data")
         test_set.require_labels(min_classes=1)
-        test_normal = normal if normal in set(test_set.labels) else normal_label_of(test_set.labels,
-                                                                                     cfg.normal_label, test_set.path)
+        warn_without_normals(test_set, normal)
         scores = estimator.score_samples(test_set.inputs)
-        metrics["test"] = anomaly_metrics(test_set.labels, scores, estimator.threshold_, test_normal)
+        metrics["test"] = anomaly_metrics(test_set.labels, scores, estimator.threshold_, normal)
         metrics["evaluation"] = "test data"
         metrics["results"] = [{"strategy": "patchcore", "backbone": estimator.backbone,
                                "accuracy": metrics["test"]["accuracy"], "macro_f1": metrics["test"]["macro_f1"],

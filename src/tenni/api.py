@@ -188,6 +188,7 @@ def split_for_fit(data, test=None, *, test_size: float = 0.2, seed: int = 0, **r
     dataset.require_labels()
     if test is not None:
         test_set = as_dataset(test, **read_options)
+        test_set.require_modality(dataset.modality, "the training data")
         test_set.require_labels(min_classes=1)
         train = dataset
         unseen = sorted(set(test_set.labels) - set(dataset.labels))

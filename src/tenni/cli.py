@@ -217,7 +217,6 @@ def evaluate(
     """Measure a saved model on labeled data: accuracy, macro-F1, per-class metrics, confusion matrix."""
     from rich.markup import escape
 
-    from ._logging import warn
     from .api import load
     from .data import read_dataset
     from .data.media import split_folder
@@ -228,10 +227,7 @@ def evaluate(
     dataset = read_dataset(test, text_col=text_col, label_col=label_col, encoding=encoding,
                            skip_bad_files=skip_bad_files)
     anomaly = getattr(model, "task", "classify") == "anomaly"
-    unseen = sorted(set(dataset.labels) - set(model.labels))
-    if unseen and not anomaly:
-        warn(f"{test}: label(s) {', '.join(unseen[:5])} are not among the model's labels; they count as errors")
-    metrics = model.evaluate(dataset)
+    metrics = model.evaluate(dataset)  # it warns about labels the model never saw
     if json_out:
         out.print_json(json.dumps(metrics))
         return
@@ -446,6 +442,9 @@ def curve(
                           hint="pass -o with a new or existing folder")
     result = run_curve(data, strategy=strategy, backbone=backbone, budgets=sizes, seeds=seeds, test=test,
                        text_col=text_col, label_col=label_col, encoding=encoding)
+    if target is not None:  # in curve.json too, not only on the screen
+        result["target"] = {"accuracy": target,
+                            "labels_per_class": {name: labels_for(result, name, target) for name in result["curves"]}}
     output.mkdir(parents=True, exist_ok=True)
     atomic_write_json(output / "curve.json", result)
     plot_curve(result, output / "curve.png")
@@ -460,17 +459,16 @@ def curve(
     out.print(table)
     saved = result.get("labels_saved")
     if saved:
-        if saved["scratch_labels_per_class"]:
+        if saved["scratch_labels_per_class"] is not None:
             out.print(f"to reach {saved['target_accuracy']:.3f}, transfer used {saved['transfer_labels_per_class']} "
                       f"labels per class; scratch would need about {saved['scratch_labels_per_class']:.0f}")
         else:
             out.print(f"scratch's forecast plateau ({saved['scratch_plateau']:.3f}) stays below "
                       f"{saved['target_accuracy']:.3f}: transfer's accuracy is out of its reach")
     if target is not None:
-        for name in result["curves"]:
-            need = labels_for(result, name, target)
-            out.print(f"{name}: {'about ' + format(need, '.0f') if need else 'not reachable (plateau below it)'}"
-                      f" labels per class for accuracy {target:.2f}")
+        for name, need in result["target"]["labels_per_class"].items():
+            out.print(f"{name}: about {need:.0f} labels per class for accuracy {target:.2f}" if need is not None
+                      else f"{name}: accuracy {target:.2f} not reachable (its fitted plateau is below it)")
     out.print(f"written: {output / 'curve.html'}, {output / 'curve.png'}, {output / 'curve.json'}", soft_wrap=True)
 
 

@@ -60,13 +60,13 @@ class Model:
 
     def evaluate(self, data, **read_options) -> dict:
         dataset = as_dataset(data, **read_options)
+        dataset.require_modality(self.modality, "the model's input")
         dataset.require_labels(min_classes=1)
         if self.task == "anomaly":
-            from .anomaly import anomaly_metrics, normal_label_of
+            from .anomaly import anomaly_metrics, warn_without_normals
 
-            normal = self.data_summary.get("normal_label", "normal")
-            if normal not in set(dataset.labels):
-                normal = normal_label_of(dataset.labels, None, dataset.path)
+            normal = (self.data_summary or {}).get("normal_label", "normal")
+            warn_without_normals(dataset, normal)
             return anomaly_metrics(dataset.labels, self.score(dataset.inputs), self.estimator.threshold_, normal)
         unseen = sorted(set(dataset.labels) - set(self.labels))
         if unseen:

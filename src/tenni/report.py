@@ -32,7 +32,10 @@ def write_report(model_dir: str | Path, output: str | Path | None = None, *, dat
     backbone = (manifest.get("backbone") or {}).get("name")
     if data is not None:
         from .assess import assess
+        from .data import as_dataset
 
+        data = as_dataset(data, **read_options)
+        data.require_modality(manifest.get("modality", "text"), "the model's input")
         assessment = assess(data, **read_options).to_dict()
         if curve:
             from .evaluation.curve import run_curve

@@ -54,6 +54,22 @@ def test_curve_command_writes_plot_html_and_json(capsys, monkeypatch, tmp_path):
     assert (out / "curve.png").read_bytes()[:4] == b"\x89PNG"
     assert "data:image/png;base64" in (out / "curve.html").read_text()
     assert "labels per class" in capsys.readouterr().out
+    assert set(result["target"]["labels_per_class"]) == {"probe", "scratch"}  # the --target answer is saved too
+
+
+def test_labels_needed_trust_measurements_over_the_fit():
+    """A target already reached at a measured budget is answered with that budget, whatever the fit says; beyond
+    the measurements the law extrapolates (never below the largest budget); above its plateau there is no answer."""
+    from tenni.evaluation.curve import needed_labels
+
+    flat_but_badly_fitted = {"a": 0.999, "b": 0.9, "c": 0.1}  # would need thousands of labels for 0.95
+    accuracy = {"2": [0.6, 0.7], "4": [0.96, 0.97], "8": [1.0, 1.0]}
+    assert needed_labels(accuracy, flat_but_badly_fitted, 0.95) == 4.0
+    assert needed_labels(accuracy, flat_but_badly_fitted, 0.3) == 2.0  # not "0 labels"
+    law = {"a": 0.95, "b": 0.5, "c": 0.5}
+    low = {"2": [0.5], "4": [0.6], "8": [0.7]}
+    assert needed_labels(low, law, 0.9) == PowerLaw(**law).labels_for(0.9) > 8
+    assert needed_labels(low, law, 0.97) is None
 
 
 def test_saved_model_has_a_report(train_csv, test_csv, tmp_path):

@@ -109,7 +109,11 @@ def assess(data, *, backbones: list[str] | None = None, test=None, seed: int = 0
     y = np.searchsorted(classes, dataset.labels)
     splits = cv_splits(y, seed=seed)
     texts = dataset.inputs
-    query_texts = as_dataset(test, labeled=False, **read_options).inputs if test is not None else None
+    query_texts = None
+    if test is not None:
+        query = as_dataset(test, labeled=False, **read_options)
+        query.require_modality(dataset.modality, "the training data")
+        query_texts = query.inputs
 
     reports = []
     start = time.perf_counter()

@@ -100,6 +100,7 @@ def check_labels(data, *, test=None, backbone: str = "auto", seed: int = 0, max_
                                            "labels": [dataset.labels[i], dataset.labels[j]]})
     if test is not None:
         test_set = as_dataset(test, labeled=False, **read_options)
+        test_set.require_modality(dataset.modality, "the training data")
         train_forms = {_normal_form(t): i for i, t in enumerate(dataset.inputs)}
         test_feats = bb.encode(test_set.inputs)
         cross = _cosine(test_feats, feats)

@@ -72,6 +72,12 @@ class Dataset:
                 f"{purpose} needs at least {minimum} examples per class, but {listing}{more}",
                 path=self.path, hint="add examples to those classes, pass a separate --test file, or drop them")
 
+    def require_modality(self, modality: str, what: str) -> None:
+        """Refuse data of another kind than ``modality`` (texts where images are expected, images for audio…)."""
+        if self.modality != modality:
+            raise DataError(f"{what} is {modality}, but this data holds {self.modality}", path=self.path,
+                            hint=f"pass {modality} data here (same kind as the training data)")
+
     def train_test_split(self, test_size: float = 0.2, seed: int = 0) -> tuple[Dataset, Dataset]:
         """A stratified hold-out split; every class keeps at least one example on each side."""
         from sklearn.model_selection import train_test_split

@@ -164,11 +164,23 @@ def run_curve(data, *, strategy: str | None = None, backbone: str = "auto", budg
     return result
 
 
+def needed_labels(accuracy: dict, law: dict, target: float) -> float | None:
+    """Labels per class to reach ``target``: the smallest measured budget whose mean reaches it (measurements
+    outrank the fit), else the power law's extrapolation beyond the largest budget; None when the law's plateau is
+    below the target."""
+    means = sorted((int(b), float(np.mean(a))) for b, a in accuracy.items())
+    reached = [b for b, m in means if m >= target]
+    if reached:
+        return float(reached[0])
+    needed = PowerLaw(**law).labels_for(target)
+    return None if needed is None else max(needed, float(means[-1][0]))
+
+
 def labels_saved(transfer: CurveResult, scratch: CurveResult, budgets: list[int]) -> dict:
     """At the accuracy transfer reaches with the largest budget, the labels per class scratch would need."""
     law_t, law_s = PowerLaw(**transfer.law), PowerLaw(**scratch.law)
     target = float(law_t(budgets[-1]))
-    needed = law_s.labels_for(target)
+    needed = needed_labels(scratch.accuracy, scratch.law, target)
     return {"target_accuracy": target, "transfer_labels_per_class": budgets[-1],
             "scratch_labels_per_class": needed,
             "factor": None if needed is None else needed / budgets[-1],
@@ -176,7 +188,8 @@ def labels_saved(transfer: CurveResult, scratch: CurveResult, budgets: list[int]
 
 
 def labels_for(result: dict, strategy: str, target: float) -> float | None:
-    return PowerLaw(**result["curves"][strategy]["law"]).labels_for(target)
+    curve = result["curves"][strategy]
+    return needed_labels(curve["accuracy"], curve["law"], target)
 
 
 def plot_curve(result: dict, path) -> None:

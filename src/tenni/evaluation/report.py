@@ -132,7 +132,7 @@ def curve_section(result: dict, png_path: Path | None = None) -> tuple[str, str]
         img = png_file_tag(path)
     saved = result.get("labels_saved")
     note = ""
-    if saved and saved.get("scratch_labels_per_class"):
+    if saved and saved.get("scratch_labels_per_class") is not None:
         note = (f"<p>To reach {saved['target_accuracy']:.3f} accuracy, transfer needs "
                 f"{saved['transfer_labels_per_class']} labels per class; scratch would need about "
                 f"{saved['scratch_labels_per_class']:.0f} ({saved['factor']:.1f}x).</p>")
