@@ -38,6 +38,9 @@ def test_bad_image_exits_2_with_its_path_or_is_skipped(capsys, monkeypatch, imag
                                "--skip-bad-files")
     assert code == 0, stderr
     assert "skipped 1 bad image file" in stderr
+    # the fix the error names exists wherever data is read
+    code, _, stderr = run(capsys, monkeypatch, "check", root, "-b", tiny_vit, "--skip-bad-files", "--json")
+    assert code == 0 and "skipped 1 bad image file" in stderr, stderr
 
 
 def test_frozen_audio_backbone_refuses_finetune_in_one_line(capsys, monkeypatch, tone_folder):

@@ -336,6 +336,7 @@ def assess(
     label_col: str | None = typer.Option(None, "--label-col"),
     encoding: str = typer.Option("auto", "--encoding"),
     seed: int = typer.Option(0, "--seed"),
+    skip_bad_files: bool = typer.Option(False, "--skip-bad-files", help="Images/audio: leave out bad files."),
     json_out: bool = typer.Option(False, "--json", help="Print the assessment as JSON."),
 ):
     """Before training: will transfer work here, with which backbone, and which strategy?"""
@@ -343,7 +344,7 @@ def assess(
 
     names = [b.strip() for b in backbones.split(",") if b.strip()] if backbones else None
     result = run_assess(data, backbones=names, test=test, seed=seed, text_col=text_col, label_col=label_col,
-                        encoding=encoding)
+                        encoding=encoding, skip_bad_files=skip_bad_files)
     if json_out:
         out.print_json(json.dumps(result.to_dict()))
         return
@@ -378,7 +379,8 @@ def check(
     text_col: str | None = typer.Option(None, "--text-col"),
     label_col: str | None = typer.Option(None, "--label-col"),
     encoding: str = typer.Option("auto", "--encoding"),
-    limit: int = typer.Option(20, "--limit", help="Rows to show per table."),
+    limit: int = typer.Option(20, "--limit", min=1, help="Rows to show per table."),
+    skip_bad_files: bool = typer.Option(False, "--skip-bad-files", help="Images/audio: leave out bad files."),
     json_out: bool = typer.Option(False, "--json", help="Print everything as JSON."),
 ):
     """Find likely mislabeled examples, duplicates and train/test leakage."""
@@ -387,7 +389,7 @@ def check(
     from .assess import check_labels
 
     result = check_labels(data, test=test, backbone=backbone, text_col=text_col, label_col=label_col,
-                          encoding=encoding)
+                          encoding=encoding, skip_bad_files=skip_bad_files)
     if json_out:
         out.print_json(json.dumps(result.to_dict(), ensure_ascii=False))
         return
@@ -424,6 +426,7 @@ def curve(
     text_col: str | None = typer.Option(None, "--text-col"),
     label_col: str | None = typer.Option(None, "--label-col"),
     encoding: str = typer.Option("auto", "--encoding"),
+    skip_bad_files: bool = typer.Option(False, "--skip-bad-files", help="Images/audio: leave out bad files."),
 ):
     """Accuracy at growing label budgets, transfer vs scratch, with a forecast: how many labels do you need?"""
     from ._paths import atomic_write_bytes, atomic_write_json
@@ -441,7 +444,7 @@ def curve(
         raise ConfigError(f"{output} is a file; curve writes a folder (curve.json, .png, .html)",
                           hint="pass -o with a new or existing folder")
     result = run_curve(data, strategy=strategy, backbone=backbone, budgets=sizes, seeds=seeds, test=test,
-                       text_col=text_col, label_col=label_col, encoding=encoding)
+                       text_col=text_col, label_col=label_col, encoding=encoding, skip_bad_files=skip_bad_files)
     if target is not None:  # in curve.json too, not only on the screen
         result["target"] = {"accuracy": target,
                             "labels_per_class": {name: labels_for(result, name, target) for name in result["curves"]}}
@@ -478,12 +481,15 @@ def report(
     data: Path | None = typer.Option(None, "--data", help="Labeled data: adds the assessment."),
     with_curve: bool = typer.Option(False, "--curve", help="With --data: add a learning curve (slower)."),
     output: Path | None = typer.Option(None, "-o", "--output", help="HTML file [default: MODEL_DIR/report.html]."),
+    skip_bad_files: bool = typer.Option(False, "--skip-bad-files", help="Images/audio: leave out bad files."),
 ):
     """Write a self-contained HTML report of a model: data, results, per-class metrics, confusion matrix."""
     from .report import write_report
 
     _output_file(output, (".html", ".htm"))
-    path = write_report(model_dir, output, data=data, curve=with_curve)
+    if with_curve and data is None:
+        raise ConfigError("--curve needs --data (the labeled data to trace the curve on)", hint="add --data DATA")
+    path = write_report(model_dir, output, data=data, curve=with_curve, skip_bad_files=skip_bad_files)
     out.print(f"written: {path}", soft_wrap=True)
 
 

@@ -110,3 +110,17 @@ def test_other_files_in_class_folders_are_counted_not_silently_dropped(image_fol
     ds = read_dataset(root)
     assert len(ds) == 24
     assert "ignored 1 file(s) that are not image files (.txt)" in capsys.readouterr().err
+
+
+def test_photos_are_turned_upright_by_their_exif_orientation(tmp_path):
+    from PIL import Image
+
+    from tenni.data.media import load_image
+
+    wide = Image.new("RGB", (80, 40), (200, 30, 30))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    wide.save(tmp_path / "phone.jpg", exif=exif)
+    wide.save(tmp_path / "plain.jpg")
+    assert load_image(str(tmp_path / "phone.jpg")).size == (40, 80)
+    assert load_image(str(tmp_path / "plain.jpg")).size == (80, 40)

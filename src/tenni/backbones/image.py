@@ -29,7 +29,7 @@ class ImageBackbone(MediaBackbone):
     std: tuple[float, ...] = IMAGENET_STD
 
     def preprocessing_tag(self) -> str:
-        return f"img{self.image_size}-crop"
+        return f"img{self.image_size}-crop-exif"  # "-exif": photos turned upright (cache of older features unused)
 
     def load_items(self, paths: list[str]) -> np.ndarray:
         """(N, size, size, 3) uint8 pixels, what training augments and inference normalises."""
@@ -219,7 +219,7 @@ class HFImageBackbone(ImageBackbone):
         self.image_size = int(size if not isinstance(size, (list, tuple)) else size[0])
 
     def preprocessing_tag(self) -> str:
-        return f"img{self.image_size}-crop-m{'-'.join(f'{v:.3f}' for v in self.mean)}"
+        return f"img{self.image_size}-crop-exif-m{'-'.join(f'{v:.3f}' for v in self.mean)}"
 
     def network(self):
         model = load_hf_encoder(self.path, self.name, "image")

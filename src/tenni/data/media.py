@@ -85,6 +85,10 @@ def load_image(path: str, size: int | None = None):
         if size and im.format == "JPEG":
             im.draft("RGB", (size, size))
         im.load()
+        if im.getexif().get(0x0112, 1) in range(2, 9):  # EXIF orientation: as a camera or phone shows the photo
+            from PIL import ImageOps
+
+            im = ImageOps.exif_transpose(im)
         if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
             rgba = im.convert("RGBA")
             canvas = Image.new("RGB", rgba.size, (255, 255, 255))
