@@ -30,3 +30,21 @@ def test_finds_duplicates_conflicts_and_leakage(train_data, test_data):
     assert any(len(set(g["labels"])) > 1 for g in result.duplicate_groups)
     assert [leak["test"] for leak in result.leakage] == ["item 0"]
     assert "conflicting" in result.summary()
+
+
+def test_byte_identical_image_copies_are_exact_duplicates_and_leaks(image_folder, tiny_vit, tmp_path):
+    """Images are the same when their bytes are, whatever their names: a copy filed under the other class is an
+    exact duplicate with conflicting labels, and a training image copied into the test set is an exact leak."""
+    import shutil
+
+    root = tmp_path / "imgs"
+    shutil.copytree(image_folder / "train", root / "train")
+    original = sorted((root / "train" / "warm").iterdir())[0]
+    shutil.copy(original, root / "train" / "cool" / ("copy" + original.suffix))
+    test = root / "test" / "warm"
+    test.mkdir(parents=True)
+    shutil.copy(original, test / ("leaked" + original.suffix))
+    result = check_labels(str(root / "train"), test=str(root / "test"), backbone=str(tiny_vit))
+    conflicts = [g for g in result.duplicate_groups if len(set(g["labels"])) > 1]
+    assert len(conflicts) == 1 and len(conflicts[0]["sources"]) == 2
+    assert [leak["kind"] for leak in result.leakage if "leaked" in leak["test"]] == ["exact"]

@@ -39,6 +39,16 @@ def _normal_form(text: str) -> str:
     return re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text).lower()).strip()
 
 
+def _exact_form(modality: str):
+    """What makes two items the same: a text's normal form (case, width, spacing), a file's bytes (copies under
+    other names or classes are duplicates; their paths always differ)."""
+    if modality == "text":
+        return _normal_form
+    from ..data.media import file_key
+
+    return file_key
+
+
 def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = a / np.linalg.norm(a, axis=1, keepdims=True).clip(min=1e-12)
     b = b / np.linalg.norm(b, axis=1, keepdims=True).clip(min=1e-12)
@@ -82,9 +92,10 @@ def check_labels(data, *, test=None, backbone: str = "auto", seed: int = 0, max_
                 "suggested": classes[best[i]], "p_label": round(float(given[i]), 4),
                 "p_suggested": round(float(proba[i, best[i]]), 4)})
 
-    groups: dict[str, list[int]] = {}
+    form = _exact_form(dataset.modality)
+    groups: dict = {}
     for i, text in enumerate(dataset.inputs):
-        groups.setdefault(_normal_form(text), []).append(i)
+        groups.setdefault(form(text), []).append(i)
     for members in groups.values():
         if len(members) > 1:
             result.duplicate_groups.append({"sources": [dataset.sources[i] for i in members],
@@ -101,11 +112,11 @@ def check_labels(data, *, test=None, backbone: str = "auto", seed: int = 0, max_
     if test is not None:
         test_set = as_dataset(test, labeled=False, **read_options)
         test_set.require_modality(dataset.modality, "the training data")
-        train_forms = {_normal_form(t): i for i, t in enumerate(dataset.inputs)}
+        train_forms = {form(t): i for i, t in enumerate(dataset.inputs)}
         test_feats = bb.encode(test_set.inputs)
         cross = _cosine(test_feats, feats)
         for k, text in enumerate(test_set.inputs):
-            j = train_forms.get(_normal_form(text))
+            j = train_forms.get(form(text))
             kind = "exact"
             if j is None:
                 j = int(cross[k].argmax())
