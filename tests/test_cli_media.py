@@ -26,6 +26,8 @@ def test_fit_predict_evaluate_on_an_image_folder(capsys, monkeypatch, image_fold
     assert code == 0 and len(list(csv.DictReader(io.StringIO(stdout)))) == 1
     code, stdout, stderr = run(capsys, monkeypatch, "evaluate", out, image_folder)
     assert code == 0 and "accuracy" in stdout and "(n = 12)" in stdout
+    code, stdout, stderr = run(capsys, monkeypatch, "predict", out, image_folder)  # train/ + test/: its test/
+    assert code == 0 and len(list(csv.DictReader(io.StringIO(stdout)))) == 12 and "predicting the files" in stderr
 
 
 def test_bad_image_exits_2_with_its_path_or_is_skipped(capsys, monkeypatch, image_folder, tiny_vit, tmp_path):

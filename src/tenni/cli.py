@@ -155,15 +155,21 @@ def predict(
     skip_bad_files: bool = typer.Option(False, "--skip-bad-files", help="Images/audio: leave out bad files."),
 ):
     """Predict labels and class probabilities for new texts, images or audio."""
+    from ._logging import info
     from .api import load
     from .data import read_dataset
+    from .data.media import split_folder
 
     _output_file(output, (".csv", ".jsonl", ".ndjson"))
     model = load(model_dir, backbone=backbone)
+    if inputs.is_dir() and split_folder(inputs)[1] is not None:  # a dataset folder: its test/, as evaluate reads
+        inputs = split_folder(inputs)[1]
+        info(f"the folder has train/ and test/: predicting the files under {inputs}")
     dataset = read_dataset(inputs, text_col=text_col, labeled=False, encoding=encoding,
                            skip_bad_files=skip_bad_files)
     if dataset.modality != model.modality:
-        raise ConfigError(f"the model takes {model.modality}, but {inputs} holds {dataset.modality}")
+        raise ConfigError(f"the model takes {model.modality}, but {inputs} holds {dataset.modality}",
+                          hint=f"pass {model.modality} inputs, or a model trained on {dataset.modality}")
     labels = model.labels
     rows = []
     key = "text" if dataset.modality == "text" else "path"
