@@ -70,6 +70,12 @@ def test_anomaly_needs_images(tone_folder):
         tenni.fit(str(tone_folder / "train" / "low"), task="anomaly")
 
 
+@pytest.mark.parametrize("option", [{"strategy": "lora"}, {"budget": "5m"}, {"evaluation": "cv"}])
+def test_anomaly_refuses_options_it_would_ignore(defect_folder, option):
+    with pytest.raises(ConfigError, match="not apply to --task anomaly"):
+        tenni.fit(str(defect_folder), task="anomaly", **option)
+
+
 def test_anomaly_on_a_flat_folder_of_normals(defect_folder, tiny_vit, tmp_path):
     flat = tmp_path / "normals"
     shutil.copytree(defect_folder / "train" / "good", flat)

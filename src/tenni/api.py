@@ -284,6 +284,12 @@ def fit(data, *, test=None, strategy: str | None = None, backbone: str = AUTO,
     """
     read = {"text_col": text_col, "label_col": label_col, "encoding": encoding, "skip_bad_files": skip_bad_files}
     if task == "anomaly":
+        ignored = [name for name, given in (("--strategy", strategy not in (None, "patchcore")),
+                                            ("--budget", budget is not None),
+                                            ("--evaluation", evaluation != "auto")) if given]
+        if ignored:
+            raise ConfigError(f"{', '.join(ignored)} do(es) not apply to --task anomaly (a PatchCore memory bank of "
+                              "the normal images, thresholded on held-out normals)", hint=f"drop {', '.join(ignored)}")
         return fit_anomaly(data, test=test, backbone=backbone, config=config, seed=seed, **read)
     if task != "classify":
         raise ConfigError(f"unknown task '{task}'", hint="use classify or anomaly")
