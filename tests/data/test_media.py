@@ -89,8 +89,10 @@ def test_silent_and_corrupt_audio_are_bad(tmp_path, tone_folder):
     shutil.copytree(tone_folder / "train", root)
     sf.write(root / "low" / "silent.wav", np.zeros(8000, np.float32), 8000)
     (root / "high" / "broken.flac").write_bytes(b"fLaC" + b"\x00" * 50)
-    with pytest.raises(DataError, match=r"2 bad audio file\(s\).*silent.*broken.flac|2 bad audio.*broken.*silent"):
+    pattern = r"2 bad audio file\(s\).*silent.*broken.flac|2 bad audio.*broken.*silent"
+    with pytest.raises(DataError, match=pattern) as info:
         read_dataset(root)
+    assert ": )" not in str(info.value), "every decode failure says why"
     assert len(read_dataset(root, skip_bad_files=True)) == 20
 
 

@@ -141,9 +141,14 @@ def _load_audio_fallback(path: str, first_error: Exception):
         import audioread  # what librosa uses for MP3 on old libsndfile builds
     except ImportError:
         raise first_error from None
-    with audioread.audio_open(path) as f:
-        rate, channels = f.samplerate, f.channels
-        raw = b"".join(f)
+    try:
+        with audioread.audio_open(path) as f:
+            rate, channels = f.samplerate, f.channels
+            raw = b"".join(f)
+    except Exception as err:
+        if str(err).strip():
+            raise
+        raise first_error from None  # audioread's errors often say nothing; libsndfile's say what is wrong
     data = np.frombuffer(raw, dtype="<i2").astype(np.float32) / 32768.0
     return data.reshape(-1, channels), rate
 
