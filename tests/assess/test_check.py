@@ -22,7 +22,7 @@ def test_finds_planted_label_flips(train_data):
 
 def test_finds_duplicates_conflicts_and_leakage(train_data, test_data):
     texts, labels = list(train_data[0]), list(train_data[1])
-    texts += [texts[0].upper(), texts[1]]            # exact duplicates (case and spacing ignored)
+    texts += [texts[0].upper().rstrip(".!") + " !", texts[1]]  # exact duplicates (case, spacing, punctuation)
     labels += [labels[0], "sports" if labels[1] != "sports" else "food"]  # one conflicting
     test_texts = [texts[5], "A completely new sentence about gardening."]
     result = check_labels((texts, labels), test=(test_texts, None), backbone="text/minilm")
@@ -48,3 +48,9 @@ def test_byte_identical_image_copies_are_exact_duplicates_and_leaks(image_folder
     conflicts = [g for g in result.duplicate_groups if len(set(g["labels"])) > 1]
     assert len(conflicts) == 1 and len(conflicts[0]["sources"]) == 2
     assert [leak["kind"] for leak in result.leakage if "leaked" in leak["test"]] == ["exact"]
+
+
+def test_texts_of_only_emoji_or_punctuation_are_not_all_duplicates():
+    result = check_labels((["😀", "😡", "!!!", "???", "😀"] * 2, ["a", "b"] * 5), backbone="text/minilm")
+    groups = sorted(len(g["sources"]) for g in result.duplicate_groups)
+    assert groups == [2, 2, 2, 4]  # each distinct string with its copies, no more

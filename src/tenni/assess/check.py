@@ -36,7 +36,11 @@ class LabelCheck:
 
 
 def _normal_form(text: str) -> str:
-    return re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text).lower()).strip()
+    """Case, width, spacing and punctuation ignored ("WASTE of money." = "waste of money"); a text that is all
+    punctuation or emoji keeps them, so such texts are not all one another's duplicates."""
+    folded = re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text).lower()).strip()
+    words = re.sub(r"\s+", " ", re.sub(r"[^\w\s]", " ", folded)).strip()
+    return words or folded
 
 
 def _exact_form(modality: str):
