@@ -54,3 +54,11 @@ def test_texts_of_only_emoji_or_punctuation_are_not_all_duplicates():
     result = check_labels((["😀", "😡", "!!!", "???", "😀"] * 2, ["a", "b"] * 5), backbone="text/minilm")
     groups = sorted(len(g["sources"]) for g in result.duplicate_groups)
     assert groups == [2, 2, 2, 4]  # each distinct string with its copies, no more
+
+
+def test_exact_form_ignores_case_spacing_and_punctuation():
+    from tenni.assess.check import _normal_form
+
+    assert _normal_form("WASTE of  money.") == _normal_form("waste of money")
+    assert _normal_form("Great product, loved it!") == _normal_form("great product loved it")
+    assert _normal_form("!!!") != _normal_form("???")
