@@ -179,3 +179,18 @@ def test_saving_under_a_file_is_a_clear_error(train_data, tmp_path):
     model = tenni.fit(train_data, strategy="scratch", baseline=False)
     with pytest.raises(TenniError, match="it is a file"):
         model.save(tmp_path / "afile" / "model")
+
+
+def test_a_bare_strategy_keeps_integer_labels_for_scikit_learn(train_data, tmp_path):
+    """The registered strategies are scikit-learn classifiers too: integer labels stay integers, so scorers work."""
+    from sklearn.model_selection import cross_val_score
+
+    from tenni.strategies import get_strategy_class
+
+    texts, labels = train_data
+    ints = np.searchsorted(sorted(set(labels)), labels)
+    scores = cross_val_score(get_strategy_class("scratch")(), np.array(texts), ints, cv=3)
+    assert not np.isnan(scores).any() and scores.mean() > 0.6
+    model = tenni.Model(get_strategy_class("scratch")().fit(texts, ints))
+    assert model.labels == ["0", "1", "2"] and set(model.predict(texts[:6])) <= {"0", "1", "2"}
+    assert tenni.load(model.save(tmp_path / "m")).predict(texts[:6]) == model.predict(texts[:6])

@@ -207,11 +207,13 @@ class Strategy(ClassifierMixin, BaseEstimator):
         for i, v in enumerate(y):
             if v is None or (isinstance(v, float) and v != v):
                 raise DataError(f"item {i}: missing label (None/NaN)", hint="drop unlabeled items or fill them")
-        labels = np.asarray([str(v) for v in y])
-        self.classes_ = np.unique(labels)
+        try:  # labels keep their type, as scikit-learn's classifiers do: ints stay ints for its scorers
+            self.classes_, y_idx = np.unique(np.asarray(y), return_inverse=True)
+        except TypeError:  # mixed types cannot be ordered: their text
+            self.classes_, y_idx = np.unique(np.asarray([str(v) for v in y]), return_inverse=True)
+        y_idx = y_idx.ravel()
         if len(self.classes_) < 2:
             raise ConfigError("fit needs at least two classes", hint="check the labels")
-        y_idx = np.searchsorted(self.classes_, labels)
         if self.text_only or (self.uses_backbone and get_backbone(self.backbone).modality == "text"):
             from ..data.media import infer_modality
 
