@@ -194,3 +194,13 @@ def test_a_bare_strategy_keeps_integer_labels_for_scikit_learn(train_data, tmp_p
     model = tenni.Model(get_strategy_class("scratch")().fit(texts, ints))
     assert model.labels == ["0", "1", "2"] and set(model.predict(texts[:6])) <= {"0", "1", "2"}
     assert tenni.load(model.save(tmp_path / "m")).predict(texts[:6]) == model.predict(texts[:6])
+
+
+def test_scikit_learn_tags_say_the_input_is_texts():
+    from sklearn.utils import get_tags
+
+    from tenni.strategies import get_strategy_class
+
+    for estimator in (tenni.TenniClassifier(), get_strategy_class("probe")()):
+        tags = get_tags(estimator).input_tags
+        assert tags.string and tags.one_d_array and not tags.two_d_array

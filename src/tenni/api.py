@@ -372,6 +372,11 @@ class TenniClassifier(ClassifierMixin, BaseEstimator):
         self.config = config
         self.seed = seed
 
+    def __sklearn_tags__(self):
+        from .strategies.base import text_input_tags
+
+        return text_input_tags(super().__sklearn_tags__())
+
     def fit(self, X, y) -> TenniClassifier:
         # labels keep their type (ints stay ints, so scikit-learn's scorers work); strategies see strings
         from .data import as_texts

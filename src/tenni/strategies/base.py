@@ -68,6 +68,14 @@ def make_config(config_cls, config: Any):
     return config
 
 
+def text_input_tags(tags):
+    """scikit-learn's tags for an estimator whose X is a 1-D sequence of texts (or file paths), not a matrix."""
+    tags.input_tags.one_d_array = True
+    tags.input_tags.two_d_array = False
+    tags.input_tags.string = True
+    return tags
+
+
 def check_seed(seed) -> None:
     """A seed numpy and torch accept: a whole number from 0 to 2**32 - 1."""
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
@@ -196,6 +204,9 @@ class Strategy(ClassifierMixin, BaseEstimator):
         return backbone
 
     # --- the estimator API ---------------------------------------------------------------------------------
+    def __sklearn_tags__(self):
+        return text_input_tags(super().__sklearn_tags__())
+
     def fit(self, X, y) -> Strategy:
         from ..data import as_texts
         from ..errors import DataError
