@@ -82,3 +82,6 @@ def test_anomaly_on_a_flat_folder_of_normals(defect_folder, tiny_vit, tmp_path):
     model = tenni.fit(str(flat), task="anomaly", backbone=str(tiny_vit), config={"scoring": "patch"})
     assert model.metrics["evaluation"].startswith("none") and model.metrics["calibration_size"] >= 2
     assert model.save(tmp_path / "m").joinpath("README.md").read_text().count("flagged as defects") == 1
+    # its normal class is a placeholder: scored on good/ + defect/, the data's normal-looking class is the normal one
+    metrics = model.evaluate(str(defect_folder / "test"))
+    assert metrics["normal_label"] == "good" and metrics["auroc"] is not None

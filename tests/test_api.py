@@ -110,8 +110,10 @@ def test_predict_reads_texts_and_refuses_what_is_not_text(train_data):
     frame = pd.DataFrame({"id": [1, 2], "text": ["the referee blew the whistle", "rain and wind tomorrow"]})
     assert model.predict(frame) == model.predict(list(frame["text"]))  # the text column, not the column names
     assert model.predict("a single text") == model.predict(["a single text"])
+    assert model.predict(pd.DataFrame({"tweet": ["rain and wind"]})) == model.predict(["rain and wind"])
     for bad, message in [(None, "cannot predict on NoneType"), (5, "cannot predict on int"),
-                         (["fine", None], "item 1: missing"), (np.array([["a", "b"], ["c", "d"]]), "shape (2, 2)")]:
+                         (["fine", None], "item 1: missing"), (["fine", pd.NA], "item 1: missing"),
+                         (np.array([["a", "b"], ["c", "d"]]), "shape (2, 2)")]:
         with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)")):
             model.predict(bad)
 
@@ -130,6 +132,10 @@ def test_classifier_checks_its_inputs_like_scikit_learn(train_data):
         clf.fit(texts, labels[:-2])
     with pytest.raises(DataError, match="missing label"):
         clf.fit(texts, labels[:-1] + [None])
+    with pytest.raises(DataError, match="missing label"):
+        clf.fit(texts, labels[:-1] + [np.float32("nan")])
+    mixed = [True if y == labels[0] else 2 for y in labels]  # True and 1 must not merge: mixed types become text
+    assert set(tenni.TenniClassifier(strategy="scratch").fit(texts, mixed).classes_) == {"True", "2"}
     column = clf.fit(texts, np.array(labels).reshape(-1, 1)).predict(texts[:5])
     assert list(column) == list(tenni.TenniClassifier(strategy="scratch").fit(texts, labels).predict(texts[:5]))
 
@@ -148,6 +154,10 @@ def test_option_values_of_the_wrong_type_are_refused_naming_the_option():
         with pytest.raises(ConfigError, match=message):
             make_estimator(strategy, config=config)
     assert make_estimator("scratch", config={"ngram_max": 3.0}).config_.ngram_max == 3  # a whole float is fine
+    # what worked before stays valid: numpy sequences and scalars, a share for min_df, one fold, 0/1 for a flag
+    assert make_estimator("hybrid", config={"weights": np.linspace(0, 1, 5), "folds": 1}).config_.weights[-1] == 1.0
+    assert make_estimator("scratch", config={"min_df": 0.05}).config_.min_df == 0.05
+    assert make_estimator("setfit", config={"tune_embeddings": 0}).config_.tune_embeddings is False
 
 
 def test_fit_takes_a_budget_as_the_cli_writes_it(train_data):

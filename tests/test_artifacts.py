@@ -170,6 +170,21 @@ def test_replacing_a_model_never_deletes_files_tenni_did_not_write(probe_model, 
         probe_model.save(path)
     assert (path / "my_predictions.csv").read_text() == "precious" and tenni.load(path).labels == probe_model.labels
 
+    (path / "my_predictions.csv").unlink()
+    (path / "report.assess.json").write_text("{}")  # written by `tenni report --data`
+    (path / ".DS_Store").write_bytes(b"\0")  # a file manager's
+    probe_model.save(path)
+
+
+def test_a_model_with_non_finite_weights_is_refused_at_save(probe_model, tmp_path):
+    import numpy as np
+
+    from tenni.artifacts import write_model_dir
+
+    with pytest.raises(ModelFileError, match="training diverged"):
+        write_model_dir(tmp_path / "m", {"labels": ["a", "b"]}, {"head.coef": np.array([[np.nan, 1.0]])}, "card")
+    assert not (tmp_path / "m").exists()
+
 
 def test_saved_files_follow_the_umask_not_the_temporary_files_0600(probe_model, tmp_path):
     import os

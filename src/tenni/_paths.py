@@ -28,12 +28,31 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where Linux tells it (``/proc/self/status``); elsewhere set and
+    restored at once."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _file_mode() -> int:
     """The mode a plain ``open(path, "w")`` would give (0o666 less the umask): temporary files are created 0o600,
     and a model or report must stay readable by whoever could read the folder."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
+    return 0o666 & ~_umask()
+
+
+def _chmod(path, mode: int) -> None:
+    try:
+        os.chmod(path, mode)
+    except OSError:  # file systems without Unix modes (vfat, some FUSE mounts): keep what they give
+        pass
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -44,7 +63,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, _file_mode())
+        _chmod(tmp, _file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -98,7 +117,7 @@ class AtomicDirectory:
         mode = _file_mode()
         for f in self.tmp.rglob("*"):
             if f.is_file() and not f.is_symlink():
-                os.chmod(f, mode)
+                _chmod(f, mode)
         old = None
         if self.target.exists():
             old = self.target.parent / f".{self.target.name}.old-{uuid.uuid4().hex[:8]}"

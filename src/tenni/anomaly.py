@@ -190,13 +190,20 @@ def normal_label_of(labels: list[str], requested: str | None, where=None) -> str
                       hint="name the normal class folder 'normal' or 'good', or pass --set normal_label=NAME")
 
 
-def warn_without_normals(dataset, normal: str) -> None:
-    """Evaluation data without the model's normal label: every example counts as a defect (never re-guessed)."""
-    if normal not in set(dataset.labels):
-        from ._logging import warn
+def evaluation_normal(dataset, normal: str) -> str:
+    """The normal class to score ``dataset`` against: the model's, when the data has it; when it has not, another
+    normal-looking class of the data (e.g. ``good``, for a model trained on a flat folder, whose normal class is the
+    placeholder ``normal``) if it holds two or more classes, else the model's, every example then a defect."""
+    present = set(dataset.labels)
+    if normal in present:
+        return normal
+    if len(present) >= 2:
+        return normal_label_of(dataset.labels, None, dataset.path)
+    from ._logging import warn
 
-        warn(f"{dataset.path or 'the evaluation data'}: no example is labelled '{normal}' (the model's normal "
-             "class), so every example counts as a defect and AUROC cannot be computed")
+    warn(f"{dataset.path or 'the evaluation data'}: no example is labelled '{normal}' (the model's normal class), so "
+         "every example counts as a defect and AUROC cannot be computed")
+    return normal
 
 
 def anomaly_metrics(labels: list[str], scores: np.ndarray, threshold: float, normal: str) -> dict:
@@ -249,9 +256,9 @@ def fit_anomaly(data, *, test=None, backbone: str = "auto", config=None, seed: i
         test_set = as_dataset(test, **read_options)
         test_set.require_modality("image", "the training data")
         test_set.require_labels(min_classes=1)
-        warn_without_normals(test_set, normal)
         scores = estimator.score_samples(test_set.inputs)
-        metrics["test"] = anomaly_metrics(test_set.labels, scores, estimator.threshold_, normal)
+        metrics["test"] = anomaly_metrics(test_set.labels, scores, estimator.threshold_,
+                                          evaluation_normal(test_set, normal))
         metrics["evaluation"] = "test data"
         metrics["results"] = [{"strategy": "patchcore", "backbone": estimator.backbone,
                                "accuracy": metrics["test"]["accuracy"], "macro_f1": metrics["test"]["macro_f1"],

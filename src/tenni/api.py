@@ -379,18 +379,19 @@ class TenniClassifier(ClassifierMixin, BaseEstimator):
 
     def fit(self, X, y) -> TenniClassifier:
         # labels keep their type (ints stay ints, so scikit-learn's scorers work); strategies see strings
-        from .data import as_texts
+        from .data import as_texts, is_missing
         from .errors import DataError
+        from .strategies.base import label_array
 
         texts = as_texts(X)
-        y = np.asarray(y)
+        y = np.asarray(y, dtype=object)
         y = y.ravel() if y.ndim == 2 and y.shape[1] == 1 else y
         if y.ndim != 1 or len(y) != len(texts):
             raise DataError(f"{len(texts)} inputs but labels of shape {y.shape}", hint="pass one label per input")
-        missing = [i for i, v in enumerate(y) if v is None or (isinstance(v, (float, np.floating)) and v != v)]
+        missing = [i for i, v in enumerate(y) if is_missing(v)]
         if missing:
             raise DataError(f"item {missing[0]}: missing label (None/NaN)", hint="drop unlabeled items or fill them")
-        self.classes_, y_idx = np.unique(y, return_inverse=True)
+        self.classes_, y_idx = np.unique(label_array(y), return_inverse=True)
         self.estimator_ = make_estimator(self.strategy, self.backbone, self.config, self.seed)
         self.estimator_.fit(texts, [f"{i:06d}" for i in y_idx])
         return self

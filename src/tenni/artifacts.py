@@ -33,12 +33,16 @@ def write_model_dir(target: str | Path, manifest: dict, tensors: dict[str, np.nd
         raise ModelFileError("exists and is not a tenni model directory; refusing to replace it", path=target,
                              hint="choose a new or empty -o path")
     if (target / MANIFEST).exists():  # an earlier model: replaced whole, so nothing else may live in it
-        ours = {MANIFEST, WEIGHTS, "README.md", "report.html", *(extra_files or {})}
-        foreign = sorted(p.name for p in target.iterdir() if p.name not in ours)
+        ours = {MANIFEST, WEIGHTS, "README.md", "report.html", "report.assess.json", *(extra_files or {})}
+        foreign = sorted(p.name for p in target.iterdir() if p.name not in ours and not p.name.startswith("."))
         if foreign:
             raise ModelFileError(f"holds an earlier model and files tenni did not write ({', '.join(foreign[:5])}"
                                  f"{' …' if len(foreign) > 5 else ''}), which replacing the model would delete",
                                  path=target, hint="move those files out, or choose another -o path")
+    diverged = [k for k, v in tensors.items() if np.asarray(v).dtype.kind == "f" and not np.isfinite(v).all()]
+    if diverged:  # it could never be loaded: say so now, not at load
+        raise ModelFileError(f"the model's weights hold NaN or infinite values ({', '.join(diverged[:3])}): "
+                             "training diverged", path=target, hint="re-fit with a lower learning rate or more data")
     with AtomicDirectory(target) as tmp:
         arrays = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
         save_file(arrays, str(tmp / WEIGHTS), metadata={"format": FORMAT})

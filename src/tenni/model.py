@@ -10,7 +10,7 @@ import numpy as np
 from . import __version__
 from .artifacts import read_model_dir, write_model_dir
 from .data import as_dataset
-from .errors import ModelFileError, TenniError
+from .errors import ConfigError, ModelFileError, TenniError
 from .evaluation import classification_metrics
 from .strategies import get_strategy_class
 
@@ -63,10 +63,9 @@ class Model:
         dataset.require_modality(self.modality, "the model's input")
         dataset.require_labels(min_classes=1)
         if self.task == "anomaly":
-            from .anomaly import anomaly_metrics, warn_without_normals
+            from .anomaly import anomaly_metrics, evaluation_normal
 
-            normal = (self.data_summary or {}).get("normal_label", "normal")
-            warn_without_normals(dataset, normal)
+            normal = evaluation_normal(dataset, (self.data_summary or {}).get("normal_label", "normal"))
             return anomaly_metrics(dataset.labels, self.score(dataset.inputs), self.estimator.threshold_, normal)
         unseen = sorted(set(dataset.labels) - set(self.labels))
         if unseen:
@@ -139,14 +138,18 @@ class Model:
             estimator = strategy_cls.from_state(backbone=bb_name, config=manifest["strategy"].get("config", {}),
                                                 seed=manifest.get("seed", 0), classes=manifest["labels"],
                                                 tensors=tensors, meta=manifest["strategy"].get("state", {}))
-            estimator.config_  # the stored options, checked now  # noqa: B018
-        except TenniError as err:
-            raise ModelFileError(f"strategy config: {err.message}", path=Path(path) / "tenni.json",
-                                 hint="the manifest was edited: correct it, or re-fit") from None
+        except TenniError:
+            raise  # a backbone that cannot be loaded, say: its own message, not the manifest's fault
         except (KeyError, ValueError, TypeError, IndexError, AttributeError, RuntimeError) as err:
             raise ModelFileError(f"the weights do not fit the manifest's {strategy_cls.name} model "
                                  f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})",
                                  path=path, hint="copy the whole model directory again, or re-fit") from None
+        try:
+            estimator.config_  # the stored options, checked now  # noqa: B018
+        except ConfigError as err:
+            raise ModelFileError(f"strategy config: {err.message}", path=Path(path) / "tenni.json",
+                                 hint="the manifest's options are not valid for this version of tenni: correct "
+                                      "them, or re-fit") from None
         return cls(estimator, modality=manifest.get("modality", "text"), metrics=manifest.get("metrics"),
                    data_summary=manifest.get("data"), created=manifest.get("created"),
                    tenni_version=manifest.get("tenni_version", "?"), task=manifest.get("task", "classify"))

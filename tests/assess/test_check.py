@@ -62,3 +62,5 @@ def test_exact_form_ignores_case_spacing_and_punctuation():
     assert _normal_form("WASTE of  money.") == _normal_form("waste of money")
     assert _normal_form("Great product, loved it!") == _normal_form("great product loved it")
     assert _normal_form("!!!") != _normal_form("???")
+    for a, b in [("not bad :)", "not bad :("), ("great 👍", "great 👎"), ("C++", "C#"), ("-1", "+1")]:
+        assert _normal_form(a) != _normal_form(b)

@@ -160,6 +160,11 @@ def test_quotes_that_close_or_sit_inside_unquoted_texts_are_fine(tmp_path):
     path.write_text('text,label\n5" screen,a\nsecond,b\n"third\nline ""quoted""",a\n\n\n')
     ds = read_dataset(path)
     assert ds.inputs == ['5" screen', "second", 'third\nline "quoted"'] and ds.labels == ["a", "b", "a"]
+    path.write_text('text,label\nhello world,pos\nbought a 5" screen,"neg\nmulti"\n')  # odd quotes, all closed
+    assert read_dataset(path, label_col="label").labels == ["pos", "neg\nmulti"]
+    quoted = tmp_path / "quoted.csv"
+    quoted.write_text('"text, body";label\ngood film;pos\nbad film;neg\n')  # the only comma is inside quotes
+    assert read_dataset(quoted, text_col="text, body").labels == ["pos", "neg"]
 
 
 @pytest.mark.parametrize("separator", [";", "\t", "|"])

@@ -35,12 +35,14 @@ class LabelCheck:
                 + (f", {len(self.leakage)} test items also in training" if self.leakage else ""))
 
 
+_SENTENCE_MARKS = re.compile(r"[.,!?;:\"'\u3001\u3002\uff01\uff1f\u2026]+")
+
+
 def _normal_form(text: str) -> str:
-    """Case, width, spacing and punctuation ignored ("WASTE of money." = "waste of money"); a text that is all
-    punctuation or emoji keeps them, so such texts are not all one another's duplicates."""
-    folded = re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text).lower()).strip()
-    words = re.sub(r"\s+", " ", re.sub(r"[^\w\s]", " ", folded)).strip()
-    return words or folded
+    """Case, width, spacing and sentence punctuation ignored ("WASTE of money." = "waste of money"); signs that
+    carry meaning (emoji, brackets of emoticons, + - # $ %) are kept, so "not bad :)" and "not bad :(" differ."""
+    folded = unicodedata.normalize("NFKC", text).lower()
+    return re.sub(r"\s+", " ", _SENTENCE_MARKS.sub(" ", folded)).strip() or folded.strip()
 
 
 def _exact_form(modality: str):

@@ -11,6 +11,7 @@ import codecs
 import csv
 import io
 import json
+import re
 import unicodedata
 from pathlib import Path
 
@@ -195,7 +196,7 @@ _OTHER_DELIMITERS = {";": "semicolon", "\t": "tab", "|": "pipe"}
 
 def _read_delimited(path: Path, encoding: str, delimiter: str):
     text = _decode(path, encoding)
-    first = text.split("\n", 1)[0]
+    first = re.sub(r'"[^"]*"', "", text.split("\n", 1)[0])  # separators inside quoted names do not count
     if delimiter == "," and "," not in first:  # a .csv saved with another separator (e.g. Excel in many locales)
         found = max(_OTHER_DELIMITERS, key=first.count)
         if first.count(found):
@@ -235,7 +236,7 @@ def _read_delimited(path: Path, encoding: str, delimiter: str):
         raise DataError(f"malformed {('TSV' if delimiter == chr(9) else 'CSV')}: {err}", path=path,
                         row=reader.line_num, hint="check the quoting on that line") from None
     last = rows[-1][0] if rows else 0
-    if last and last_end > last and _odd_quotes(text, last, last_end):
+    if last and last_end > last and _odd_quotes(text, last, last_end) and not text.rstrip().endswith('"'):
         # the last record ran over several lines with a quote left open: it swallowed the rest of the file
         raise DataError(f'a quote (") opened on this line is never closed, so lines {last}-{last_end} '
                         "were read as one record", path=path, row=last,
@@ -391,6 +392,16 @@ def as_dataset(data, *, text_col=None, label_col=None, labeled=True, encoding="a
                     hint="pass a file path, a folder, a (texts, labels) pair, or a DataFrame")
 
 
+def is_missing(value) -> bool:
+    """None, NaN (any float type), pandas' NA and NaT."""
+    if value is None or type(value).__name__ in ("NAType", "NaTType"):
+        return True
+    try:
+        return bool(value != value)
+    except (TypeError, ValueError):
+        return False
+
+
 def as_texts(inputs, *, text_col: str | None = None) -> list[str]:
     """The inputs of ``predict`` as a list of strings: one string, a list/tuple/Series/1-D array of them, or a
     DataFrame (its text column). Missing values and nested objects are refused with their position, never turned
@@ -400,7 +411,9 @@ def as_texts(inputs, *, text_col: str | None = None) -> list[str]:
     if isinstance(inputs, (str, Path)):
         return [str(inputs)]
     if hasattr(inputs, "columns") and hasattr(inputs, "to_dict"):  # a DataFrame: its text column, not its names
-        tcol = _pick_column(list(inputs.columns), text_col, TEXT_COLUMNS, "text", "DataFrame", required=True)
+        columns = list(inputs.columns)
+        tcol = columns[0] if len(columns) == 1 and text_col is None else _pick_column(
+            columns, text_col, TEXT_COLUMNS, "text", "DataFrame", required=True)
         inputs = list(inputs[tcol])
     elif hasattr(inputs, "ndim") and getattr(inputs, "ndim", 1) != 1:
         shape = tuple(inputs.shape)
@@ -415,9 +428,9 @@ def as_texts(inputs, *, text_col: str | None = None) -> list[str]:
     for i, item in enumerate(inputs):
         if isinstance(item, (str, Path)):
             texts.append(str(item))
-        elif isinstance(item, numbers.Number) and not isinstance(item, bool) and item == item:
+        elif isinstance(item, numbers.Number) and not isinstance(item, bool) and not is_missing(item):
             texts.append(str(item))
         else:
-            what = "missing (None/NaN)" if item is None or item != item else f"a {type(item).__name__}"
+            what = "missing (None/NaN)" if is_missing(item) else f"a {type(item).__name__}"
             raise DataError(f"item {i}: {what}, not a text", hint="pass strings; drop or fill missing ones")
     return texts

@@ -68,6 +68,22 @@ def make_config(config_cls, config: Any):
     return config
 
 
+def label_array(y) -> np.ndarray:
+    """Labels as an array that keeps their type when they share one (str, bool, int or float: scikit-learn's scorers
+    compare predictions with them), else their text (``[True, 2]`` would otherwise merge True with 1)."""
+    import numbers
+
+    values = [v.item() if isinstance(v, np.generic) else v for v in y]
+    for kind in (str, bool):
+        if all(isinstance(v, kind) for v in values):
+            return np.asarray(values)
+    if all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in values):
+        return np.asarray(values)
+    if all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values):
+        return np.asarray(values, dtype=np.float64)
+    return np.asarray([str(v) for v in values])
+
+
 def text_input_tags(tags):
     """scikit-learn's tags for an estimator whose X is a 1-D sequence of texts (or file paths), not a matrix."""
     tags.input_tags.one_d_array = True
@@ -88,7 +104,7 @@ _MAY_BE_ZERO = {"min_steps", "head_warmup_epochs", "patience", "weight_decay", "
 
 def check_range(key: str, value, default=None) -> None:
     """Numeric options in their range, else a ConfigError naming the option: shares (ratios, fractions, dropout,
-    probabilities) within [0, 1], folds at least 2, counts/sizes/rates/strengths above 0 (a few may be 0)."""
+    probabilities) within [0, 1], counts/sizes/rates/strengths above 0 (a few may be 0)."""
     import math
 
     if key == "class_weight" and value not in (None, "balanced"):
@@ -100,8 +116,6 @@ def check_range(key: str, value, default=None) -> None:
         raise ConfigError(f"option {key} must be a finite number, got {value}", hint=f"the default is {default}")
     if key in _SHARES or _SHARES & set(key.split("_")):
         ok, want = 0 <= value <= 1, "between 0 and 1"
-    elif key == "folds":
-        ok, want = value >= 2, "at least 2"
     elif key in _MAY_BE_ZERO or default == 0:
         ok, want = value >= 0, "0 or more"
     else:
@@ -153,8 +167,11 @@ def _typed(key, value, default, annotation: str):
         default = 0.0 if "float" in annotation else 0 if "int" in annotation else None
     if default is None or isinstance(default, str) and not annotation.startswith("str"):
         return value  # a free-form option (e.g. float | str): the strategy reads it
-    if isinstance(default, bool):
-        ok, want = isinstance(value, (bool, np.bool_)), "true or false"
+    if "int" in annotation and "float" in annotation:  # a count or a share (min_df)
+        ok, want = isinstance(value, numbers.Real) and not isinstance(value, bool), "number"
+    elif isinstance(default, bool):
+        ok, want = isinstance(value, (bool, np.bool_)) or value in (0, 1), "true or false"
+        value = bool(value) if ok else value
     elif isinstance(default, int):
         ok = isinstance(value, numbers.Integral) or isinstance(value, float) and value.is_integer()
         ok, want, value = ok and not isinstance(value, bool), "whole number", int(value) if ok else value
@@ -163,8 +180,9 @@ def _typed(key, value, default, annotation: str):
     elif isinstance(default, str):
         ok, want = isinstance(value, str), "string"
     elif isinstance(default, (tuple, list)):
-        ok, want = isinstance(value, (tuple, list)), "list"
-        value = tuple(value) if ok else value
+        ok = hasattr(value, "__iter__") and not isinstance(value, (dict, str, bytes))
+        want = "list"
+        value = tuple(v.item() if isinstance(v, np.generic) else v for v in value) if ok else value
     else:
         return value
     if not ok:
@@ -208,7 +226,7 @@ class Strategy(ClassifierMixin, BaseEstimator):
         return text_input_tags(super().__sklearn_tags__())
 
     def fit(self, X, y) -> Strategy:
-        from ..data import as_texts
+        from ..data import as_texts, is_missing
         from ..errors import DataError
 
         texts = as_texts(X)
@@ -216,12 +234,9 @@ class Strategy(ClassifierMixin, BaseEstimator):
         if len(texts) != len(y):
             raise DataError(f"{len(texts)} inputs but {len(y)} labels", hint="pass one label per input")
         for i, v in enumerate(y):
-            if v is None or (isinstance(v, float) and v != v):
+            if is_missing(v):
                 raise DataError(f"item {i}: missing label (None/NaN)", hint="drop unlabeled items or fill them")
-        try:  # labels keep their type, as scikit-learn's classifiers do: ints stay ints for its scorers
-            self.classes_, y_idx = np.unique(np.asarray(y), return_inverse=True)
-        except TypeError:  # mixed types cannot be ordered: their text
-            self.classes_, y_idx = np.unique(np.asarray([str(v) for v in y]), return_inverse=True)
+        self.classes_, y_idx = np.unique(label_array(y), return_inverse=True)
         y_idx = y_idx.ravel()
         if len(self.classes_) < 2:
             raise ConfigError("fit needs at least two classes", hint="check the labels")

@@ -32,7 +32,9 @@ class HybridConfig:
     class_weight: str | None = field(default="balanced", metadata={"help": "'balanced' or None, for both parts"})
 
     def __post_init__(self):
-        if not self.weights or not all(isinstance(w, (int, float)) and 0 <= w <= 1 for w in self.weights):
+        import numbers
+
+        if not self.weights or not all(isinstance(w, numbers.Real) and 0 <= w <= 1 for w in self.weights):
             raise ConfigError(f"option weights must be shares between 0 and 1, got {self.weights!r}",
                               hint="--set weights=0,0.5,1")
 

@@ -30,7 +30,8 @@ class ScratchConfig:
     analyzer: str = field(default="auto", metadata={
         "help": "'word', 'char_wb', or 'auto' (character n-grams for Japanese/Chinese/Korean, words otherwise)"})
     ngram_max: int = field(default=2, metadata={"help": "longest n-gram (words) ; characters use ngram_max + 2"})
-    min_df: int = field(default=1, metadata={"help": "ignore terms in fewer documents than this"})
+    min_df: int | float = field(default=1, metadata={
+        "help": "ignore terms in fewer documents than this (a share of the documents when below 1)"})
     C: float = field(default=10.0, metadata={"help": "inverse L2 strength of the logistic regression"})
     class_weight: str | None = field(default="balanced", metadata={"help": "'balanced' or None"})
     image_size: int = field(default=64, metadata={"help": "images: side of the square the CNN sees, in pixels"})
@@ -100,7 +101,7 @@ class TfidfScratch(Strategy):
             self.coef_, self.intercept_, _ = fit_logistic((X - self.mfcc_mean_) / self.mfcc_std_, y, seed=self.seed,
                                                           C=1.0, class_weight=cfg.class_weight)
             return
-        if cfg.min_df > len(texts):
+        if cfg.min_df >= 1 and cfg.min_df > len(texts):
             raise ConfigError(f"option min_df ({cfg.min_df}) is more than the {len(texts)} training texts",
                               hint="--set min_df=1")
         vec = self.learn_vocabulary(texts, cfg)
