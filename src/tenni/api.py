@@ -320,10 +320,7 @@ def fit(data, *, test=None, strategy: str | None = None, backbone: str = AUTO,
         summary = _summary(dataset, source=str(dataset.path or "in-memory data"), train_size=len(dataset),
                            test_size=len(dataset), test_source=metrics["evaluation"])
         return Model(estimator, modality=dataset.modality, metrics=metrics, data_summary=summary)
-    train, test_set = split_for_fit(data, test, test_size=test_size, seed=seed, **read)
-    if test_set.modality != train.modality:
-        raise ConfigError(f"the training data is {train.modality} but the test data is {test_set.modality}",
-                          path=test_set.path)
+    train, test_set = split_for_fit(data, test, test_size=test_size, seed=seed, **read)  # same kind: checked there
     strategy = choose_strategy(strategy, train.inputs, train.modality)
     backbone = choose_backbone(backbone, train.inputs, strategy, train.modality)
     estimator = make_estimator(strategy, backbone, config, seed)
@@ -379,19 +376,11 @@ class TenniClassifier(ClassifierMixin, BaseEstimator):
 
     def fit(self, X, y) -> TenniClassifier:
         # labels keep their type (ints stay ints, so scikit-learn's scorers work); strategies see strings
-        from .data import as_texts, is_missing
-        from .errors import DataError
+        from .data import as_texts
         from .strategies.base import label_array
 
         texts = as_texts(X)
-        y = np.asarray(y, dtype=object)
-        y = y.ravel() if y.ndim == 2 and y.shape[1] == 1 else y
-        if y.ndim != 1 or len(y) != len(texts):
-            raise DataError(f"{len(texts)} inputs but labels of shape {y.shape}", hint="pass one label per input")
-        missing = [i for i, v in enumerate(y) if is_missing(v)]
-        if missing:
-            raise DataError(f"item {missing[0]}: missing label (None/NaN)", hint="drop unlabeled items or fill them")
-        self.classes_, y_idx = np.unique(label_array(y), return_inverse=True)
+        self.classes_, y_idx = np.unique(label_array(y, len(texts)), return_inverse=True)
         self.estimator_ = make_estimator(self.strategy, self.backbone, self.config, self.seed)
         self.estimator_.fit(texts, [f"{i:06d}" for i in y_idx])
         return self

@@ -39,7 +39,7 @@ def write_model_dir(target: str | Path, manifest: dict, tensors: dict[str, np.nd
             raise ModelFileError(f"holds an earlier model and files tenni did not write ({', '.join(foreign[:5])}"
                                  f"{' …' if len(foreign) > 5 else ''}), which replacing the model would delete",
                                  path=target, hint="move those files out, or choose another -o path")
-    diverged = [k for k, v in tensors.items() if np.asarray(v).dtype.kind == "f" and not np.isfinite(v).all()]
+    diverged = non_finite(tensors)
     if diverged:  # it could never be loaded: say so now, not at load
         raise ModelFileError(f"the model's weights hold NaN or infinite values ({', '.join(diverged[:3])}): "
                              "training diverged", path=target, hint="re-fit with a lower learning rate or more data")
@@ -100,6 +100,11 @@ def read_model_dir(path: str | Path, *, verify: bool = True) -> tuple[dict, dict
     return manifest, tensors
 
 
+def non_finite(tensors: dict[str, np.ndarray]) -> list[str]:
+    """Names of the float tensors holding NaN or infinite values."""
+    return [k for k, v in tensors.items() if np.asarray(v).dtype.kind == "f" and not np.isfinite(v).all()]
+
+
 def check_manifest(manifest: dict, tensors: dict[str, np.ndarray], where: Path) -> None:
     """What loading relies on, checked before any strategy reads it: a hash only proves the weights are the ones the
     manifest names, not that the manifest itself was written by tenni (hand edits, other tools)."""
@@ -115,10 +120,10 @@ def check_manifest(manifest: dict, tensors: dict[str, np.ndarray], where: Path) 
     if task not in ("classify", "anomaly") or (task == "anomaly") != (strategy["name"] == "patchcore"):
         raise ModelFileError(f"task {task!r} does not match strategy {strategy['name']!r}", path=where,
                              hint="re-run `tenni fit`")
-    for name, array in tensors.items():
-        if array.dtype.kind == "f" and not np.isfinite(array).all():
-            raise ModelFileError(f"tensor {name!r} holds NaN or infinite values", path=where.parent / WEIGHTS,
-                                 hint="re-fit the model (a diverged training run, or damaged weights)")
+    diverged = non_finite(tensors)
+    if diverged:
+        raise ModelFileError(f"tensor {diverged[0]!r} holds NaN or infinite values", path=where.parent / WEIGHTS,
+                             hint="re-fit the model (a diverged training run, or damaged weights)")
     coef, intercept = tensors.get("head.coef"), tensors.get("head.intercept")
     if coef is not None and task == "classify":
         rows = 1 if len(labels) == 2 else len(labels)

@@ -167,9 +167,7 @@ def predict(
         info(f"the folder has train/ and test/: predicting the files under {inputs}")
     dataset = read_dataset(inputs, text_col=text_col, labeled=False, encoding=encoding,
                            skip_bad_files=skip_bad_files)
-    if dataset.modality != model.modality:
-        raise ConfigError(f"the model takes {model.modality}, but {inputs} holds {dataset.modality}",
-                          hint=f"pass {model.modality} inputs, or a model trained on {dataset.modality}")
+    dataset.require_modality(model.modality, "the model's input")
     labels = model.labels
     rows = []
     key = "text" if dataset.modality == "text" else "path"

@@ -111,8 +111,8 @@ def read_dataset(path: str | Path, *, text_col: str | None = None, label_col: st
 
 
 def _cell(value) -> str:
-    """A text or label from memory: None and NaN are missing (empty), everything else its string form."""
-    if value is None or (isinstance(value, float) and value != value):
+    """A text or label from memory: missing values (``is_missing``) are empty, everything else its string form."""
+    if is_missing(value):
         return ""
     return str(value).strip()
 

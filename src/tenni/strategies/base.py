@@ -68,11 +68,22 @@ def make_config(config_cls, config: Any):
     return config
 
 
-def label_array(y) -> np.ndarray:
-    """Labels as an array that keeps their type when they share one (str, bool, int or float: scikit-learn's scorers
-    compare predictions with them), else their text (``[True, 2]`` would otherwise merge True with 1)."""
+def label_array(y, n_inputs: int) -> np.ndarray:
+    """One label per input (a column vector is flattened; a missing one is refused with its position), as an array
+    that keeps their type when they share one (str, bool, int or float: scikit-learn's scorers compare predictions
+    with them), else their text (``[True, 2]`` would otherwise merge True with 1)."""
     import numbers
 
+    from ..data import is_missing
+    from ..errors import DataError
+
+    y = np.asarray(y, dtype=object)
+    y = y.ravel() if y.ndim == 2 and y.shape[1] == 1 else y
+    if y.ndim != 1 or len(y) != n_inputs:
+        raise DataError(f"{n_inputs} inputs but labels of shape {y.shape}", hint="pass one label per input")
+    missing = [i for i, v in enumerate(y) if is_missing(v)]
+    if missing:
+        raise DataError(f"item {missing[0]}: missing label (None/NaN)", hint="drop unlabeled items or fill them")
     values = [v.item() if isinstance(v, np.generic) else v for v in y]
     for kind in (str, bool):
         if all(isinstance(v, kind) for v in values):
@@ -134,10 +145,9 @@ def _coerce(key, value, default, annotation: str = ""):
         return _typed(key, value, default, annotation)
     if isinstance(default, str) or annotation.startswith("str"):
         return value
-    if default is None:  # Optional fields: the annotation says what the value is
-        default = 0.0 if "float" in annotation else 0 if "int" in annotation else None
-        if default is None:
-            return value
+    default = _typed_default(default, annotation)
+    if default is None:
+        return value
     try:
         if isinstance(default, bool):
             if value.lower() in ("1", "true", "yes", "on"):
@@ -159,12 +169,18 @@ def _coerce(key, value, default, annotation: str = ""):
     return value
 
 
+def _typed_default(default, annotation: str):
+    """An Optional field's default is None: its annotation says what its values are (a float or an int example)."""
+    if default is None:
+        return 0.0 if "float" in annotation else 0 if "int" in annotation else None
+    return default
+
+
 def _typed(key, value, default, annotation: str):
     """A value given from Python (not a CLI string) must already have the option's type; whole floats pass as ints."""
     import numbers
 
-    if default is None:
-        default = 0.0 if "float" in annotation else 0 if "int" in annotation else None
+    default = _typed_default(default, annotation)
     if default is None or isinstance(default, str) and not annotation.startswith("str"):
         return value  # a free-form option (e.g. float | str): the strategy reads it
     if "int" in annotation and "float" in annotation:  # a count or a share (min_df)
@@ -226,17 +242,10 @@ class Strategy(ClassifierMixin, BaseEstimator):
         return text_input_tags(super().__sklearn_tags__())
 
     def fit(self, X, y) -> Strategy:
-        from ..data import as_texts, is_missing
-        from ..errors import DataError
+        from ..data import as_texts
 
         texts = as_texts(X)
-        y = list(np.asarray(y, dtype=object).ravel()) if np.ndim(y) == 2 and np.shape(y)[1] == 1 else list(y)
-        if len(texts) != len(y):
-            raise DataError(f"{len(texts)} inputs but {len(y)} labels", hint="pass one label per input")
-        for i, v in enumerate(y):
-            if is_missing(v):
-                raise DataError(f"item {i}: missing label (None/NaN)", hint="drop unlabeled items or fill them")
-        self.classes_, y_idx = np.unique(label_array(y), return_inverse=True)
+        self.classes_, y_idx = np.unique(label_array(y, len(texts)), return_inverse=True)
         y_idx = y_idx.ravel()
         if len(self.classes_) < 2:
             raise ConfigError("fit needs at least two classes", hint="check the labels")
