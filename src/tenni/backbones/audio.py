@@ -7,12 +7,12 @@ longer than the backbone's window is cut into windows whose embeddings are avera
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import BackboneError
+from .encoder import read_json
 from .media import MediaBackbone, load_hf_encoder, pooled_module
 
 
@@ -40,7 +40,7 @@ class AudioBackbone(MediaBackbone):
 
         return windows(wav, self.window, max_windows=self.max_windows)
 
-    def embed(self, paths: list[str]) -> np.ndarray:
+    def embed(self, paths: list[str], batch_size: int | None = None) -> np.ndarray:
         return np.stack([self.embed_windows(self.clip_windows(w)).mean(axis=0) for w in self.load_items(paths)])
 
     def embed_windows(self, windows: np.ndarray) -> np.ndarray:
@@ -125,7 +125,7 @@ class BirdNETBackbone(AudioBackbone):
                 self._pool = [self._new_interpreter(graph) for _ in range(workers)]
         return self._pool
 
-    def embed(self, paths: list[str]) -> np.ndarray:
+    def embed(self, paths: list[str], batch_size: int | None = None) -> np.ndarray:
         """All windows of a batch of clips go through the pool together, then are averaged per clip."""
         per_clip = [self.clip_windows(w) for w in self.load_items(paths)]
         bounds = np.cumsum([0] + [len(w) for w in per_clip])
@@ -222,23 +222,22 @@ class SpeakerBackbone(AudioBackbone):
                 import torch
                 from resemblyzer import VoiceEncoder
 
+                from .._context import patched
+
                 real_load = torch.load
 
                 def safe_load(*args, **kwargs):  # tensors only, never code
                     kwargs["weights_only"] = True
                     return real_load(*args, **kwargs)
 
-                torch.load = safe_load
-                try:
+                with patched(torch, "load", safe_load):  # resemblyzer calls torch.load itself
                     self._encoder = VoiceEncoder(device="cpu", verbose=False,
                                                  weights_fpath=self.path / "pretrained.pt")
-                finally:
-                    torch.load = real_load
             return self._encoder
 
     default_batch_size = 64
 
-    def embed(self, paths: list[str]) -> np.ndarray:
+    def embed(self, paths: list[str], batch_size: int | None = None) -> np.ndarray:
         """All partial utterances of a batch of clips go through the LSTM in one forward pass (one clip at a time
         was 5x slower on 2 busy cores: tiny matrix products, spinning threads)."""
         per_clip = [self.clip_windows(w) for w in self.load_items(paths)]
@@ -309,10 +308,10 @@ class HFAudioBackbone(AudioBackbone):
 
     def __init__(self, name: str, path: Path):
         super().__init__(name, path)
-        config = _read_json(self.path / "config.json")
+        config = read_json(self.path / "config.json")
         self.model_type = config.get("model_type", "")
         self.dim = int(config.get("hidden_size") or 0)
-        pre = _read_json(self.path / "preprocessor_config.json")
+        pre = read_json(self.path / "preprocessor_config.json")
         self.sample_rate = int(pre.get("sampling_rate") or 16000)
         self.window_seconds = 10.0
         self._has_extractor = bool(pre)
@@ -358,10 +357,3 @@ class HFAudioBackbone(AudioBackbone):
         model = self.frozen_module()
         with torch.inference_mode():
             return model(self.to_tensor(windows)).float().numpy()
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}

@@ -7,12 +7,12 @@ with the statistics the weights were trained with.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import BackboneError
+from .encoder import read_json
 from .media import MediaBackbone, load_hf_encoder, pooled_module
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -57,7 +57,7 @@ class ImageBackbone(MediaBackbone):
         """A fresh copy of the pretrained network: normalised (N, 3, H, W) -> pooled (N, dim)."""
         raise NotImplementedError
 
-    def embed(self, paths: list[str]) -> np.ndarray:
+    def embed(self, paths: list[str], batch_size: int | None = None) -> np.ndarray:
         import torch
 
         model = self.frozen_module()
@@ -202,13 +202,13 @@ class HFImageBackbone(ImageBackbone):
 
     def __init__(self, name: str, path: Path):
         super().__init__(name, path)
-        config = _read_json(self.path / "config.json")
+        config = read_json(self.path / "config.json")
         self.model_type = config.get("model_type", "")
         vision = config.get("vision_config") or config
         self.dim = int(vision.get("hidden_size") or (vision.get("hidden_sizes") or [0])[-1] or 0)
         self.transformer = "hidden_sizes" not in vision
         size = vision.get("image_size") or 224
-        pre = _read_json(self.path / "preprocessor_config.json")
+        pre = read_json(self.path / "preprocessor_config.json")
         if pre:
             pre_size = pre.get("crop_size") or pre.get("size") or size
             if isinstance(pre_size, dict):
@@ -247,10 +247,3 @@ class HFImageBackbone(ImageBackbone):
             tokens = hidden.shape[1]
             side = int(np.sqrt(tokens))
         return hidden.reshape(hidden.shape[0], side, side, -1).float().numpy()
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}

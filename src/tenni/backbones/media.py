@@ -14,9 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._deadline import check_deadline
-from .._logging import progress
-from .cache import FeatureCache
+from .encoder import CachedEncoder
 
 
 def pooled_module(model, pool, attr: str = "model"):
@@ -37,20 +35,20 @@ def pooled_module(model, pool, attr: str = "model"):
 
 def load_hf_encoder(path: Path, name: str, kind: str):
     """A transformers model from a local folder for an image/audio backbone; never runs remote code."""
-    import transformers
     from transformers import AutoModel
 
+    from .._context import quiet_transformers
     from ..errors import BackboneError
 
-    transformers.logging.disable_progress_bar()
     try:
-        return AutoModel.from_pretrained(str(path), trust_remote_code=False)
+        with quiet_transformers():
+            return AutoModel.from_pretrained(str(path), trust_remote_code=False)
     except Exception as err:
         raise BackboneError(f"cannot load {kind} backbone '{name}': {type(err).__name__}: {err}",
                             path=path) from None
 
 
-class MediaBackbone:
+class MediaBackbone(CachedEncoder):
     modality = "image"
     trainable = False
     transformer = False
@@ -64,8 +62,6 @@ class MediaBackbone:
     def __init__(self, name: str, path: Path):
         self.name = name
         self.path = Path(path)
-        self._fingerprint: str | None = None
-        self._cache: FeatureCache | None = None
         self._frozen = None  # the frozen network that encode() runs, built once
         self._lock = threading.Lock()
 
@@ -83,47 +79,19 @@ class MediaBackbone:
                 self._frozen = model
             return self._frozen
 
-    @property
-    def fingerprint(self) -> str:
-        if self._fingerprint is None:
-            from .text import weights_fingerprint
-
-            self._fingerprint = weights_fingerprint(self.path, patterns=self.weight_patterns)
-        return self._fingerprint
-
     def preprocessing_tag(self) -> str:
         """Part of the cache key: the same weights with other preprocessing give other features."""
         return "v1"
 
-    @property
-    def cache(self) -> FeatureCache:
-        if self._cache is None:
-            self._cache = FeatureCache(f"{self.fingerprint}-{self.preprocessing_tag()}")
-        return self._cache
+    def cache_tag(self) -> str:
+        return self.preprocessing_tag()
 
-    def encode(self, paths: list[str], *, batch_size: int | None = None, show_progress: bool = True) -> np.ndarray:
-        """Pooled features for files, one row each; files seen before (same bytes) come from the cache."""
+    def item_key(self, path: str) -> bytes:
+        """A hash of the file's bytes: renaming or copying a file costs nothing, editing one is never stale."""
         from ..data.media import file_key
 
-        keys = [file_key(str(p)) for p in paths]
-        found = self.cache.get(keys)
-        todo: dict[bytes, str] = {}
-        for key, p, feat in zip(keys, paths, found):
-            if feat is None:
-                todo.setdefault(key, str(p))
-        if todo:
-            items = list(todo.items())
-            step = batch_size or self.default_batch_size
-            with progress(f"embedding ({self.name.rsplit('/', 1)[-1]})", len(items) if show_progress else None) as bar:
-                for start in range(0, len(items), step):
-                    check_deadline()  # what was embedded so far stays in the cache
-                    part = items[start:start + step]
-                    feats = np.asarray(self.embed([p for _, p in part]), dtype=np.float32)
-                    self.cache.put([k for k, _ in part], feats)
-                    bar.advance(len(part))
-            found = self.cache.get(keys)
-        return np.stack(found).astype(np.float32, copy=False) if found else np.zeros((0, self.dim), np.float32)
+        return file_key(path)
 
-    def embed(self, paths: list[str]) -> np.ndarray:
+    def embed(self, paths: list[str], batch_size: int | None = None) -> np.ndarray:
         """Features for a batch of files, without the cache."""
         raise NotImplementedError

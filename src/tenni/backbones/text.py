@@ -12,44 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .._deadline import check_deadline
-from .._logging import progress
-from .._paths import atomic_write_json, cache_dir, sha256_file
+from .._context import quiet_transformers
 from ..errors import BackboneError
-from .cache import FeatureCache, content_key
-
-_WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.onnx")
-
-
-def weights_fingerprint(folder: Path, patterns: tuple[str, ...] = _WEIGHT_PATTERNS) -> str:
-    """sha256 over the weight files of a model folder, memoised on disk by (path, size, mtime)."""
-    files = sorted({p for pattern in patterns for p in folder.rglob(pattern) if p.is_file()})
-    files = [p for p in files if "onnx" not in p.parts]  # exported copies do not change the model
-    if not files:
-        raise BackboneError("no weight files (*.safetensors, *.bin) in the model folder", path=folder)
-    stamp = ";".join(f"{p.relative_to(folder)}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
-    memo_path = cache_dir() / "fingerprints.json"
-    try:
-        memo = json.loads(memo_path.read_text())
-    except (OSError, ValueError):
-        memo = {}
-    key = str(folder.resolve()) + ("" if patterns == _WEIGHT_PATTERNS else ":" + ",".join(patterns))
-    if memo.get(key, {}).get("stamp") == stamp:
-        return memo[key]["sha256"]
-    import hashlib
-
-    digest = hashlib.sha256()
-    for p in files:
-        digest.update(str(p.relative_to(folder)).encode())
-        digest.update(sha256_file(p).encode())
-    value = "sha256:" + digest.hexdigest()
-    memo[key] = {"stamp": stamp, "sha256": value}
-    try:
-        atomic_write_json(memo_path, memo)
-    except OSError:
-        pass
-    return value
-
+from .encoder import CachedEncoder, read_json, weights_fingerprint  # noqa: F401  (weights_fingerprint: where it was)
 
 _PIPELINE_FILES = ("modules.json", "sentence_bert_config.json", "config.json", "tokenizer.json",
                    "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
@@ -101,10 +66,11 @@ def card_languages(folder: Path) -> tuple[str, ...] | None:
     return tuple(langs) if langs else None
 
 
-class TextBackbone:
+class TextBackbone(CachedEncoder):
     """A frozen or trainable text encoder from a local folder (registry entry, hub snapshot or user path)."""
 
     modality = "text"
+    default_batch_size = 64
 
     def __init__(self, name: str, path: Path, *, trust_remote_code: bool = False, max_length: int = 256,
                  trainable: bool = True, languages: tuple[str, ...] | None = None):
@@ -116,43 +82,23 @@ class TextBackbone:
         self.trainable = trainable
         self._model = None
         self._lock = threading.Lock()
-        self._fingerprint: str | None = None
-        self._cache: FeatureCache | None = None
 
     def __repr__(self) -> str:
         return f"TextBackbone({self.name!r})"
 
-    @property
-    def fingerprint(self) -> str:
-        if self._fingerprint is None:
-            self._fingerprint = weights_fingerprint(self.path)
-        return self._fingerprint
-
-    @property
-    def cache(self) -> FeatureCache:
-        if self._cache is None:
-            # the cache key includes max_length and the pipeline (pooling, normalisation, tokenizer): the same
-            # weights truncating or pooling differently give other features
-            self._cache = FeatureCache(f"{self.fingerprint}-len{self.max_length}-p{pipeline_tag(self.path)}")
-        return self._cache
+    def cache_tag(self) -> str:
+        # the same weights truncating or pooling differently give other features: max_length and the pipeline
+        # (pooling, normalisation, tokenizer) are in the key
+        return f"len{self.max_length}-p{pipeline_tag(self.path)}"
 
     @property
     def dim(self) -> int:
-        cfg = self._read_json(self.transformer_dir() / "config.json")
+        cfg = read_json(self.transformer_dir() / "config.json", strict=True)
         return int(cfg.get("hidden_size") or cfg.get("d_model") or cfg.get("dim") or 0)
 
     # --- layout of a sentence-transformers folder ---------------------------------------------------------
-    @staticmethod
-    def _read_json(path: Path) -> dict:
-        try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return {}
-        except ValueError as err:
-            raise BackboneError(f"invalid JSON: {err}", path=path) from None
-
     def _modules(self) -> list[dict]:
-        return self._read_json(self.path / "modules.json") or []  # type: ignore[return-value]
+        return read_json(self.path / "modules.json", strict=True) or []  # type: ignore[return-value]
 
     def transformer_dir(self) -> Path:
         for module in self._modules():
@@ -166,7 +112,7 @@ class TextBackbone:
         for module in self._modules():
             kind = module.get("type", "")
             if kind.endswith("Pooling"):
-                cfg = self._read_json(self.path / module.get("path", "") / "config.json")
+                cfg = read_json(self.path / module.get("path", "") / "config.json", strict=True)
                 if cfg.get("pooling_mode_cls_token"):
                     mode = "cls"
                 elif cfg.get("pooling_mode") in ("cls", "mean"):
@@ -180,14 +126,12 @@ class TextBackbone:
         with self._lock:
             if self._model is None:
                 try:
-                    import transformers
-                    from sentence_transformers import SentenceTransformer
-
-                    transformers.logging.disable_progress_bar()  # tenni shows its own progress
-
                     import warnings
 
-                    with warnings.catch_warnings():  # the libraries' own warnings: the error below says it in one line
+                    from sentence_transformers import SentenceTransformer
+
+                    # the libraries' own warnings and bars: the error below says it in one line, tenni shows progress
+                    with warnings.catch_warnings(), quiet_transformers():
                         warnings.simplefilter("ignore")
                         model = SentenceTransformer(str(self.path), device="cpu",
                                                     trust_remote_code=self.trust_remote_code)
@@ -200,27 +144,9 @@ class TextBackbone:
                 self._model = model
             return self._model
 
-    def encode(self, texts: list[str], *, batch_size: int = 64, show_progress: bool = True) -> np.ndarray:
-        """Frozen sentence embeddings, read from the feature cache where possible."""
-        keys = [content_key(t) for t in texts]
-        found = self.cache.get(keys)
-        missing = [i for i, f in enumerate(found) if f is None]
-        if missing:
-            # unique texts only; written to the cache chunk by chunk so an interrupted run resumes
-            todo: dict[bytes, str] = {}
-            for i in missing:
-                todo.setdefault(keys[i], texts[i])
-            items = list(todo.items())
-            model = self.sentence_transformer()
-            chunk = max(batch_size * 4, 256)
-            label = f"embedding ({self.name.rsplit('/', 1)[-1]})"
-            with progress(label, len(items) if show_progress else None) as bar:
-                for start in range(0, len(items), chunk):
-                    check_deadline()  # what was encoded so far stays in the cache
-                    part = items[start:start + chunk]
-                    feats = model.encode([t for _, t in part], batch_size=batch_size, convert_to_numpy=True,
-                                         show_progress_bar=False)
-                    self.cache.put([k for k, _ in part], feats)
-                    bar.advance(len(part))
-            found = self.cache.get(keys)
-        return np.stack(found).astype(np.float32, copy=False) if found else np.zeros((0, 0), np.float32)
+    def chunk_size(self, batch_size: int) -> int:
+        return max(batch_size * 4, 256)
+
+    def embed(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        return self.sentence_transformer().encode(texts, batch_size=batch_size, convert_to_numpy=True,
+                                                  show_progress_bar=False)

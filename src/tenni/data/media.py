@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
+from .columns import LABEL_COLUMNS, is_missing, normalise_label, pick_column
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".mp3"})
@@ -323,7 +324,6 @@ def _warn_ignored(root: Path, used: set[str], modality: str) -> None:
 def media_table(path: Path, rows, columns, label_col, *, labeled: bool, skip_bad_files: bool):
     """A CSV/JSONL whose path column names image or audio files (relative to the table's folder); else None."""
     from .dataset import Dataset
-    from .readers import LABEL_COLUMNS, _normalise_label, _pick_column
 
     by_lower = {str(c).lower(): c for c in columns}
     pcol = next((by_lower[c] for c in PATH_COLUMNS if c in by_lower), None)
@@ -333,7 +333,7 @@ def media_table(path: Path, rows, columns, label_col, *, labeled: bool, skip_bad
     modality = modality_of_suffix(Path(first).suffix)
     if modality is None:
         return None
-    lcol = _pick_column(columns, label_col, LABEL_COLUMNS, "label", path, required=labeled)
+    lcol = pick_column(columns, label_col, LABEL_COLUMNS, "label", path, required=labeled)
     paths, labels, sources = [], [], []
     for row_no, record in rows:
         value = str(record.get(pcol) or "").strip()
@@ -350,13 +350,14 @@ def media_table(path: Path, rows, columns, label_col, *, labeled: bool, skip_bad
         paths.append(str(file.resolve()))
         sources.append(f"{path}:{row_no}")
         if lcol is not None:
-            label = str(record.get(lcol) if record.get(lcol) is not None else "").strip()
+            value = record.get(lcol)
+            label = "" if is_missing(value) else str(value).strip()  # NaN in JSONL is missing, not a class "nan"
             if not label:
                 if labeled:
                     raise DataError("missing label", path=path, row=row_no, column=lcol)
                 labels.append(None)
             else:
-                labels.append(_normalise_label(label))
+                labels.append(normalise_label(label))
     has_labels = lcol is not None and all(lab is not None for lab in labels)
     paths, labels, sources = drop_bad_files(paths, labels if has_labels else None, sources, modality,
                                             skip_bad_files=skip_bad_files, where=path)

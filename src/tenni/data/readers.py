@@ -12,17 +12,14 @@ import csv
 import io
 import json
 import re
-import unicodedata
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import DataError
+from .columns import LABEL_COLUMNS, TEXT_COLUMNS, is_missing, normalise_label, pick_column
 from .dataset import Dataset
 
-TEXT_COLUMNS = ("text", "texts", "sentence", "content", "body", "message", "review", "document", "utterance",
-                "question", "input", "query", "comment", "description", "title")
-LABEL_COLUMNS = ("label", "labels", "class", "category", "target", "intent", "y", "tag", "topic", "sentiment")
 TABLE_SUFFIXES = {".csv", ".tsv", ".tab", ".jsonl", ".ndjson", ".parquet", ".pq", ".txt"}
 _ENCODING_HINT = "pass --encoding (e.g. cp1252 or latin-1 for Western Excel files) or re-save the file as UTF-8"
 
@@ -76,8 +73,8 @@ def read_dataset(path: str | Path, *, text_col: str | None = None, label_col: st
         media = media_table(path, rows, columns, label_col, labeled=labeled, skip_bad_files=skip_bad_files)
         if media is not None:
             return media
-    tcol = _pick_column(columns, text_col, TEXT_COLUMNS, "text", path, required=True)
-    lcol = _pick_column(columns, label_col, LABEL_COLUMNS, "label", path, required=labeled)
+    tcol = pick_column(columns, text_col, TEXT_COLUMNS, "text", path, required=True)
+    lcol = pick_column(columns, label_col, LABEL_COLUMNS, "label", path, required=labeled)
     if tcol == lcol:
         raise DataError(f"the same column '{tcol}' was picked for text and label", path=path,
                         hint="pass --text-col and --label-col")
@@ -104,7 +101,7 @@ def read_dataset(path: str | Path, *, text_col: str | None = None, label_col: st
                                     hint="fill it in or delete the row")
                 labels.append(None)
             else:
-                labels.append(_normalise_label(label))
+                labels.append(normalise_label(label))
     has_labels = lcol is not None and all(lab is not None for lab in labels)
     return Dataset(inputs=inputs, labels=labels if has_labels else None, modality="text", sources=sources,
                    path=str(path))
@@ -115,14 +112,6 @@ def _cell(value) -> str:
     if is_missing(value):
         return ""
     return str(value).strip()
-
-
-def _normalise_label(label: str) -> str:
-    label = unicodedata.normalize("NFKC", label).strip()  # full-width "Ａ１" and "A1" are the same class
-    # "1.0" from a float column and "1" mean the same class
-    if label.endswith(".0") and label[:-2].lstrip("-").isdigit():
-        return label[:-2]
-    return label
 
 
 AUTO_ENCODINGS = ("utf-8", "cp932")
@@ -286,23 +275,16 @@ def _read_parquet(path: Path):
     return [(i, rec) for i, rec in enumerate(records, start=1)], columns
 
 
-def _pick_column(columns, requested, candidates, what, path, *, required):
-    if requested is not None:
-        if requested in columns:
-            return requested
-        raise DataError(f"no {what} column '{requested}'; columns found: {', '.join(map(str, columns))}",
-                        path=path, hint=f"pass --{what}-col with one of those")
-    by_lower = {str(c).lower(): c for c in columns}
-    for name in candidates:
-        if name in by_lower:
-            return by_lower[name]
-    if not required:
-        return None
-    raise DataError(f"cannot tell which column holds the {what}; columns found: {', '.join(map(str, columns))}",
-                    path=path, hint=f"pass --{what}-col NAME")
-
-
 def _read_folder(root: Path, *, encoding: str, labeled: bool) -> Dataset:
+    from .media import split_folder
+
+    train, test = split_folder(root)
+    if train != root:  # a dataset folder with train/ (and test/) levels: its classes are under train/
+        from .._logging import info
+
+        if test is not None:
+            info(f"{root}: reading the examples under train/ (test/ is what fit and evaluate measure on)")
+        root = train
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     inputs, labels, sources = [], [], []
     if not class_dirs:
@@ -311,7 +293,7 @@ def _read_folder(root: Path, *, encoding: str, labeled: bool) -> Dataset:
             raise DataError("the folder has no class sub-folders", path=root,
                             hint="put each class's .txt files in a sub-folder named after the class")
         for f in files:
-            inputs.append(_read_text_file(f, encoding))
+            inputs.append(read_text_file(f, encoding))
             sources.append(str(f))
         return Dataset(inputs=inputs, labels=None, sources=sources, path=str(root))
     empty = []
@@ -320,7 +302,7 @@ def _read_folder(root: Path, *, encoding: str, labeled: bool) -> Dataset:
         if not files:
             empty.append(cls_dir.name)
         for f in files:
-            inputs.append(_read_text_file(f, encoding))
+            inputs.append(read_text_file(f, encoding))
             labels.append(cls_dir.name)
             sources.append(str(f))
     if not inputs:
@@ -337,11 +319,13 @@ def _read_folder(root: Path, *, encoding: str, labeled: bool) -> Dataset:
     return Dataset(inputs=inputs, labels=labels, sources=sources, path=str(root))
 
 
-def _read_text_file(path: Path, encoding: str) -> str:
-    if path.stat().st_size == 0:
+def read_text_file(path: Path, encoding: str = "auto", *, allow_blank: bool = False) -> str:
+    """The stripped text of one ``.txt`` file, decoded as the readers decode tables; an empty or blank file is
+    refused (or, with ``allow_blank``, read as "")."""
+    if path.stat().st_size == 0 and not allow_blank:
         raise DataError("the file is empty", path=path, hint="delete it or add its text")
     text = _decode(path, encoding).strip()
-    if not text:
+    if not text and not allow_blank:
         raise DataError("the file holds only whitespace", path=path, hint="delete it or add its text")
     return text
 
@@ -370,7 +354,7 @@ def as_dataset(data, *, text_col=None, label_col=None, labeled=True, encoding="a
             for i, y in enumerate(labels):
                 if not y:
                     raise DataError(f"item {i}: missing label", hint="remove unlabeled items or fill their label")
-            labels = [_normalise_label(y) for y in labels]
+            labels = [normalise_label(y) for y in labels]
         from .media import drop_bad_files, infer_modality
 
         sources = [f"item {i}" for i in range(len(texts))]
@@ -382,24 +366,14 @@ def as_dataset(data, *, text_col=None, label_col=None, labeled=True, encoding="a
         return Dataset(inputs=texts, labels=labels, modality=modality, sources=sources)
     if hasattr(data, "columns") and hasattr(data, "to_dict"):
         columns = list(data.columns)
-        tcol = _pick_column(columns, text_col, TEXT_COLUMNS, "text", "DataFrame", required=True)
-        lcol = _pick_column(columns, label_col, LABEL_COLUMNS, "label", "DataFrame", required=labeled)
+        tcol = pick_column(columns, text_col, TEXT_COLUMNS, "text", "DataFrame", required=True)
+        lcol = pick_column(columns, label_col, LABEL_COLUMNS, "label", "DataFrame", required=labeled)
         labels = None if lcol is None else list(data[lcol])
         return as_dataset((list(data[tcol]), labels), skip_bad_files=skip_bad_files)
     if isinstance(data, (list,)) and all(isinstance(t, (str, Path)) for t in data):
         return as_dataset(([str(t) for t in data], None), skip_bad_files=skip_bad_files)
     raise DataError(f"cannot use data of type {type(data).__name__}",
                     hint="pass a file path, a folder, a (texts, labels) pair, or a DataFrame")
-
-
-def is_missing(value) -> bool:
-    """None, NaN (any float type), pandas' NA and NaT."""
-    if value is None or type(value).__name__ in ("NAType", "NaTType"):
-        return True
-    try:
-        return bool(value != value)
-    except (TypeError, ValueError):
-        return False
 
 
 def as_texts(inputs, *, text_col: str | None = None) -> list[str]:
@@ -412,7 +386,7 @@ def as_texts(inputs, *, text_col: str | None = None) -> list[str]:
         return [str(inputs)]
     if hasattr(inputs, "columns") and hasattr(inputs, "to_dict"):  # a DataFrame: its text column, not its names
         columns = list(inputs.columns)
-        tcol = columns[0] if len(columns) == 1 and text_col is None else _pick_column(
+        tcol = columns[0] if len(columns) == 1 and text_col is None else pick_column(
             columns, text_col, TEXT_COLUMNS, "text", "DataFrame", required=True)
         inputs = list(inputs[tcol])
     elif hasattr(inputs, "ndim") and getattr(inputs, "ndim", 1) != 1:

@@ -112,8 +112,9 @@ def run_curve(data, *, strategy: str | None = None, backbone: str = "auto", budg
               config=None, **read_options) -> dict:
     """Accuracy at nested budgets for ``strategy`` and the scratch baseline; power-law fits and forecasts."""
     from .._logging import progress
-    from ..api import choose_backbone, choose_strategy, make_estimator, split_for_fit
+    from ..choose import choose_backbone, choose_strategy, make_estimator
     from ..errors import ConfigError, DataError
+    from .protocol import split_for_fit
 
     if isinstance(seeds, bool) or not isinstance(seeds, (int, np.integer)) or seeds < 1:
         raise ConfigError(f"a learning curve needs at least 1 seed (random draws per budget), got {seeds}",
@@ -152,7 +153,8 @@ def run_curve(data, *, strategy: str | None = None, backbone: str = "auto", budg
                 idx = sorted(int(i) for c in train.classes for i in order[c][:b])
                 subset = train.subset(idx)
                 for name in names:
-                    est = make_estimator(name, backbone, config if name == strategy else None, seed=s)
+                    est = make_estimator(name, backbone, config if name == strategy else None, seed=s,
+                                         modality=train.modality)
                     est.fit(subset.inputs, subset.labels)
                     accuracy[name][s, j] = float(np.mean(est.predict(test_set.inputs) == np.asarray(test_set.labels)))
                     bar.advance(1)

@@ -1,6 +1,9 @@
-"""Metrics for a classifier on a labeled set: accuracy, macro-F1, per-class precision/recall, confusion matrix."""
+"""Metrics for a classifier on a labeled set (accuracy, macro-F1, per-class precision/recall, confusion matrix), and
+the intervals of scores over cross-validation folds."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -22,3 +25,18 @@ def classification_metrics(y_true, y_pred, labels: list[str]) -> dict:
         "confusion_matrix": {"labels": present,
                              "matrix": confusion_matrix(y_true, y_pred, labels=present).tolist()},
     }
+
+
+def interval(scores: list[float]) -> tuple[float, float, float]:
+    """(mean, low, high): a 95% normal interval of the fold mean (approximate: CV folds are not independent)."""
+    arr = np.asarray(scores, dtype=np.float64)
+    mean = float(arr.mean())
+    half = 1.96 * float(arr.std(ddof=1)) / math.sqrt(len(arr)) if len(arr) > 1 else 0.0
+    return mean, max(0.0, mean - half), min(1.0, mean + half)
+
+
+def mean_ci_diff(a: list[float], b: list[float]) -> tuple[float, float, float]:
+    """Paired difference of fold scores (same folds): mean and a 95% normal interval."""
+    d = np.asarray(a) - np.asarray(b)
+    half = 1.96 * float(d.std(ddof=1)) / np.sqrt(len(d)) if len(d) > 1 else 0.0
+    return float(d.mean()), float(d.mean() - half), float(d.mean() + half)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .results import RESULT_COLUMNS, gain_sentence, result_cells
+
 _STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:980px;margin:2em auto;padding:0 1em;
 color:#1d232a;line-height:1.45}
@@ -86,16 +88,13 @@ def model_sections(manifest: dict) -> list[tuple[str, str]]:
                                                              [[c, n] for c, n in counts.items()])))
     results = metrics.get("results") or []
     if results:
-        rows = [[r["strategy"] + (f" (AUROC {r['auroc']:.3f})" if r.get("auroc") is not None else ""),
-                 r.get("backbone") or "-", f"{r['accuracy']:.3f}", f"{r['macro_f1']:.3f}",
-                 "-" if r.get("seconds") is None else f"{r['seconds']:.1f}"] for r in results]
-        gain = metrics.get("transfer_gain")
+        rows = [[result_cells(r)[key] for key, _ in RESULT_COLUMNS] for r in results]
+        sentence = gain_sentence(metrics)
         note = ""
-        if gain:
-            cls = "good" if gain["accuracy"] > 0 else "bad"
-            note = (f"<p class='{cls}'>transfer vs scratch: {100 * gain['accuracy']:+.1f} accuracy points, "
-                    f"{100 * gain['macro_f1']:+.1f} macro-F1 points</p>")
-        sections.append(("Results", table(["strategy", "backbone", "accuracy", "macro-F1", "seconds"], rows) + note))
+        if sentence:
+            cls = "good" if metrics["transfer_gain"]["accuracy"] > 0 else "bad"
+            note = f"<p class='{cls}'><b>transfer vs scratch</b> — {esc(sentence)}</p>"
+        sections.append(("Results", table([heading for _, heading in RESULT_COLUMNS], rows) + note))
     test = metrics.get("test") or {}
     if test.get("per_class"):
         rows = [[c, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", m["support"]]
@@ -142,3 +141,16 @@ def curve_section(result: dict, png_path: Path | None = None) -> tuple[str, str]
                 "class: no amount of labels is forecast to close the gap.</p>")
     return ("Learning curve", img + note + table(["strategy", "labels per class", "accuracy", ""],
                                                 curve_table(result)))
+
+
+def render_report(manifest: dict, assessment: dict | None = None, curve: dict | None = None,
+                  curve_png: Path | None = None) -> str:
+    """The whole report page of a model manifest, with the assessment and the learning curve when given."""
+    sections = model_sections(manifest)
+    if assessment:
+        sections.insert(1, assessment_section(assessment))
+    if curve:
+        sections.append(curve_section(curve, curve_png))
+    backbone = (manifest.get("backbone") or {}).get("name")
+    title = f"tenni report: {manifest['strategy']['name']}" + (f" on {backbone}" if backbone else "")
+    return page(title, sections)

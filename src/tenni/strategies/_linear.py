@@ -15,6 +15,8 @@ import warnings
 import numpy as np
 
 SOLVER = "newton-cg"
+CLASS_WEIGHTS = ("balanced", None)
+"""The values every ``class_weight`` option takes: inverse-frequency weights, or none."""
 
 
 def fit_logistic(X, y: np.ndarray, *, seed: int, C: float | None = None, cv_grid=(0.1, 1.0, 10.0, 100.0),

@@ -1,9 +1,10 @@
-"""Training image and audio backbones: decoded inputs, augmentation, and the fine-tuning loop.
+"""Image and audio inputs for the training loop (:mod:`._training`): decoded once, augmented per epoch.
 
 Files are decoded once per fit (pixels at the network's input size, waveforms at its sample rate); each epoch
 draws augmented views of them. Images: random resized crops, horizontal flips, brightness/contrast/saturation
 jitter. Audio: random time shifts (crops of long clips, offsets of short ones), gain, and background noise.
-Prediction uses the plain view (audio: every window of the clip, logits averaged).
+Without augmentation a batch is the plain view (images as decoded; audio the clip's start, zero-padded to one
+length). Prediction uses the plain view (audio: every window of the clip, logits averaged).
 """
 
 from __future__ import annotations
@@ -14,28 +15,33 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._deadline import check_deadline
-from .._logging import progress
+
+class MediaInputs:
+    """What the image and audio inputs share: the training loop's two calls."""
+
+    min_per_class = 10
+    """Early stopping needs a validation slice that means something: with under 10 images of a class, one or two
+    held-out images decide by chance, so small sets train the fixed schedule (see docs/design)."""
+    augment = True
+
+    def train_logits(self, model: nn.Module, idx, gen: torch.Generator) -> torch.Tensor:
+        return model(self.train_batch(idx, gen) if self.augment else self.plain_batch(idx))
+
+    def eval_logits(self, model: nn.Module, idx) -> torch.Tensor:
+        return media_logits(model, self, idx)
 
 
-class MediaClassifier(nn.Module):
-    def __init__(self, encoder: nn.Module, dim: int, n_classes: int, dropout: float = 0.1):
-        super().__init__()
-        self.encoder = encoder
-        self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(dim, n_classes)
-
-    def forward(self, x):
-        return self.head(self.dropout(self.encoder(x)))
-
-
-class ImageInputs:
-    def __init__(self, backbone, paths: list[str]):
+class ImageInputs(MediaInputs):
+    def __init__(self, backbone, paths: list[str], augment: bool = True):
         self.backbone = backbone
+        self.augment = augment
         self.pixels = torch.from_numpy(backbone.load_items(paths))  # (N, S, S, 3) uint8
 
     def __len__(self) -> int:
         return len(self.pixels)
+
+    def plain_batch(self, idx):
+        return self.backbone.to_tensor(self.pixels[list(idx)])
 
     def train_batch(self, idx, gen: torch.Generator):
         size = self.pixels.shape[1]
@@ -68,15 +74,20 @@ class ImageInputs:
             yield self.backbone.to_tensor(self.pixels[part]), list(range(start, start + len(part)))
 
 
-class AudioInputs:
-    def __init__(self, backbone, paths: list[str]):
+class AudioInputs(MediaInputs):
+    def __init__(self, backbone, paths: list[str], augment: bool = True):
         self.backbone = backbone
+        self.augment = augment
         self.waves = backbone.load_items(paths)
         longest = max((len(w) for w in self.waves), default=1)
         self.crop = int(min(backbone.window, longest))
 
     def __len__(self) -> int:
         return len(self.waves)
+
+    def plain_batch(self, idx):
+        """Each clip's first ``crop`` samples, zero-padded to that length (so clips of any length stack)."""
+        return self.backbone.to_tensor([_pad(self.waves[int(i)], self.crop) for i in idx])
 
     def train_batch(self, idx, gen: torch.Generator):
         rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
@@ -115,11 +126,12 @@ def _pad(wav: np.ndarray, length: int) -> np.ndarray:
     return out
 
 
-def media_inputs(backbone, paths: list[str]):
-    return ImageInputs(backbone, paths) if backbone.modality == "image" else AudioInputs(backbone, paths)
+def media_inputs(backbone, paths: list[str], augment: bool = True) -> MediaInputs:
+    cls = ImageInputs if backbone.modality == "image" else AudioInputs
+    return cls(backbone, paths, augment=augment)
 
 
-def discriminative_groups(model: MediaClassifier, lr: float, head_lr: float, weight_decay: float,
+def discriminative_groups(model: nn.Module, lr: float, head_lr: float, weight_decay: float,
                           layer_decay: float, n_groups: int = 4) -> list[dict]:
     """The head at ``head_lr``; the body in ``n_groups`` slices by depth, the last at ``lr`` and each earlier one
     ``layer_decay`` times slower (early layers hold generic features: move them least)."""
@@ -134,15 +146,8 @@ def discriminative_groups(model: MediaClassifier, lr: float, head_lr: float, wei
     return groups
 
 
-def _freeze_norm_stats(model: nn.Module) -> None:
-    """Batch-norm layers keep their pretrained statistics (batches of a few images would corrupt them)."""
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.eval()
-
-
 @torch.no_grad()
-def media_logits(model: MediaClassifier, inputs, idx=None, batch_size: int = 32) -> torch.Tensor:
+def media_logits(model: nn.Module, inputs, idx=None, batch_size: int = 32) -> torch.Tensor:
     was_training = model.training
     model.eval()
     idx = np.arange(len(inputs)) if idx is None else np.asarray(idx)
@@ -157,68 +162,3 @@ def media_logits(model: MediaClassifier, inputs, idx=None, batch_size: int = 32)
     if was_training:
         model.train()
     return total / count.clamp(min=1)
-
-
-def train_media_classifier(model: MediaClassifier, inputs, y: np.ndarray, *, param_groups, plan, class_weight,
-                           seed: int, description: str, head_warmup_epochs: int = 0,
-                           freeze_norm: bool = True) -> dict:
-    """AdamW with warm-up/decay over augmented batches; optional head-only warm-up epochs (body frozen);
-    early stopping on a held-out slice, as for text (:func:`._torch.train_classifier`)."""
-    from transformers import get_linear_schedule_with_warmup
-
-    from ._torch import EarlyStopping, stratified_validation
-
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    # early stopping needs a validation slice that means something: with under 10 images of a class, one or two
-    # held-out images decide by chance (measured: brain MRI at 8 per class stopped at epoch 6 on 2 images, 0.41
-    # accuracy; the full schedule without it reached 0.78), so small sets train the fixed schedule
-    train_idx, val_idx = stratified_validation(y, plan.validation_fraction, seed, min_per_class=10)
-    steps_per_epoch = math.ceil(len(train_idx) / plan.batch_size)
-    epochs = min(plan.max_epochs, max(plan.epochs, math.ceil(plan.min_steps / steps_per_epoch)))
-    warm = min(head_warmup_epochs, max(epochs - 1, 0))
-    total = epochs * steps_per_epoch
-    optimizer = torch.optim.AdamW(param_groups)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(plan.warmup_ratio * (total - warm * steps_per_epoch)),
-                                                total)
-    weight = None if class_weight is None else torch.as_tensor(class_weight)
-    loss_fn = nn.CrossEntropyLoss(weight=weight)
-    y_t = torch.as_tensor(y, dtype=torch.long)
-    body = [p for p in model.encoder.parameters() if p.requires_grad]
-    stopper, history = EarlyStopping(model, plan.patience, weight), []
-    with progress(description, total) as bar:
-        for epoch in range(epochs):
-            head_only = epoch < warm
-            for p in body:
-                p.requires_grad_(not head_only)
-            model.train()
-            if freeze_norm:
-                _freeze_norm_stats(model)
-            order = rng.permutation(train_idx)
-            running = 0.0
-            for start in range(0, len(order), plan.batch_size):
-                check_deadline()
-                idx = order[start:start + plan.batch_size]
-                logits = model(inputs.train_batch(idx, gen))
-                loss = loss_fn(logits, y_t[idx])
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                optimizer.step()
-                if not head_only:
-                    scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                running += float(loss.detach()) * len(idx)
-                bar.advance(1)
-            record = {"epoch": epoch + 1, "train_loss": running / len(order), "head_only": head_only}
-            if val_idx is not None and not head_only:
-                record.update(stopper.update(media_logits(model, inputs, val_idx), y_t[val_idx]))
-            history.append(record)
-            if val_idx is not None and stopper.exhausted:
-                bar.update(completed=total)
-                break
-    for p in body:
-        p.requires_grad_(True)
-    stopper.restore()
-    model.eval()
-    return {"epochs_run": len(history), "history": history, "early_stopping": val_idx is not None}

@@ -19,17 +19,21 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from .._deadline import BudgetExceeded, time_limit
 from .._logging import info
-from .base import Strategy, get_strategy_class, register_strategy
+from ..config import POSITIVE, SHARE, option
+from .base import Strategy
+from .registry import get_entry, get_strategy_class, strategy_names
 from .scratch import wants_characters
 
 COST_ORDER = ("probe", "hybrid", "setfit", "lora", "finetune")
-MEDIA_CANDIDATES = ("probe", "finetune")  # images and audio
+RACED_ON_MEDIA = ("probe", "finetune")
+"""Images and audio race these only: what works where is the registry's; what is worth racing there (measured on the
+image and audio benchmarks) is auto's own choice."""
 # the final refit on all the data is estimated from the folds' times scaled by the data's size; measured on
 # ag_news at 8 per class (idle), the refit of setfit ran ~4% over that, so the fit ended at 125 s of a 120 s
 # budget: the race keeps a margin for it
@@ -41,18 +45,25 @@ def refit_seconds(fold_seconds: float, n_all: int, n_fold: int) -> float:
     return REFIT_SAFETY * fold_seconds * n_all / max(n_fold, 1)
 
 
+def usable(entry, backbone) -> bool:
+    """Whether the strategy of ``entry`` can run on ``backbone`` at all (its modality; a frozen backbone for the
+    strategies that train it; a transformer for LoRA)."""
+    if not entry.supports(backbone.modality):
+        return False
+    if entry.trains_backbone and not backbone.trainable:
+        return False
+    return not (entry.needs_transformer and not getattr(backbone, "transformer", True))
+
+
 @dataclass
 class AutoConfig:
-    budget: float = field(default=120.0, metadata={
-        "help": "seconds for the whole race, final refit included (CLI: --budget 5m)"})
-    candidates: tuple = field(default=COST_ORDER, metadata={"help": "strategies to race, cheapest first"})
-    folds: int = field(default=3, metadata={"help": "stratified folds the race runs over"})
-    margin: float = field(default=0.01, metadata={
-        "help": "accuracy a challenger must gain over the probe (same folds) to be chosen"})
+    budget: float = option(120.0, "seconds for the whole race, final refit included (CLI: --budget 5m)",
+                           **POSITIVE)
+    candidates: tuple = option(COST_ORDER, "strategies to race, cheapest first")
+    folds: int = option(3, "stratified folds the race runs over", **POSITIVE)
+    margin: float = option(0.01, "accuracy a challenger must gain over the probe (same folds) to be chosen", **SHARE)
 
     def __post_init__(self):
-        from .base import strategy_names
-
         known = [n for n in strategy_names() if n != "auto"]
         unknown = [c for c in self.candidates if c not in known]
         if unknown or not self.candidates:
@@ -82,7 +93,6 @@ def estimate_seconds(name: str, n_train: int, n_classes: int, characters: int = 
     return (0.35 if name == "finetune" else 0.25) * steps + 5.0
 
 
-@register_strategy
 class AutoStrategy(Strategy):
     """Pick the strategy by a budgeted race on CV folds; behaves as the winner afterwards."""
 
@@ -97,10 +107,8 @@ class AutoStrategy(Strategy):
         backbone = self._backbone()
         candidates = [c for c in COST_ORDER if c in cfg.candidates] + [c for c in cfg.candidates
                                                                         if c not in COST_ORDER]
-        if backbone.modality != "text":  # hybrid and setfit read text; lora's targets are a transformer's
-            candidates = [c for c in candidates if c in MEDIA_CANDIDATES]
-        if not backbone.trainable:
-            candidates = [c for c in candidates if not get_strategy_class(c).needs_trainable_backbone]
+        candidates = [c for c in candidates if usable(get_entry(c), backbone)
+                      and (backbone.modality == "text" or c in RACED_ON_MEDIA)]
         if "probe" not in candidates:
             candidates.insert(0, "probe")
         folds = int(min(cfg.folds, np.bincount(y).min()))
@@ -174,7 +182,8 @@ class AutoStrategy(Strategy):
             entry["mean_accuracy"] = float(np.mean(entry["scores"])) if entry["scores"] else None
         race[chosen]["status"] = "chosen"
         self.race_ = race
-        self.chosen_ = get_strategy_class(chosen)(backbone=self.backbone, seed=self.seed).fit(texts, labels)
+        self.chosen_ = get_strategy_class(chosen, backbone.modality)(backbone=self.backbone, seed=self.seed)
+        self.chosen_.fit(texts, labels)
         self.reason_ = self._explain(chosen, race)
         self.seconds_ = time.perf_counter() - start
 
@@ -189,7 +198,7 @@ class AutoStrategy(Strategy):
     def _run_fold(self, name: str, entry: dict, texts, labels, train_idx, val_idx, limit: float | None = None):
         """Fit ``name`` on one fold's training part (within ``limit`` seconds) and score it on the rest."""
         t0 = time.perf_counter()
-        est = get_strategy_class(name)(backbone=self.backbone, seed=self.seed)
+        est = get_strategy_class(name, self._backbone().modality)(backbone=self.backbone, seed=self.seed)
         with time_limit(limit):
             est.fit([texts[i] for i in train_idx], labels[train_idx])
         pred = est.predict([texts[i] for i in val_idx])
@@ -235,7 +244,7 @@ class AutoStrategy(Strategy):
                          "chosen_meta": meta, "race": self.race_, "reason": self.reason_}
 
     def _set_state(self, tensors, meta) -> None:
-        cls = get_strategy_class(meta["chosen"])
+        cls = get_strategy_class(meta["chosen"], self._backbone().modality)
         self.chosen_ = cls.from_state(backbone=self.backbone if cls.uses_backbone else None,
                                       config=meta["chosen_config"], seed=self.seed, classes=self.classes_,
                                       tensors=tensors, meta=meta["chosen_meta"])

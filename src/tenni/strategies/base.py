@@ -1,71 +1,24 @@
 """The strategy contract: a scikit-learn estimator over (backbone, texts, labels).
 
 Following ``sklearn/base.py``: ``__init__`` only stores hyper-parameters (``backbone``, ``config``, ``seed``), ``fit``
-returns ``self``, fitted state ends in ``_``. So ``clone``, ``cross_val_score`` and pipelines work unchanged.
-Each strategy has a config dataclass whose fields carry ``metadata={"help": ...}`` (as in PEFT), and a name it is
-registered under. ``get_state`` / ``from_state`` turn a fitted strategy into tensors + JSON for the artifact and
-back, never pickle.
+returns ``self``, fitted state ends in ``_``. So ``clone``, ``cross_val_score`` and pipelines work unchanged, and the
+options are searchable as ``config__NAME`` (``GridSearchCV(..., {"config__C": [0.1, 1]})``). Each strategy has a
+config dataclass of :func:`tenni.config.option` fields and a name in :mod:`.registry`, whose entry also says what
+the class's ``uses_backbone`` / ``needs_trainable_backbone`` / ``text_only`` are. ``get_state`` / ``from_state``
+turn a fitted strategy into tensors + JSON for the artifact and back, never pickle.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from ..backbones import DEFAULT_TEXT_BACKBONE, get_backbone
+from ..config import config_dict, make_config
 from ..errors import ConfigError
-
-_STRATEGIES: dict[str, type[Strategy]] = {}
-
-
-def register_strategy(cls: type[Strategy]) -> type[Strategy]:
-    _STRATEGIES[cls.name] = cls
-    return cls
-
-
-def strategy_names() -> list[str]:
-    _import_all()
-    return list(_STRATEGIES)
-
-
-def get_strategy_class(name: str) -> type[Strategy]:
-    _import_all()
-    try:
-        return _STRATEGIES[name]
-    except KeyError:
-        raise ConfigError(f"unknown strategy '{name}'", hint=f"choose one of: {', '.join(_STRATEGIES)}") from None
-
-
-def _import_all() -> None:
-    from . import auto, finetune, hybrid, lora, probe, scratch, setfit  # noqa: F401  (registration side effect)
-
-
-def config_help(config_cls) -> dict[str, str]:
-    return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(config_cls)}
-
-
-def make_config(config_cls, config: Any):
-    """Accept None, a dict, or the dataclass; reject unknown keys with the list of known ones."""
-    if config is None:
-        return config_cls()
-    if isinstance(config, dict):
-        known = {f.name: f for f in dataclasses.fields(config_cls)}
-        unknown = sorted(set(config) - set(known))
-        if unknown:
-            raise ConfigError(f"unknown option(s) {', '.join(repr(u) for u in unknown)} for this strategy",
-                              hint=f"known: {', '.join(known)}")
-        values = {}
-        for key, value in config.items():
-            values[key] = _coerce(key, value, known[key].default, str(known[key].type))
-        config = config_cls(**values)
-    if not isinstance(config, config_cls):
-        raise ConfigError(f"config must be a dict or {config_cls.__name__}, not {type(config).__name__}")
-    for f in dataclasses.fields(config_cls):
-        check_range(f.name, getattr(config, f.name), f.default)
-    return config
+from . import registry
 
 
 def label_array(y, n_inputs: int) -> np.ndarray:
@@ -103,109 +56,6 @@ def text_input_tags(tags):
     return tags
 
 
-def check_seed(seed) -> None:
-    """A seed numpy and torch accept: a whole number from 0 to 2**32 - 1."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
-        raise ConfigError(f"seed must be a whole number from 0 to {2**32 - 1}, got {seed!r}", hint="--seed 0, 1, 2 …")
-
-
-_SHARES = {"ratio", "fraction", "dropout", "probability", "quantile", "margin", "merge", "crop_min", "layer_decay"}
-_MAY_BE_ZERO = {"min_steps", "head_warmup_epochs", "patience", "weight_decay", "seed"}
-
-
-def check_range(key: str, value, default=None) -> None:
-    """Numeric options in their range, else a ConfigError naming the option: shares (ratios, fractions, dropout,
-    probabilities) within [0, 1], counts/sizes/rates/strengths above 0 (a few may be 0)."""
-    import math
-
-    if key == "class_weight" and value not in (None, "balanced"):
-        raise ConfigError(f"option class_weight must be 'balanced' or none, got {value!r}", hint="--set "
-                          "class_weight=balanced weighs classes by their inverse frequency; none weighs all alike")
-    if value is None or isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        return
-    if not math.isfinite(value):
-        raise ConfigError(f"option {key} must be a finite number, got {value}", hint=f"the default is {default}")
-    if key in _SHARES or _SHARES & set(key.split("_")):
-        ok, want = 0 <= value <= 1, "between 0 and 1"
-    elif key in _MAY_BE_ZERO or default == 0:
-        ok, want = value >= 0, "0 or more"
-    else:
-        ok, want = value > 0, "above 0"
-    if not ok:
-        raise ConfigError(f"option {key} must be {want}, got {value}", hint=f"the default is {default}")
-
-
-def _coerce(key, value, default, annotation: str = ""):
-    """Values from the CLI arrive as strings; give them the field's type ('none' means None)."""
-    if isinstance(value, str) and value.strip().lower() in ("none", "null"):
-        return None
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        return _typed(key, value, default, annotation)
-    if isinstance(default, str) or annotation.startswith("str"):
-        return value
-    default = _typed_default(default, annotation)
-    if default is None:
-        return value
-    try:
-        if isinstance(default, bool):
-            if value.lower() in ("1", "true", "yes", "on"):
-                return True
-            if value.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(value)
-        if isinstance(default, int):
-            return int(value)
-        if isinstance(default, float):
-            return float(value)
-        if isinstance(default, (tuple, list)):
-            items = tuple(v.strip() for v in value.split(",") if v.strip())
-            if default and all(isinstance(d, (int, float)) and not isinstance(d, bool) for d in default):
-                return tuple(float(v) for v in items)
-            return items
-    except ValueError:
-        raise ConfigError(f"option {key} needs a {type(default).__name__}, got '{value}'") from None
-    return value
-
-
-def _typed_default(default, annotation: str):
-    """An Optional field's default is None: its annotation says what its values are (a float or an int example)."""
-    if default is None:
-        return 0.0 if "float" in annotation else 0 if "int" in annotation else None
-    return default
-
-
-def _typed(key, value, default, annotation: str):
-    """A value given from Python (not a CLI string) must already have the option's type; whole floats pass as ints."""
-    import numbers
-
-    default = _typed_default(default, annotation)
-    if default is None or isinstance(default, str) and not annotation.startswith("str"):
-        return value  # a free-form option (e.g. float | str): the strategy reads it
-    if "int" in annotation and "float" in annotation:  # a count or a share (min_df)
-        ok, want = isinstance(value, numbers.Real) and not isinstance(value, bool), "number"
-    elif isinstance(default, bool):
-        ok, want = isinstance(value, (bool, np.bool_)) or value in (0, 1), "true or false"
-        value = bool(value) if ok else value
-    elif isinstance(default, int):
-        ok = isinstance(value, numbers.Integral) or isinstance(value, float) and value.is_integer()
-        ok, want, value = ok and not isinstance(value, bool), "whole number", int(value) if ok else value
-    elif isinstance(default, float):
-        ok, want = isinstance(value, numbers.Real) and not isinstance(value, bool), "number"
-    elif isinstance(default, str):
-        ok, want = isinstance(value, str), "string"
-    elif isinstance(default, (tuple, list)):
-        ok = hasattr(value, "__iter__") and not isinstance(value, (dict, str, bytes))
-        want = "list"
-        value = tuple(v.item() if isinstance(v, np.generic) else v for v in value) if ok else value
-    else:
-        return value
-    if not ok:
-        raise ConfigError(f"option {key} needs a {want}, got {value!r}", hint=f"the default is {default!r}")
-    return value
-
-
 def balanced_class_weight(y: np.ndarray, n_classes: int) -> np.ndarray:
     """n / (k * count_c): the weighting scikit-learn calls 'balanced', for imbalanced data."""
     counts = np.bincount(y, minlength=n_classes).astype(np.float64)
@@ -213,22 +63,69 @@ def balanced_class_weight(y: np.ndarray, n_classes: int) -> np.ndarray:
     return (len(y) / (n_classes * counts)).astype(np.float32)
 
 
-class Strategy(ClassifierMixin, BaseEstimator):
+class SearchableOptions:
+    """``get_params``/``set_params`` that show the options as ``config__NAME``, so that ``GridSearchCV`` and
+    ``clone`` work over them; ``config`` itself stays what the user gave (None, a dict, or the dataclass), and a
+    searched option is merged into it as a dict entry."""
+
+    def _options_class(self):
+        raise NotImplementedError
+
+    def get_params(self, deep: bool = True) -> dict:
+        params = super().get_params(deep=False)
+        if deep:
+            options = make_config(self._options_class(), self.config)
+            params.update({f"config__{k}": v for k, v in config_dict(options).items()})
+        return params
+
+    def set_params(self, **params):
+        options = {k[len("config__"):]: params.pop(k) for k in list(params) if k.startswith("config__")}
+        super().set_params(**params)
+        if options:
+            current = self.config
+            if current is not None and not isinstance(current, dict):
+                current = config_dict(current)
+            self.config = {**(current or {}), **options}
+        return self
+
+
+class Strategy(SearchableOptions, ClassifierMixin, BaseEstimator):
     name: ClassVar[str] = ""
     Config: ClassVar[type] = object
     uses_backbone: ClassVar[bool] = True
     needs_trainable_backbone: ClassVar[bool] = False
     text_only: ClassVar[bool] = False  # reads the inputs as text (TF-IDF, tokenizers): refuses image/audio paths
+    legacy_options: ClassVar[frozenset] = frozenset()
+    """Options that models saved by earlier versions may carry and this class no longer takes (dropped at load)."""
 
-    def __init__(self, backbone: str = DEFAULT_TEXT_BACKBONE, config: Any = None, seed: int = 0):
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        entry = registry._ENTRIES.get(cls.name)
+        if entry is None or not entry.builtin:  # not a built-in: the class says it itself
+            return
+        here = f"{cls.__module__}:{cls.__qualname__}"
+        cls.uses_backbone = entry.uses_backbone
+        cls.needs_trainable_backbone = entry.trains_backbone
+        cls.text_only = [m for m, target in entry.targets.items() if target == here] == ["text"]
+
+    def __init__(self, backbone: str = DEFAULT_TEXT_BACKBONE, config=None, seed: int = 0):
         self.backbone = backbone
         self.config = config
         self.seed = seed
 
+    def _options_class(self):
+        return self.Config
+
     # --- helpers for subclasses ----------------------------------------------------------------------------
     @property
     def config_(self):
-        return make_config(self.Config, self.config)
+        """The validated options (checked once per value of ``config``, not at every access)."""
+        key = repr(self.config)
+        cached = self.__dict__.get("_validated")
+        if cached is None or cached[0] != key:
+            cached = (key, make_config(self.Config, self.config))
+            self.__dict__["_validated"] = cached
+        return cached[1]
 
     def _backbone(self):
         backbone = get_backbone(self.backbone)
@@ -292,10 +189,12 @@ class Strategy(ClassifierMixin, BaseEstimator):
 
     @classmethod
     def from_state(cls, *, backbone, config, seed, classes, tensors, meta) -> Strategy:
+        if isinstance(config, dict) and cls.legacy_options:
+            config = {k: v for k, v in config.items() if k not in cls.legacy_options}
         est = cls(backbone=backbone, config=config, seed=seed)
         est.classes_ = np.asarray(classes)
         est._set_state(tensors, meta)
         return est
 
     def config_dict(self) -> dict:
-        return dataclasses.asdict(self.config_)
+        return config_dict(self.config_)

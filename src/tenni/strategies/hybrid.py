@@ -9,27 +9,28 @@ as the better of the two without anyone having to know in advance which that is.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from .._deadline import check_deadline
+from ..config import POSITIVE, SHARE, option
 from ..errors import ConfigError
-from .base import Strategy, register_strategy
+from ._linear import CLASS_WEIGHTS
+from .base import Strategy
 from .probe import LinearProbe
 from .scratch import TfidfScratch
 
 
 @dataclass
 class HybridConfig:
-    weights: tuple = field(default=(0.0, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0), metadata={
-        "help": "candidate weights of the probe (1 - weight goes to TF-IDF); the best by CV is kept"})
-    folds: int = field(default=4, metadata={"help": "stratified folds for choosing the weight"})
-    margin: float = field(default=0.02, metadata={
-        "help": "out-of-fold accuracy a blend must gain over the probe alone to be used (or two standard errors "
-                "of the paired difference, when that is smaller): with a few dozen examples the folds are noisy, "
-                "and transfer is the better bet on a tie"})
-    class_weight: str | None = field(default="balanced", metadata={"help": "'balanced' or None, for both parts"})
+    weights: tuple = option((0.0, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0), "candidate weights of the probe (1 - weight goes "
+                                                                  "to TF-IDF); the best by CV is kept")
+    folds: int = option(4, "stratified folds for choosing the weight", **POSITIVE)
+    margin: float = option(0.02, "out-of-fold accuracy a blend must gain over the probe alone to be used (or two "
+                                 "standard errors of the paired difference, when smaller): with a few dozen examples "
+                                 "the folds are noisy, and transfer is the better bet on a tie", **SHARE)
+    class_weight: str | None = option("balanced", "'balanced' or None, for both parts", choices=CLASS_WEIGHTS)
 
     def __post_init__(self):
         import numbers
@@ -39,7 +40,6 @@ class HybridConfig:
                               hint="--set weights=0,0.5,1")
 
 
-@register_strategy
 class Hybrid(Strategy):
     """Probe + TF-IDF soft vote, weight picked on out-of-fold predictions."""
 

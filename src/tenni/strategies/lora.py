@@ -7,24 +7,23 @@ base backbone, which is checked by hash when the model is loaded.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from ..config import POSITIVE, SHARE, option
 from ..errors import ConfigError
-from .base import register_strategy
 from .finetune import FineTune, FinetuneConfig
 
 
 @dataclass
 class LoraConfig(FinetuneConfig):
-    r: int = field(default=8, metadata={"help": "rank of the low-rank update"})
-    alpha: int = field(default=16, metadata={"help": "LoRA scaling numerator (update scaled by alpha / r)"})
-    lora_dropout: float = field(default=0.1, metadata={"help": "dropout on the LoRA input"})
-    target_modules: tuple = field(default=("query", "value"), metadata={
-        "help": "names of the linear layers that get adapters (comma-separated on the CLI)"})
-    learning_rate: float = field(default=1e-3, metadata={"help": "learning rate of the adapters"})
+    r: int = option(8, "rank of the low-rank update", **POSITIVE)
+    alpha: int = option(16, "LoRA scaling numerator (update scaled by alpha / r)", **POSITIVE)
+    lora_dropout: float = option(0.1, "dropout on the LoRA input", **SHARE)
+    target_modules: tuple = option(("query", "value"), "names of the linear layers that get adapters "
+                                                        "(comma-separated on the CLI)")
+    learning_rate: float = option(1e-3, "learning rate of the adapters", **POSITIVE)
 
 
-@register_strategy
 class LoRA(FineTune):
     """Parameter-efficient fine-tuning with PEFT LoRA adapters."""
 
@@ -67,10 +66,8 @@ class LoRA(FineTune):
         from peft import set_peft_model_state_dict
 
         from ._torch import from_numpy_state
-        from .finetune import media_config
 
-        cfg = media_config(self.config_, self.media_keep, self.config) if self._is_media() else self.config_
-        self._tokenizer, self._model = self._build(len(self.classes_), cfg)
+        self._tokenizer, self._model = self._build(len(self.classes_), self._effective_config(self.config_))
         set_peft_model_state_dict(self._model.encoder.model, from_numpy_state(tensors, "lora."))
         self._model.head.load_state_dict(from_numpy_state(tensors, "head."))
         self._model.eval()
@@ -87,7 +84,7 @@ def _pick_targets(model, requested: tuple) -> tuple:
     if tuple(requested) != DEFAULT_TARGETS:
         return requested
     names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if type(m).__name__ == "Linear"}
-    for option in _KNOWN_TARGETS:
-        if set(option) <= names:
-            return option
+    for known in _KNOWN_TARGETS:
+        if set(known) <= names:
+            return known
     return requested

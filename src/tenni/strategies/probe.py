@@ -6,25 +6,24 @@ overfits, and a second fit on the same texts never runs the encoder.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from ._linear import fit_logistic, logistic_proba
-from .base import Strategy, register_strategy
+from ..config import POSITIVE, option
+from ._linear import CLASS_WEIGHTS, fit_logistic, logistic_proba
+from .base import Strategy
 
 
 @dataclass
 class ProbeConfig:
-    C: float | None = field(default=1.0, metadata={
-        "help": "inverse L2 strength of the logistic regression; None picks it by stratified CV on log-loss "
-                "(measured: CV's pick was no better than 1.0 on few-shot sets, and 20x slower)"})
-    class_weight: str | None = field(default="balanced", metadata={
-        "help": "'balanced' re-weights classes by inverse frequency (imbalanced data); None for equal weights"})
-    batch_size: int = field(default=64, metadata={"help": "texts per encoder batch"})
+    C: float | None = option(1.0, "inverse L2 strength of the logistic regression; None picks it by stratified "
+                                  "CV on log-loss (no better than 1.0 on few-shot sets, and 20x slower)", **POSITIVE)
+    class_weight: str | None = option("balanced", "'balanced' re-weights classes by inverse frequency (imbalanced "
+                                                  "data); None for equal weights", choices=CLASS_WEIGHTS)
+    batch_size: int = option(64, "texts per encoder batch", **POSITIVE)
 
 
-@register_strategy
 class LinearProbe(Strategy):
     """Frozen embeddings + logistic regression."""
 

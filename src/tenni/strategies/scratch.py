@@ -1,21 +1,21 @@
-"""The no-transfer baseline: TF-IDF + logistic regression, trained only on the user's labels.
+"""The no-transfer baseline for text: TF-IDF + logistic regression, trained only on the user's labels.
 
 It is here so the gain from transfer is always measured, never claimed. Texts in scripts without spaces
 (Japanese, Chinese) get character n-grams, since a word analyzer would treat a whole sentence as one token.
-Images get a small CNN trained on the pixels, audio MFCC statistics + logistic regression
-(:mod:`._scratch_media`); the modality is told from the inputs (paths to image or audio files).
+Images and audio have their own baselines under the same name (:mod:`.scratch_image`, :mod:`.scratch_audio`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
+from ..config import POSITIVE, option
 from ..errors import ConfigError
 from ..language import main_language, normalise_width
-from ._linear import fit_logistic, logistic_proba
-from .base import Strategy, register_strategy
+from ._linear import CLASS_WEIGHTS, fit_logistic, logistic_proba
+from .base import Strategy
 
 UNSPACED_LANGUAGES = ("ja", "zh", "th", "ko")  # character n-grams beat words (Korean: agglutinative)
 
@@ -27,34 +27,27 @@ def wants_characters(texts) -> bool:
 
 @dataclass
 class ScratchConfig:
-    analyzer: str = field(default="auto", metadata={
-        "help": "'word', 'char_wb', or 'auto' (character n-grams for Japanese/Chinese/Korean, words otherwise)"})
-    ngram_max: int = field(default=2, metadata={"help": "longest n-gram (words) ; characters use ngram_max + 2"})
-    min_df: int | float = field(default=1, metadata={
-        "help": "ignore terms in fewer documents than this (a share of the documents when below 1)"})
-    C: float = field(default=10.0, metadata={"help": "inverse L2 strength of the logistic regression"})
-    class_weight: str | None = field(default="balanced", metadata={"help": "'balanced' or None"})
-    image_size: int = field(default=64, metadata={"help": "images: side of the square the CNN sees, in pixels"})
-    width: int = field(default=16, metadata={"help": "images: channels of the CNN's first block (x2, x4 after)"})
-    epochs: int = field(default=20, metadata={"help": "images: epochs of CNN training (raised to min_steps)"})
-    min_steps: int = field(default=100, metadata={"help": "images: at least this many optimizer steps"})
-    batch_size: int = field(default=32, metadata={"help": "images: examples per optimizer step"})
-    learning_rate: float = field(default=3e-3, metadata={"help": "images: peak (one-cycle) learning rate"})
-    n_mfcc: int = field(default=20, metadata={"help": "audio: MFCCs per frame (features: their mean and std)"})
-
-    def __post_init__(self):
-        if self.analyzer not in ("auto", "word", "char_wb", "char"):
-            raise ConfigError(f"option analyzer must be auto, word, char_wb or char, got {self.analyzer!r}",
-                              hint="--set analyzer=auto")
+    analyzer: str = option("auto", "'word', 'char_wb', or 'auto' (character n-grams for Japanese/Chinese/Korean, "
+                                   "words otherwise)", choices=("auto", "word", "char_wb", "char"))
+    ngram_max: int = option(2, "longest n-gram (words); characters use ngram_max + 2", **POSITIVE)
+    min_df: int | float = option(1, "ignore terms in fewer documents than this (a share of the documents when "
+                                    "below 1)", **POSITIVE)
+    C: float = option(10.0, "inverse L2 strength of the logistic regression", **POSITIVE)
+    class_weight: str | None = option("balanced", "'balanced' or None", choices=CLASS_WEIGHTS)
 
 
-@register_strategy
+LEGACY_SCRATCH_OPTIONS = frozenset({"analyzer", "ngram_max", "min_df", "C", "class_weight", "image_size", "width",
+                                    "epochs", "min_steps", "batch_size", "learning_rate", "n_mfcc"})
+"""The options of the one scratch config of earlier versions (text, image and audio mixed): each modality's
+baseline drops the others' when it loads a model saved then."""
+
+
 class TfidfScratch(Strategy):
     """TF-IDF features learned from the labeled texts alone + logistic regression."""
 
     name = "scratch"
     Config = ScratchConfig
-    uses_backbone = False
+    legacy_options = LEGACY_SCRATCH_OPTIONS - {"analyzer", "ngram_max", "min_df", "C", "class_weight"}
 
     def _vectorizer_params(self, cfg: ScratchConfig, texts) -> dict:
         analyzer = cfg.analyzer
@@ -69,6 +62,11 @@ class TfidfScratch(Strategy):
         params = {k: v for k, v in self.vectorizer_.items() if k != "nfkc"}
         params["ngram_range"] = tuple(params["ngram_range"])
         return CountVectorizer(vocabulary=self.vocabulary_, **params).transform(self._prepare(texts))
+
+    def tfidf_matrix(self, texts):
+        """The TF-IDF features of ``texts`` with a vocabulary learned from them: the baseline's own view of the
+        data (``assess`` compares backbones against it)."""
+        return self.learn_vocabulary(texts, self.config_).transform(self._prepare(texts))
 
     def _prepare(self, texts):
         """NFKC: full-width letters and digits (common in Japanese text) count as their ASCII forms."""
@@ -85,22 +83,6 @@ class TfidfScratch(Strategy):
         return normalize(X)
 
     def _fit(self, texts, y, cfg: ScratchConfig) -> None:
-        from ..data.media import infer_modality
-
-        self.modality_ = infer_modality(texts)
-        if self.modality_ == "image":
-            from ._scratch_media import fit_cnn
-
-            self.media_tensors_, self.media_meta_ = fit_cnn(texts, y, len(self.classes_), cfg, self.seed)
-            return
-        if self.modality_ == "audio":
-            from ._scratch_media import mfcc_stats
-
-            X = mfcc_stats(texts, cfg.n_mfcc)
-            self.mfcc_mean_, self.mfcc_std_ = X.mean(0), np.maximum(X.std(0), 1e-6)
-            self.coef_, self.intercept_, _ = fit_logistic((X - self.mfcc_mean_) / self.mfcc_std_, y, seed=self.seed,
-                                                          C=1.0, class_weight=cfg.class_weight)
-            return
         if cfg.min_df >= 1 and cfg.min_df > len(texts):
             raise ConfigError(f"option min_df ({cfg.min_df}) is more than the {len(texts)} training texts",
                               hint="--set min_df=1")
@@ -128,37 +110,13 @@ class TfidfScratch(Strategy):
                 self.vectorizer_ = dict(self.vectorizer_, analyzer="char_wb", ngram_range=[1, cfg.ngram_max + 2])
 
     def _predict_proba(self, texts) -> np.ndarray:
-        modality = getattr(self, "modality_", "text")
-        if modality == "image":
-            from ._scratch_media import cnn_proba
-
-            return cnn_proba(texts, self.media_tensors_, self.media_meta_, len(self.classes_))
-        if modality == "audio":
-            from ._scratch_media import mfcc_stats
-
-            X = (mfcc_stats(texts, self.config_.n_mfcc) - self.mfcc_mean_) / self.mfcc_std_
-            return logistic_proba(X, self.coef_, self.intercept_)
         return logistic_proba(self._tfidf(texts), self.coef_, self.intercept_)
 
     def get_state(self):
-        modality = getattr(self, "modality_", "text")
-        if modality == "image":
-            return dict(self.media_tensors_), dict(self.media_meta_)
-        if modality == "audio":
-            return ({"mfcc.mean": self.mfcc_mean_, "mfcc.std": self.mfcc_std_, "head.coef": self.coef_,
-                     "head.intercept": self.intercept_}, {"modality": "audio"})
         return ({"idf": self.idf_, "head.coef": self.coef_, "head.intercept": self.intercept_},
                 {"vectorizer": self.vectorizer_, "vocabulary": self.vocabulary_})
 
     def _set_state(self, tensors, meta) -> None:
-        self.modality_ = meta.get("modality", "text")
-        if self.modality_ == "image":
-            self.media_tensors_, self.media_meta_ = dict(tensors), dict(meta)
-            return
-        if self.modality_ == "audio":
-            self.mfcc_mean_, self.mfcc_std_ = tensors["mfcc.mean"], tensors["mfcc.std"]
-            self.coef_, self.intercept_ = tensors["head.coef"], tensors["head.intercept"]
-            return
         self.idf_, self.coef_, self.intercept_ = tensors["idf"], tensors["head.coef"], tensors["head.intercept"]
         self.vectorizer_ = meta["vectorizer"]
         self.vocabulary_ = meta["vocabulary"]

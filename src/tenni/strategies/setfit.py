@@ -11,31 +11,31 @@ quadratically more time than they return.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from .._deadline import check_deadline
 from .._logging import progress
-from ._linear import fit_logistic, logistic_proba
-from .base import Strategy, register_strategy
+from ..config import POSITIVE, SHARE, option
+from ._linear import CLASS_WEIGHTS, fit_logistic, logistic_proba
+from .base import Strategy
 
 
 @dataclass
 class SetFitConfig:
-    num_iterations: int = field(default=20, metadata={
-        "help": "pair-generation rounds: each example gets one positive and one negative pair per round"})
-    max_pairs: int = field(default=1280, metadata={"help": "upper bound on the number of training pairs"})
-    epochs: int = field(default=1, metadata={"help": "passes over the pairs"})
-    batch_size: int = field(default=16, metadata={"help": "pairs per optimizer step"})
-    learning_rate: float = field(default=2e-5, metadata={"help": "learning rate of the encoder"})
-    warmup_ratio: float = field(default=0.1, metadata={"help": "share of steps with linear warm-up"})
-    max_length: int = field(default=128, metadata={"help": "tokens per text"})
-    tune_embeddings: bool = field(default=True, metadata={
-        "help": "also tune the token-embedding table; off: ~25% faster steps on MiniLM (its table is half the "
-                "weights), accuracy the same within seeds on sms_spam, ag_news, banking77"})
-    C: float | None = field(default=None, metadata={"help": "head's inverse L2 strength; None picks it by CV"})
-    class_weight: str | None = field(default="balanced", metadata={"help": "'balanced' or None for the head"})
+    num_iterations: int = option(20, "pair-generation rounds: each example gets one positive and one negative "
+                                     "pair per round", **POSITIVE)
+    max_pairs: int = option(1280, "upper bound on the number of training pairs", **POSITIVE)
+    epochs: int = option(1, "passes over the pairs", **POSITIVE)
+    batch_size: int = option(16, "pairs per optimizer step", **POSITIVE)
+    learning_rate: float = option(2e-5, "learning rate of the encoder", **POSITIVE)
+    warmup_ratio: float = option(0.1, "share of steps with linear warm-up", **SHARE)
+    max_length: int = option(128, "tokens per text", **POSITIVE)
+    tune_embeddings: bool = option(True, "also tune the token-embedding table; off: ~25% faster steps on MiniLM "
+                                         "(its table is half the weights)")
+    C: float | None = option(None, "head's inverse L2 strength; None picks it by CV", **POSITIVE)
+    class_weight: str | None = option("balanced", "'balanced' or None for the head", choices=CLASS_WEIGHTS)
 
 
 def make_pairs(y: np.ndarray, num_iterations: int, max_pairs: int, seed: int) -> np.ndarray:
@@ -58,7 +58,6 @@ def make_pairs(y: np.ndarray, num_iterations: int, max_pairs: int, seed: int) ->
     return pairs[:max_pairs]
 
 
-@register_strategy
 class SetFitStrategy(Strategy):
     """Contrastive tuning of the sentence encoder on label pairs + a logistic head."""
 

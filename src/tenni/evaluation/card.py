@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .results import Protocol, gain_sentence, result_cells
+
 
 def render_model_card(manifest: dict) -> str:
     strategy = manifest["strategy"]["name"]
@@ -16,7 +18,7 @@ def render_model_card(manifest: dict) -> str:
         lines += [f"- Backbone: `{backbone.get('name')}` ({backbone.get('source')})",
                   f"- Backbone weights: `{backbone.get('fingerprint')}`"]
     lines.append(f"- Labels ({len(manifest['labels'])}): " + ", ".join(f"`{x}`" for x in manifest["labels"]))
-    cv = "CV" in str(data.get("test_source", ""))
+    cv = Protocol.of(metrics).kind == "cv"
     if data:
         evaluated = (data.get("test_source") if cv
                      else f"evaluated on {data.get('test_size')} held-out examples ({data.get('test_source')})")
@@ -27,9 +29,10 @@ def render_model_card(manifest: dict) -> str:
         lines += ["", heading, "", "| strategy | accuracy | macro-F1 | seconds |",
                   "|---|---|---|---|"]
         for row in results:
-            seconds = "-" if row.get("seconds") is None else f"{row['seconds']:.1f}"
-            auroc = f" (AUROC {row['auroc']:.3f})" if row.get("auroc") is not None else ""
-            lines.append(f"| {row['strategy']}{auroc} | {row['accuracy']:.3f} | {row['macro_f1']:.3f} | {seconds} |")
+            cells = result_cells(row)
+            lines.append(f"| {cells['strategy']} | {cells['accuracy']} | {cells['macro_f1']} | {cells['seconds']} |")
+        if gain_sentence(metrics):
+            lines += ["", gain_sentence(metrics) + "."]
     modality = manifest.get("modality", "text")
     if manifest.get("task") == "anomaly":
         lines += ["", f"Anomaly detector: images scoring above {metrics.get('threshold', 0):.4f} are flagged as "

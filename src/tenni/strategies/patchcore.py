@@ -14,43 +14,32 @@ are needed to set it. With labelled defects in the test data, evaluation reports
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from ._logging import info, warn
-from .errors import ConfigError, DataError
-from .strategies.base import Strategy, register_strategy
+from ..config import POSITIVE, SHARE, option
+from ..errors import ConfigError, DataError
+from .base import Strategy
 
-NORMAL_NAMES = ("normal", "good", "ok", "pass", "negative", "no", "clean", "healthy")
 DEFECT, NORMAL = "defect", "normal"
 
 
 @dataclass
 class AnomalyConfig:
-    calibration_fraction: float = field(default=0.2, metadata={
-        "help": "share of the normal images held out of the memory bank to set the threshold (at least 2)"})
-    quantile: float = field(default=0.98, metadata={
-        "help": "threshold = this quantile of the held-out normals' scores (higher: fewer false alarms)"})
-    coreset_ratio: float = field(default=0.1, metadata={
-        "help": "share of the normal patches kept in the memory bank (greedy k-center coreset)"})
-    max_bank: int = field(default=16384, metadata={"help": "most patch vectors in the memory bank"})
-    scoring: str = field(default="both", metadata={
-        "help": "'patch' (PatchCore: local defects), 'global' (kNN on pooled embeddings: images unlike the "
-                "normals as a whole) or 'both' (each standardised on held-out normals, then added)"})
-    normal_label: str | None = field(default=None, metadata={
-        "help": "with labelled data: the class that is normal (default: a class named normal/good/ok/no...)"})
-    batch_size: int = field(default=16, metadata={"help": "images per backbone batch"})
-
-
-def auroc(is_defect, scores) -> float | None:
-    """Area under the ROC curve of ``scores`` for ``is_defect``; None when only one kind is present."""
-    from sklearn.metrics import roc_auc_score
-
-    is_defect = np.asarray(is_defect, dtype=bool)
-    if is_defect.all() or not is_defect.any():
-        return None
-    return float(roc_auc_score(is_defect, np.asarray(scores, dtype=np.float64)))
+    calibration_fraction: float = option(0.2, "share of the normal images held out of the memory bank to set the "
+                                              "threshold (at least 2)", **SHARE)
+    quantile: float = option(0.98, "threshold = this quantile of the held-out normals' scores (higher: fewer false "
+                                   "alarms)", **SHARE)
+    coreset_ratio: float = option(0.1, "share of the normal patches kept in the memory bank (greedy k-center "
+                                       "coreset)", **SHARE)
+    max_bank: int = option(16384, "most patch vectors in the memory bank", **POSITIVE)
+    scoring: str = option("both", "'patch' (PatchCore: local defects), 'global' (kNN on pooled embeddings: images "
+                                  "unlike the normals as a whole) or 'both' (each standardised on held-out normals, "
+                                  "then added)", choices=("patch", "global", "both"))
+    normal_label: str | None = option(None, "with labelled data: the class that is normal (default: a class named "
+                                            "normal/good/ok/no...)")
+    batch_size: int = option(16, "images per backbone batch", **POSITIVE)
 
 
 def greedy_coreset(x: np.ndarray, n: int, seed: int, proj_dim: int = 128) -> np.ndarray:
@@ -73,7 +62,6 @@ def greedy_coreset(x: np.ndarray, n: int, seed: int, proj_dim: int = 128) -> np.
     return np.asarray(sorted(chosen))
 
 
-@register_strategy
 class PatchCore(Strategy):
     """Memory bank of normal patch features; score = farthest patch's nearest-neighbour distance."""
 
@@ -102,8 +90,6 @@ class PatchCore(Strategy):
         n_cal = max(2, int(round(cfg.calibration_fraction * len(paths))))
         order = rng.permutation(len(paths))
         calibration, bank_paths = [paths[i] for i in order[:n_cal]], [paths[i] for i in order[n_cal:]]
-        if cfg.scoring not in ("patch", "global", "both"):
-            raise ConfigError(f"scoring must be patch, global or both, not '{cfg.scoring}'")
         patches = np.concatenate(self._patches(bank_paths))
         size = int(min(cfg.max_bank, max(1, round(cfg.coreset_ratio * len(patches)))))
         self.bank_ = patches[greedy_coreset(patches, size, self.seed)]
@@ -172,98 +158,3 @@ class PatchCore(Strategy):
         self.threshold_ = float(meta["threshold"])
         self.scale_ = float(meta["scale"])
         self.fit_info_ = meta.get("fit", {})
-
-
-def normal_label_of(labels: list[str], requested: str | None, where=None) -> str:
-    present = sorted(set(labels))
-    if requested is not None:
-        if requested not in present:
-            raise DataError(f"no class '{requested}' in the data (classes: {', '.join(present)})", path=where)
-        return requested
-    for name in NORMAL_NAMES:
-        for label in present:
-            if label.lower() == name:
-                return label
-    if len(present) == 1:
-        return present[0]
-    raise ConfigError(f"cannot tell which class is normal among {', '.join(present)}",
-                      hint="name the normal class folder 'normal' or 'good', or pass --set normal_label=NAME")
-
-
-def evaluation_normal(dataset, normal: str) -> str:
-    """The normal class to score ``dataset`` against: the model's, when the data has it; when it has not, another
-    normal-looking class of the data (e.g. ``good``, for a model trained on a flat folder, whose normal class is the
-    placeholder ``normal``) if it holds two or more classes, else the model's, every example then a defect."""
-    present = set(dataset.labels)
-    if normal in present:
-        return normal
-    if len(present) >= 2:
-        return normal_label_of(dataset.labels, None, dataset.path)
-    from ._logging import warn
-
-    warn(f"{dataset.path or 'the evaluation data'}: no example is labelled '{normal}' (the model's normal class), so "
-         "every example counts as a defect and AUROC cannot be computed")
-    return normal
-
-
-def anomaly_metrics(labels: list[str], scores: np.ndarray, threshold: float, normal: str) -> dict:
-    from .evaluation import classification_metrics
-
-    is_defect = np.asarray([y != normal for y in labels])
-    truth = [DEFECT if d else NORMAL for d in is_defect]
-    predicted = [DEFECT if s > threshold else NORMAL for s in scores]
-    metrics = classification_metrics(truth, predicted, [DEFECT, NORMAL])
-    metrics.update(auroc=auroc(is_defect, scores), normal_label=normal, threshold=threshold,
-                   defects=int(is_defect.sum()), normals=int((~is_defect).sum()))
-    return metrics
-
-
-def fit_anomaly(data, *, test=None, backbone: str = "auto", config=None, seed: int = 0, **read_options):
-    """Fit :class:`PatchCore` on the normal images of ``data``; measure it on ``test`` when it has labels."""
-    from pathlib import Path
-
-    from .api import AUTO
-    from .backbones import DEFAULT_IMAGE_BACKBONE
-    from .data import as_dataset
-    from .data.media import split_folder
-    from .model import Model
-
-    if test is None and isinstance(data, (str, Path)) and Path(data).is_dir():
-        data, test = split_folder(Path(data))
-    dataset = as_dataset(data, labeled=False, **read_options)
-    if dataset.modality != "image":
-        raise ConfigError(f"--task anomaly works on images; the data is {dataset.modality}",
-                          hint="give a folder of normal images")
-    estimator = PatchCore(backbone=DEFAULT_IMAGE_BACKBONE if backbone == AUTO else backbone, config=config,
-                          seed=seed)
-    cfg = estimator.config_
-    normals = dataset.inputs
-    normal = NORMAL
-    if dataset.labels is not None:
-        normal = normal_label_of(dataset.labels, cfg.normal_label, dataset.path)
-        normals = [p for p, y in zip(dataset.inputs, dataset.labels) if y == normal]
-        others = len(dataset) - len(normals)
-        if others:
-            warn(f"fitting on the {len(normals)} '{normal}' images only; {others} images of other classes are left "
-                 "out of training (put labelled defects in the test data to measure AUROC)")
-    info(f"anomaly detection: memory bank from {len(normals)} normal images")
-    estimator.fit(normals)
-    metrics = dict(estimator.fit_info_, threshold=estimator.threshold_, evaluation="none (no test data)")
-    metrics.pop("calibration_scores", None)
-    summary = {"source": str(dataset.path or "in-memory data"), "train_size": len(normals), "modality": "image",
-               "normal_label": normal, "class_counts": {normal: len(normals)}}
-    if test is not None:
-        test_set = as_dataset(test, **read_options)
-        test_set.require_modality("image", "the training data")
-        test_set.require_labels(min_classes=1)
-        scores = estimator.score_samples(test_set.inputs)
-        metrics["test"] = anomaly_metrics(test_set.labels, scores, estimator.threshold_,
-                                          evaluation_normal(test_set, normal))
-        metrics["evaluation"] = "test data"
-        metrics["results"] = [{"strategy": "patchcore", "backbone": estimator.backbone,
-                               "accuracy": metrics["test"]["accuracy"], "macro_f1": metrics["test"]["macro_f1"],
-                               "auroc": metrics["test"]["auroc"], "seconds": None}]
-        summary.update(test_source=str(test_set.path), test_size=len(test_set))
-    metrics.setdefault("results", [])
-    model = Model(estimator, modality="image", metrics=metrics, data_summary=summary, task="anomaly")
-    return model

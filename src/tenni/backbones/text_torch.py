@@ -1,0 +1,108 @@
+"""PyTorch text encoders for training: a transformers model + the pooling its sentence-transformers config asks for,
+its tokenizer, and batches padded per group of similar length.
+
+What a trainable text backbone offers the strategies that tune it (finetune, lora, setfit) and continued pretraining
+(``tenni adapt``). torch is imported when this module is, so only training paths import it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from .._context import quiet_transformers
+from ..errors import BackboneError
+
+
+class PooledEncoder(nn.Module):
+    """A transformers encoder + the pooling its sentence-transformers config asks for (mean or CLS)."""
+
+    def __init__(self, model: nn.Module, pooling: str = "mean", normalise: bool = False):
+        super().__init__()
+        self.model = model
+        self.pooling = pooling
+        self.normalise = normalise
+
+    def forward(self, input_ids, attention_mask, **extra):
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, **extra)
+        hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+        if self.pooling == "cls":
+            pooled = hidden[:, 0]
+        else:
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        if self.normalise:
+            pooled = nn.functional.normalize(pooled, dim=-1)
+        return pooled
+
+
+def load_encoder(backbone, *, normalise: bool | None = None):
+    """(tokenizer, PooledEncoder, dim) for a text backbone, from its local folder; no remote code by default."""
+    from transformers import AutoModel, AutoTokenizer
+
+    folder = backbone.transformer_dir()
+    try:
+        with quiet_transformers():
+            tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=backbone.trust_remote_code)
+            model = AutoModel.from_pretrained(str(folder), trust_remote_code=backbone.trust_remote_code)
+    except Exception as err:
+        raise BackboneError(f"cannot load '{backbone.name}' for training: {type(err).__name__}: {err}",
+                            path=folder) from None
+    pooling, st_normalise = backbone.pooling()
+    encoder = PooledEncoder(model, pooling, st_normalise if normalise is None else normalise)
+    dim = int(getattr(model.config, "hidden_size", 0) or backbone.dim)
+    return tokenizer, encoder, dim
+
+
+class Tokenized:
+    """Texts tokenized once; batches are padded on demand."""
+
+    def __init__(self, tokenizer, texts: list[str], max_length: int):
+        self.tokenizer = tokenizer
+        enc = tokenizer(texts, truncation=True, max_length=max_length)
+        self.ids = enc["input_ids"]
+        self.type_ids = enc.get("token_type_ids")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def batch(self, idx) -> dict[str, torch.Tensor]:
+        return self.pad([self.ids[i] for i in idx])
+
+    def pad(self, rows: list[list[int]]) -> dict[str, torch.Tensor]:
+        return pad_rows(self.tokenizer, rows, type_ids=self.type_ids is not None)
+
+    def forward_grouped(self, model: nn.Module, idx, group: int = 8) -> torch.Tensor:
+        """``model`` on the texts ``idx`` (rows in that order), run in groups of similar length (see
+        ``forward_in_groups``). Inference runs a whole set through it in groups of the batch size."""
+        return forward_in_groups(model, [self.ids[i] for i in np.asarray(idx)], self.pad, group)
+
+
+def pad_rows(tokenizer, rows: list[list[int]], type_ids: bool = False) -> dict[str, torch.Tensor]:
+    """Token-id ``rows`` padded into one batch (ids, attention mask, and zero token types where the model has them)."""
+    out = tokenizer.pad({"input_ids": rows}, return_tensors="pt")
+    batch = {"input_ids": out["input_ids"], "attention_mask": out["attention_mask"]}
+    if type_ids:
+        batch["token_type_ids"] = torch.zeros_like(out["input_ids"])
+    return batch
+
+
+def forward_in_groups(model: nn.Module, rows: list[list[int]], pad, group: int = 8) -> torch.Tensor:
+    """``model`` on token-id ``rows`` (outputs in that order), padded by ``pad`` one group of similar length at a time.
+
+    A batch of random texts padded to its longest one is mostly padding where a few texts are long. Sorted by
+    length and run in groups of ``group``, each group is padded to its own longest text: the same outputs and
+    gradients (the encoders have no batch statistics), about half the arithmetic on SMS-length training batches.
+    """
+    chunks = length_groups(rows, group)
+    parts = [model(**pad([rows[i] for i in chunk])) for chunk in chunks]
+    return torch.cat(parts)[torch.as_tensor(np.argsort(np.concatenate(chunks)))]
+
+
+def length_groups(rows: list[list[int]], group: int = 8) -> list[np.ndarray]:
+    """Indices of ``rows`` sorted by length and cut into ``ceil(len / group)`` groups of similar length."""
+    order = np.argsort([len(r) for r in rows], kind="stable")
+    return np.array_split(order, max(1, math.ceil(len(rows) / group)))
