@@ -65,7 +65,8 @@ def fit(data, *, test=None, strategy: str | None = None, backbone: str = AUTO,
         config: dict | None = None, seed: int = 0, baseline: bool = True, test_size: float = 0.2,
         text_col: str | None = None, label_col: str | None = None, encoding: str = "auto",
         budget: float | str | None = None, evaluation: str = "auto", skip_bad_files: bool = False,
-        task: str = "classify") -> Model:
+        task: str = "classify", unlabeled=None, rounds: int | None = None, student: str | None = None,
+        selftrain: dict | None = None) -> Model:
     """Fit ``strategy`` on ``data`` and measure it, beside the no-transfer baseline, on a held-out set.
 
     ``data`` is a file (CSV, TSV, JSONL, Parquet), a folder of class sub-folders, a ``(texts, labels)`` pair, a
@@ -84,6 +85,11 @@ def fit(data, *, test=None, strategy: str | None = None, backbone: str = AUTO,
     file paths) work the same way; the modality comes from the data, and ``skip_bad_files`` leaves out (and
     counts) corrupt, empty or silent files instead of stopping. ``task="anomaly"`` fits a defect detector on
     normal images only (see :func:`fit_anomaly`).
+
+    ``unlabeled``: a pool of unlabeled examples of the same kind (a file, a column, a folder) for self-training
+    (``rounds`` teacher -> student rounds, see :mod:`tenni.selftrain`); the model is then measured on a hold-out
+    beside the same strategy without the pool. ``student`` (``probe`` or ``scratch``) also distils the result
+    into a faster model, measured beside it (``model.student``).
     """
     read = {"text_col": text_col, "label_col": label_col, "encoding": encoding, "skip_bad_files": skip_bad_files}
     if task == "anomaly":
@@ -98,15 +104,19 @@ def fit(data, *, test=None, strategy: str | None = None, backbone: str = AUTO,
         raise ConfigError(f"unknown task '{task}'", hint="use classify or anomaly")
     if strategy == "patchcore":
         raise ConfigError("patchcore is the anomaly detector", hint="use --task anomaly")
+    if unlabeled is None and (rounds is not None or student is not None or selftrain):
+        raise ConfigError("--rounds and --student need an unlabeled pool", hint="add --unlabeled POOL")
+    if unlabeled is not None:
+        if budget is not None:
+            config = dict(config or {}, budget=parse_budget(budget))
+        return fit_with_pool(data, unlabeled, test=test, strategy=strategy, backbone=backbone, config=config,
+                             seed=seed, baseline=baseline, test_size=test_size, read=read, rounds=rounds,
+                             student=student, selftrain=selftrain)
     data, test = _folder_test_split(data, test)
     if budget is not None:
         if (strategy or DEFAULT_STRATEGY) != "auto":
             raise ConfigError("a time budget applies to --strategy auto only", hint="drop --budget")
-        if isinstance(budget, str):
-            from ._deadline import parse_duration
-
-            budget = parse_duration(budget)
-        config = dict(config or {}, budget=budget)
+        config = dict(config or {}, budget=parse_budget(budget))
     peeked = _peek_modality(data)
     if strategy is not None and (peeked is not None or len(set(get_entry(strategy).targets.values())) == 1):
         # fail fast on a bad strategy or option, before any data is read (when its modality is known, or the
@@ -139,6 +149,89 @@ def fit(data, *, test=None, strategy: str | None = None, backbone: str = AUTO,
                            train_size=len(train), test_size=len(test_set),
                            test_source=str(test_set.path) if test is not None else protocol.describe())
     return Model(estimator, modality=train.modality, metrics=metrics, data_summary=summary)
+
+
+def parse_budget(budget: float | str) -> float:
+    if isinstance(budget, str):
+        from ._deadline import parse_duration
+
+        return parse_duration(budget)
+    return budget
+
+
+def fit_with_pool(data, unlabeled, *, test=None, strategy=None, backbone: str = AUTO, config=None, seed: int = 0,
+                  baseline: bool = True, test_size: float = 0.2, read: dict | None = None, rounds: int | None = None,
+                  student: str | None = None, selftrain: dict | None = None) -> Model:
+    """Self-training on an unlabeled pool, measured on a hold-out beside the same strategy without the pool."""
+    import time
+
+    from .backbones import get_backbone
+    from .config import make_config
+    from .evaluation.metrics import classification_metrics
+    from .evaluation.protocol import fit_and_score
+    from .selftrain import SelfTrainConfig, distill, drop_test_leaks, predictions_per_second, self_train
+
+    read = read or {}
+    options = dict(selftrain or {}, **({"rounds": rounds} if rounds is not None else {}))
+    cfg = make_config(SelfTrainConfig, options)
+    data, test = _folder_test_split(data, test)
+    train, test_set = split_for_fit(data, test, test_size=test_size, seed=seed, **read)
+    pool = as_dataset(unlabeled, labeled=False, **read)  # labels a pool may carry are hidden from training
+    pool.require_modality(train.modality, "the training data")
+    strategy = choose_strategy(strategy, train.inputs, train.modality)
+    backbone = choose_backbone(backbone, train.inputs, strategy, train.modality)
+    entry = get_entry(strategy)
+    space = get_backbone(backbone) if entry.uses_backbone else None
+    pool, leaks = drop_test_leaks(pool, test_set, space, cfg.leak_similarity)
+    labels_only = make_estimator(strategy, backbone, config, seed, train.modality)
+    plain = fit_and_score(labels_only, train, test_set)
+    plain.strategy += " (labels only)"
+    teacher = getattr(labels_only, "chosen_", labels_only)  # auto: its winner teaches; no race per round
+    name = teacher.name
+    options = config if teacher is labels_only else None
+
+    def make():
+        return make_estimator(name, backbone, options, seed, train.modality)
+
+    start = time.perf_counter()
+    result = self_train(make, train, pool, cfg, teacher=teacher)
+    predictions = result.estimator.predict(test_set.inputs)
+    seconds = plain.seconds + time.perf_counter() - start
+    test_metrics = classification_metrics(test_set.labels, predictions, [str(c) for c in result.estimator.classes_])
+    rows = [{"strategy": f"{name} + self-training", "backbone": backbone if entry.uses_backbone else None,
+             "accuracy": test_metrics["accuracy"], "macro_f1": test_metrics["macro_f1"], "seconds": seconds},
+            plain.row()]
+    if baseline and name != "scratch":
+        rows.append(fit_and_score(make_estimator("scratch", seed=seed, modality=train.modality), train,
+                                  test_set).row())
+    protocol = Protocol("test") if test is not None else Protocol("holdout", share=test_size)
+    metrics = {"evaluation": protocol.describe(), "protocol": protocol.to_dict(), "test": test_metrics,
+               "results": rows, "self_training": {
+                   "pool_size": result.pool_size, "dropped_leaks": leaks, "threshold": cfg.threshold,
+                   "rounds": [vars(r) for r in result.rounds],
+                   "gain_over_labels_only": test_metrics["accuracy"] - plain.accuracy}}
+    if len(rows) > 2:
+        metrics["transfer_gain"] = {"accuracy": rows[0]["accuracy"] - rows[2]["accuracy"],
+                                    "macro_f1": rows[0]["macro_f1"] - rows[2]["macro_f1"]}
+    summary = data_summary(train, source=str(getattr(train, "path", None) or "in-memory data"),
+                           train_size=len(train), test_size=len(test_set), unlabeled_pool=len(pool),
+                           test_source=str(test_set.path) if test is not None else protocol.describe())
+    model = Model(result.estimator, modality=train.modality, metrics=metrics, data_summary=summary)
+    if student is not None:
+        fast = distill(result.estimator, student, train, pool, backbone=backbone, seed=seed)
+        student_pred = fast.predict(test_set.inputs)
+        student_metrics = classification_metrics(test_set.labels, student_pred, [str(c) for c in fast.classes_])
+        speed = {"teacher": predictions_per_second(result.estimator, test_set.inputs),
+                 "student": predictions_per_second(fast, test_set.inputs)}
+        metrics["student"] = {"kind": student, "accuracy": student_metrics["accuracy"],
+                              "macro_f1": student_metrics["macro_f1"], "predictions_per_second": speed}
+        model.student = Model(fast, modality=train.modality, data_summary=summary, metrics={
+            "evaluation": protocol.describe(), "protocol": protocol.to_dict(), "test": student_metrics,
+            "results": [{"strategy": f"{student} (distilled from {name})",
+                         "backbone": backbone if fast.uses_backbone else None,
+                         "accuracy": student_metrics["accuracy"], "macro_f1": student_metrics["macro_f1"],
+                         "seconds": None}]})
+    return model
 
 
 def fit_anomaly(data, *, test=None, backbone: str = "auto", config=None, seed: int = 0, **read_options):

@@ -79,6 +79,13 @@ def fit(
                                              "instead of stopping."),
     task: str = typer.Option("classify", "--task",
                              help="classify, or anomaly: fit on normal images only, flag defects."),
+    unlabeled: Path | None = typer.Option(None, "--unlabeled",
+                                          help="Unlabeled pool of the same kind for self-training (a .txt file, "
+                                               "a CSV/JSONL/Parquet column, or a folder)."),
+    rounds: int | None = typer.Option(None, "--rounds", help="Self-training rounds [2]."),
+    student: str | None = typer.Option(None, "--student",
+                                       help="Also distil a faster model on the pool: probe or scratch (saved to "
+                                            "OUTPUT-student)."),
     json_out: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ):
     """Fit a model on DATA and compare it with training from scratch."""
@@ -87,9 +94,11 @@ def fit(
     model = api.fit(data, test=test, strategy=strategy, backbone=backbone, config=_parse_set(set_), seed=seed,
                     baseline=baseline, test_size=test_size, text_col=text_col, label_col=label_col,
                     encoding=encoding, budget=parse_duration(budget) if budget else None, evaluation=evaluation,
-                    skip_bad_files=skip_bad_files, task=task)
+                    skip_bad_files=skip_bad_files, task=task, unlabeled=unlabeled, rounds=rounds, student=student)
     if output is not None:
         model.save(output)
+        if model.student is not None:
+            model.student.save(output.parent / f"{output.name}-student")
     if task == "anomaly" and not json_out:
         _print_anomaly(model, output)
         return
@@ -111,7 +120,24 @@ def fit(
     sentence = gain_sentence(model.metrics)
     if sentence:
         out.print(sentence)
+    _print_self_training(model, output)
     out.print(f"saved to {output}" if output else "not saved (pass -o DIR to keep the model)", soft_wrap=True)
+
+
+def _print_self_training(model, output) -> None:
+    st = model.metrics.get("self_training")
+    if not st:
+        return
+    kept = ", ".join(str(r["kept"]) for r in st["rounds"])
+    out.print(f"self-training on {st['pool_size']} unlabeled items ({st['dropped_leaks']} left out: duplicates of "
+              f"the test data): pseudo-labels kept per round {kept}; {100 * st['gain_over_labels_only']:+.1f} "
+              "accuracy points over the labels alone", soft_wrap=True)
+    s = model.metrics.get("student")
+    if s:
+        speed = s["predictions_per_second"]
+        out.print(f"student ({s['kind']}): accuracy {s['accuracy']:.3f}, {speed['student']:.0f} predictions/s vs "
+                  f"the teacher's {speed['teacher']:.0f}"
+                  + (f"; saved to {output.parent / (output.name + '-student')}" if output else ""), soft_wrap=True)
 
 
 def _print_anomaly(model, output) -> None:

@@ -28,6 +28,8 @@ class Model:
         self.data_summary = data_summary or {}
         self.created = created or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         self.tenni_version = tenni_version
+        self.student: Model | None = None
+        """A faster model distilled from this one (``fit(..., student=...)``), saved separately."""
 
     def __repr__(self) -> str:
         return f"Model(strategy={self.strategy!r}, backbone={self.backbone_name!r}, labels={self.labels})"

@@ -48,6 +48,40 @@ def _fit_logistic(X, y, *, seed, C, cv_grid, class_weight, max_iter):
     return np.asarray(model.coef_, np.float32), np.asarray(model.intercept_, np.float32), chosen
 
 
+def fit_logistic_soft(X, targets: np.ndarray, *, C: float, class_weight="balanced", max_iter: int = 3000,
+                      min_target: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
+    """Logistic regression on soft targets (a teacher's probabilities; rows summing to 1): each row is repeated
+    once per class it gives weight to, weighted by that probability — the cross-entropy with soft targets, fitted
+    by the same solver. ``class_weight="balanced"`` weighs classes by the inverse of their probability mass."""
+    import scipy.sparse as sp
+    from sklearn.linear_model import LogisticRegression
+
+    targets = np.asarray(targets, dtype=np.float64)
+    rows, cols = np.nonzero(targets >= min_target)
+    weights = targets[rows, cols]
+    if class_weight == "balanced":
+        mass = np.bincount(cols, weights=weights, minlength=targets.shape[1])
+        present = mass > 0
+        scale = np.ones_like(mass)
+        scale[present] = mass[present].sum() / (present.sum() * mass[present])
+        weights = weights * scale[cols]
+    X_rep = X[rows] if not sp.issparse(X) else sp.csr_matrix(X)[rows]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        model = LogisticRegression(C=C, max_iter=max_iter, solver=SOLVER)
+        model.fit(X_rep, cols, sample_weight=weights)
+    coef, intercept = np.asarray(model.coef_, np.float32), np.asarray(model.intercept_, np.float32)
+    if len(model.classes_) != targets.shape[1]:  # a class no row gives weight to: it keeps a large negative bias
+        full_coef = np.zeros((targets.shape[1], X.shape[1]), np.float32)
+        full_int = np.full(targets.shape[1], -30.0, np.float32)
+        if len(model.classes_) == 2:
+            coef = np.concatenate([-coef / 2, coef / 2])
+            intercept = np.concatenate([-intercept / 2, intercept / 2])
+        full_coef[model.classes_], full_int[model.classes_] = coef, intercept
+        coef, intercept = full_coef, full_int
+    return coef, intercept
+
+
 def logistic_proba(X, coef: np.ndarray, intercept: np.ndarray) -> np.ndarray:
     z = X @ coef.T
     z = np.asarray(z, dtype=np.float64) + intercept

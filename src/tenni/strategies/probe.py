@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..config import POSITIVE, option
-from ._linear import CLASS_WEIGHTS, fit_logistic, logistic_proba
+from ._linear import CLASS_WEIGHTS, fit_logistic, fit_logistic_soft, logistic_proba
 from .base import Strategy
 
 
@@ -34,6 +34,15 @@ class LinearProbe(Strategy):
         feats = self._backbone().encode(texts, batch_size=cfg.batch_size)
         self.coef_, self.intercept_, self.C_ = fit_logistic(feats, y, seed=self.seed, C=cfg.C,
                                                             class_weight=cfg.class_weight)
+
+    def fit_soft(self, inputs, targets: np.ndarray, classes) -> LinearProbe:
+        """Fit on soft targets (one probability per class in ``classes`` order): distillation of a teacher."""
+        cfg = self.config_
+        self.classes_ = np.asarray(classes)
+        feats = self._backbone().encode(list(inputs), batch_size=cfg.batch_size)
+        self.C_ = cfg.C if cfg.C is not None else 1.0
+        self.coef_, self.intercept_ = fit_logistic_soft(feats, targets, C=self.C_, class_weight=cfg.class_weight)
+        return self
 
     def _predict_proba(self, texts) -> np.ndarray:
         feats = self._backbone().encode(texts, batch_size=self.config_.batch_size)

@@ -14,7 +14,7 @@ import numpy as np
 from ..config import POSITIVE, option
 from ..errors import ConfigError
 from ..language import main_language, normalise_width
-from ._linear import CLASS_WEIGHTS, fit_logistic, logistic_proba
+from ._linear import CLASS_WEIGHTS, fit_logistic, fit_logistic_soft, logistic_proba
 from .base import Strategy
 
 UNSPACED_LANGUAGES = ("ja", "zh", "th", "ko")  # character n-grams beat words (Korean: agglutinative)
@@ -108,6 +108,21 @@ class TfidfScratch(Strategy):
                 if attempt == "characters" or self.vectorizer_["analyzer"] != "word":
                     raise
                 self.vectorizer_ = dict(self.vectorizer_, analyzer="char_wb", ngram_range=[1, cfg.ngram_max + 2])
+
+    def fit_soft(self, texts, targets: np.ndarray, classes) -> TfidfScratch:
+        """Fit on soft targets (one probability per class in ``classes`` order): distillation of a teacher into
+        the fastest model there is (no encoder at prediction time)."""
+        from ..data import as_texts
+
+        cfg = self.config_
+        texts = as_texts(texts)
+        self.classes_ = np.asarray(classes)
+        vec = self.learn_vocabulary(texts, cfg)
+        self.vocabulary_ = {term: int(i) for term, i in vec.vocabulary_.items()}
+        self.idf_ = np.asarray(vec.idf_, np.float32)
+        self.coef_, self.intercept_ = fit_logistic_soft(self._tfidf(texts), targets, C=cfg.C,
+                                                        class_weight=cfg.class_weight)
+        return self
 
     def _predict_proba(self, texts) -> np.ndarray:
         return logistic_proba(self._tfidf(texts), self.coef_, self.intercept_)

@@ -1,0 +1,149 @@
+"""Use the unlabeled data: self-training (a teacher labels the pool, a student learns from the confident part, and
+becomes the next teacher) and distillation into a fast student.
+
+Pseudo-labels follow a curriculum (Cascante-Bonilla et al., 2021, "Curriculum Labeling"): round r of R keeps the
+most confident r/R of ``max_share`` of the pool, ranked by the teacher's probability, so no absolute threshold has
+to suit every number of classes; a per-class quota (the pool's class shares as the first teacher estimates them,
+from its mean probabilities) keeps a class the teacher over-predicts from swallowing the pool. The student is the
+teacher's strategy trained on the labels plus the kept pseudo-labels (its own dropout and augmentation are the
+noise). Pool items that duplicate or nearly duplicate a
+test item are dropped before anything is learned from them. Every self-trained fit is measured beside the same
+strategy without the pool, on the same split.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ._logging import info, progress, warn
+from .config import POSITIVE, SHARE, option
+from .data import Dataset
+from .errors import ConfigError
+
+
+@dataclass
+class SelfTrainConfig:
+    rounds: int = option(2, "teacher -> student rounds", **POSITIVE)
+    max_share: float = option(0.8, "share of the pool pseudo-labeled in the last round, the most confident first "
+                                   "(round r of R keeps r/R of it)", **SHARE)
+    threshold: float = option(0.0, "and only where the teacher's probability is at least this", **SHARE)
+    prior: str = option("pool", "per-class quotas from the pool's class shares as the first teacher estimates them "
+                                "(pool), or from the labeled data's (labeled)", choices=("pool", "labeled"))
+    leak_similarity: float = option(0.97, "pool items at least this similar to a test item are dropped", **SHARE)
+
+
+@dataclass
+class RoundRecord:
+    round: int
+    kept: int
+    kept_per_class: dict[str, int]
+    mean_confidence: float
+    pseudo_accuracy: float | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class SelfTrainResult:
+    estimator: object
+    rounds: list[RoundRecord] = field(default_factory=list)
+    pool_size: int = 0
+    dropped_leaks: int = 0
+
+
+def drop_test_leaks(pool: Dataset, test: Dataset | None, backbone, similarity: float) -> tuple[Dataset, int]:
+    """The pool without items that duplicate (same text or bytes) or nearly duplicate (cosine >= ``similarity``
+    in ``backbone``'s space) an item of ``test``: a model must never learn the test set from the pool."""
+    if test is None or not len(pool):
+        return pool, 0
+    from .assess.check import _exact_form, nearest
+
+    form = _exact_form(pool.modality)
+    test_forms = {form(x) for x in test.inputs}
+    leaked = {i for i, x in enumerate(pool.inputs) if form(x) in test_forms}
+    if backbone is not None:
+        _, score = nearest(backbone.encode(pool.inputs), backbone.encode(test.inputs))
+        leaked |= set(np.flatnonzero(score >= similarity).tolist())
+    if leaked:
+        warn(f"{len(leaked)} item(s) of the unlabeled pool duplicate the test data; left out of self-training")
+    keep = [i for i in range(len(pool)) if i not in leaked]
+    return pool.subset(keep), len(leaked)
+
+
+def select_pseudo_labels(proba: np.ndarray, classes: np.ndarray, prior: np.ndarray, threshold: float,
+                         budget: int) -> np.ndarray:
+    """Indices of the pool items to pseudo-label: confident ones (max probability >= ``threshold``), at most
+    ``budget`` in all and, per class, at most its share ``prior`` of the budget (the most confident first)."""
+    best = proba.argmax(1)
+    confidence = proba.max(1)
+    chosen: list[int] = []
+    for c in range(len(classes)):
+        candidates = np.flatnonzero((best == c) & (confidence >= threshold))
+        quota = int(round(prior[c] * budget))
+        order = candidates[np.argsort(-confidence[candidates], kind="stable")]
+        chosen.extend(order[:quota].tolist())
+    return np.asarray(sorted(chosen), dtype=np.int64)
+
+
+def self_train(make, train: Dataset, pool: Dataset, cfg: SelfTrainConfig, *, teacher=None) -> SelfTrainResult:
+    """Rounds of teacher -> pseudo-labels -> student; ``make()`` builds a fresh estimator of the strategy."""
+    teacher = teacher if teacher is not None else make().fit(train.inputs, train.labels)
+    classes = np.asarray(teacher.classes_)
+    counts = np.asarray([train.labels.count(str(c)) for c in classes], dtype=np.float64)
+    prior = counts / counts.sum()
+    hidden = pool.labels  # benchmarks pass pools whose labels are hidden from training: report accuracy
+    result = SelfTrainResult(teacher, pool_size=len(pool))
+    with progress("self-training", cfg.rounds) as bar:
+        for r in range(1, cfg.rounds + 1):
+            start = time.perf_counter()
+            proba = teacher.predict_proba(pool.inputs)
+            if r == 1 and cfg.prior == "pool" and len(pool):
+                prior = proba.mean(axis=0)
+            budget = int(round(cfg.max_share * len(pool) * r / cfg.rounds))
+            idx = select_pseudo_labels(proba, classes, prior, cfg.threshold, budget)
+            pseudo = [str(classes[k]) for k in proba[idx].argmax(1)]
+            record = RoundRecord(r, len(idx), {str(c): pseudo.count(str(c)) for c in classes},
+                                 float(proba[idx].max(1).mean()) if len(idx) else 0.0)
+            if hidden is not None and len(idx):
+                record.pseudo_accuracy = float(np.mean([p == hidden[i] for p, i in zip(pseudo, idx)]))
+            if not len(idx):
+                warn(f"self-training round {r}: no pool item reached confidence {cfg.threshold}; stopping")
+                result.rounds.append(record)
+                break
+            student = make().fit(list(train.inputs) + [pool.inputs[i] for i in idx], list(train.labels) + pseudo)
+            teacher = student
+            record.seconds = time.perf_counter() - start
+            result.rounds.append(record)
+            info(f"self-training round {r}: {len(idx)} pseudo-labels kept ({record.kept_per_class})")
+            bar.advance(1)
+    result.estimator = teacher
+    return result
+
+
+STUDENTS = ("probe", "scratch")
+
+
+def distill(teacher, kind: str, train: Dataset, pool: Dataset, *, backbone: str, seed: int = 0):
+    """A cheaper model trained on the teacher's soft labels over the pool (and the true labels): ``probe`` (a
+    logistic head on ``backbone``'s frozen features) or ``scratch`` (TF-IDF: no encoder at prediction time)."""
+    from .choose import make_estimator
+
+    if kind not in STUDENTS:
+        raise ConfigError(f"unknown student '{kind}'", hint=f"use one of: {', '.join(STUDENTS)}")
+    classes = np.asarray(teacher.classes_)
+    soft = teacher.predict_proba(pool.inputs) if len(pool) else np.zeros((0, len(classes)))
+    hard = np.zeros((len(train), len(classes)))
+    hard[np.arange(len(train)), np.searchsorted(classes, np.asarray(train.labels))] = 1.0
+    student = make_estimator(kind, backbone, None, seed, train.modality)
+    student.fit_soft(list(train.inputs) + list(pool.inputs), np.vstack([hard, soft]), classes)
+    return student
+
+
+def predictions_per_second(estimator, inputs: list[str], repeats: int = 1) -> float:
+    """Items per second of ``estimator.predict_proba`` on ``inputs`` (features cached where the strategy caches)."""
+    start = time.perf_counter()
+    for _ in range(repeats):
+        estimator.predict_proba(inputs)
+    return repeats * len(inputs) / max(time.perf_counter() - start, 1e-9)

@@ -1,0 +1,106 @@
+"""Self-training on an unlabeled pool and distillation into a fast student."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+import tenni
+from tenni.errors import ConfigError
+
+# each class has words the labels show (seen) and words only the pool and the test use (hidden); pool texts mix both
+WORDS = {"north": (["glacier", "fjord", "tundra", "iceberg", "aurora"], ["reindeer", "sled", "parka", "blizzard",
+                                                                          "igloo"]),
+         "south": (["desert", "cactus", "oasis", "dune", "mirage"], ["camel", "sandal", "scorpion", "canyon",
+                                                                      "sunburn"])}
+
+
+def _texts(kind: str, per_class: int, seed: int):
+    rng = random.Random(seed)
+    texts, labels = [], []
+    for label, (seen, hidden) in WORDS.items():
+        for _ in range(per_class):
+            if kind == "labeled":
+                words = rng.sample(seen, 3)
+            elif kind == "pool":
+                words = rng.sample(seen, 2) + rng.sample(hidden, 2)
+            else:
+                words = rng.sample(hidden, 3)
+            rng.shuffle(words)
+            texts.append("we talked about the " + " and the ".join(words))
+            labels.append(label)
+    return texts, labels
+
+
+def test_self_training_learns_what_only_the_pool_shows():
+    """The test texts use words the labels never show; the pool links them to the labeled words."""
+    train, pool, test = _texts("labeled", 6, 1), _texts("pool", 40, 2), _texts("test", 10, 3)
+    model = tenni.fit(train, test=test, strategy="scratch", unlabeled=pool, baseline=False)
+    rows = {r["strategy"]: r for r in model.metrics["results"]}
+    with_pool, alone = rows["scratch + self-training"]["accuracy"], rows["scratch (labels only)"]["accuracy"]
+    assert with_pool >= 0.9 and with_pool - alone >= 0.3
+    rounds = model.metrics["self_training"]["rounds"]
+    assert rounds[0]["kept"] > 0 and rounds[0]["pseudo_accuracy"] == 1.0  # the pool's hidden labels, for reporting
+
+
+def test_a_majority_class_cannot_swallow_the_pool():
+    from tenni.selftrain import select_pseudo_labels
+
+    proba = np.array([[0.99, 0.01]] * 90 + [[0.05, 0.95]] * 10)
+    chosen = select_pseudo_labels(proba, np.array(["a", "b"]), np.array([0.5, 0.5]), 0.9, budget=40)
+    picked = proba[chosen].argmax(1)
+    assert (picked == 0).sum() == 20 and (picked == 1).sum() == 10
+
+
+def test_pool_items_that_duplicate_the_test_data_are_left_out():
+    train, pool, test = _texts("labeled", 6, 1), _texts("pool", 10, 2), _texts("test", 5, 3)
+    leaky = (pool[0] + test[0][:3], pool[1] + test[1][:3])
+    model = tenni.fit(train, test=test, strategy="scratch", unlabeled=leaky, rounds=1, baseline=False)
+    assert model.metrics["self_training"]["dropped_leaks"] == 3
+    assert model.data_summary["unlabeled_pool"] == 20
+
+
+def test_distilled_student_is_faster_and_close(tiny_backbone, tmp_path):
+    from .conftest import make_texts
+
+    train, test = make_texts(10, seed=1), make_texts(6, seed=2)
+    pool = make_texts(20, seed=5)[0]
+    model = tenni.fit(train, test=test, strategy="probe", backbone=str(tiny_backbone), unlabeled=pool, rounds=1,
+                      student="scratch", baseline=False)
+    s = model.metrics["student"]
+    assert s["kind"] == "scratch" and s["accuracy"] >= 0.5
+    assert model.student is not None and model.student.strategy == "scratch"
+    again = tenni.load(model.student.save(tmp_path / "student"))
+    assert again.predict(test[0][:5]) == model.student.predict(test[0][:5])
+
+
+def test_soft_targets_fit_the_teacher():
+    from tenni.strategies.scratch import TfidfScratch
+
+    texts, labels = _texts("pool", 20, 7)
+    targets = np.array([[0.9, 0.1] if y == "north" else [0.2, 0.8] for y in labels])
+    est = TfidfScratch().fit_soft(texts, targets, np.array(["north", "south"]))
+    assert np.mean(est.predict(texts) == np.array(labels)) == 1.0
+
+
+def test_options_without_a_pool_are_refused():
+    with pytest.raises(ConfigError, match="need an unlabeled pool"):
+        tenni.fit(_texts("labeled", 4, 1), rounds=2)
+
+
+def test_cli_self_training_saves_the_model_and_the_student(tmp_path, capsys, monkeypatch):
+    from .conftest import write_csv
+    from .test_cli import run
+
+    train = write_csv(tmp_path / "train.csv", *_texts("labeled", 6, 1))
+    test = write_csv(tmp_path / "test.csv", *_texts("test", 5, 3))
+    pool = tmp_path / "pool.txt"
+    pool.write_text("\n".join(_texts("pool", 20, 2)[0]) + "\n")
+    code, out, err = run(capsys, monkeypatch, "fit", train, "--test", test, "-s", "scratch", "--unlabeled", pool,
+                         "--rounds", "1", "--student", "scratch", "--no-baseline", "--set", "C=10",
+                         "-o", tmp_path / "m")
+    assert code == 0, err
+    assert "self-training on 40 unlabeled items" in out and "student (scratch)" in out
+    assert (tmp_path / "m" / "tenni.json").exists() and (tmp_path / "m-student" / "tenni.json").exists()
