@@ -104,3 +104,17 @@ def test_cli_self_training_saves_the_model_and_the_student(tmp_path, capsys, mon
     assert code == 0, err
     assert "self-training on 40 unlabeled items" in out and "student (scratch)" in out
     assert (tmp_path / "m" / "tenni.json").exists() and (tmp_path / "m-student" / "tenni.json").exists()
+
+
+def test_assess_says_whether_a_pool_is_likely_to_help():
+    from tenni.assess import assess
+
+    from .conftest import make_texts
+
+    train = make_texts(6, seed=1)
+    near = assess(train, backbones=["text/minilm"], unlabeled=make_texts(20, seed=4)[0]).self_training
+    far = assess(train, backbones=["text/minilm"], unlabeled=[f"invoice {i} overdue: remit payment to account {i}"
+                                                               for i in range(40)]).self_training
+    assert near["pool_size"] == 60 and far["pool_size"] == 40
+    assert near["far_share"] < far["far_share"] and "self-training" in near["verdict"]
+    assert near["agreement"] > 0.5

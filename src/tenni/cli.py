@@ -351,6 +351,8 @@ def assess(
     encoding: str = typer.Option("auto", "--encoding"),
     seed: int = typer.Option(0, "--seed"),
     skip_bad_files: bool = typer.Option(False, "--skip-bad-files", help="Images/audio: leave out bad files."),
+    unlabeled: Path | None = typer.Option(None, "--unlabeled", help="An unlabeled pool: is self-training on it "
+                                                                     "likely to help?"),
     json_out: bool = typer.Option(False, "--json", help="Print the assessment as JSON."),
 ):
     """Before training: will transfer work here, with which backbone, and which strategy?"""
@@ -358,7 +360,7 @@ def assess(
 
     names = [b.strip() for b in backbones.split(",") if b.strip()] if backbones else None
     result = run_assess(data, backbones=names, test=test, seed=seed, text_col=text_col, label_col=label_col,
-                        encoding=encoding, skip_bad_files=skip_bad_files)
+                        encoding=encoding, skip_bad_files=skip_bad_files, unlabeled=unlabeled)
     if json_out:
         out.print_json(json.dumps(result.to_dict()))
         return
@@ -383,6 +385,9 @@ def assess(
                  else ""))
     for reason in rec["reasons"]:
         out.print(f"  - {reason}")
+    if result.self_training:
+        out.print(f"[bold]unlabeled pool[/] ({result.self_training['pool_size']} items): "
+                  f"{result.self_training['verdict']}", soft_wrap=True)
 
 
 @app.command()

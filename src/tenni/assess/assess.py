@@ -48,6 +48,8 @@ class Assessment:
     reports: list[BackboneReport]
     recommendation: dict
     label_check: str = ""
+    self_training: dict | None = None
+    """With an unlabeled pool: whether self-training is likely to help (see :mod:`.pool`)."""
 
     def ranking(self) -> list[str]:
         return [r.backbone for r in self.reports]
@@ -94,8 +96,10 @@ def media_scratch_features(paths: list[str], modality: str, dims: int = 256) -> 
     return X
 
 
-def assess(data, *, backbones: list[str] | None = None, test=None, seed: int = 0, **read_options) -> Assessment:
-    """Score backbones on ``data`` (training data only) and recommend one with a strategy."""
+def assess(data, *, backbones: list[str] | None = None, test=None, seed: int = 0, unlabeled=None,
+           **read_options) -> Assessment:
+    """Score backbones on ``data`` (training data only) and recommend one with a strategy; with ``unlabeled``, say
+    whether self-training on that pool is likely to help."""
     from ..backbones import get_backbone
     from ..config import check_seed
 
@@ -161,6 +165,13 @@ def assess(data, *, backbones: list[str] | None = None, test=None, seed: int = 0
 
         assessment.label_check = check_labels(dataset, test=test, backbone=reports[0].backbone, seed=seed,
                                               **read_options).summary()
+    if unlabeled is not None and reports:
+        from .pool import pool_signal
+
+        pool = as_dataset(unlabeled, labeled=False, **read_options)
+        pool.require_modality(dataset.modality, "the training data")
+        best = get_backbone(reports[0].backbone)
+        assessment.self_training = pool_signal(best.encode(texts), y, best.encode(pool.inputs))
     return assessment
 
 
