@@ -118,3 +118,33 @@ def test_assess_says_whether_a_pool_is_likely_to_help():
     assert near["pool_size"] == 60 and far["pool_size"] == 40
     assert near["far_share"] < far["far_share"] and "self-training" in near["verdict"]
     assert near["agreement"] > 0.5
+
+
+def test_an_interrupted_self_training_resumes_after_its_last_round(tmp_path):
+    from tenni.data import as_dataset
+    from tenni.selftrain import SelfTrainConfig, self_train
+    from tenni.strategies.scratch import TfidfScratch
+
+    train, pool = as_dataset(_texts("labeled", 6, 1)), as_dataset((_texts("pool", 20, 2)[0], None))
+    calls = {"predict": 0, "fit": 0}
+
+    class Counting(TfidfScratch):
+        def predict_proba(self, X):
+            calls["predict"] += 1
+            return super().predict_proba(X)
+
+        def fit(self, X, y):
+            calls["fit"] += 1
+            if calls["fit"] == 3 and stop["now"]:  # teacher, round-1 student, then round 2's: killed
+                raise KeyboardInterrupt
+            return super().fit(X, y)
+
+    stop = {"now": True}
+    cfg = SelfTrainConfig(rounds=3)
+    with pytest.raises(KeyboardInterrupt):
+        self_train(Counting, train, pool, cfg, checkpoint=tmp_path / "ckpt")
+    assert (tmp_path / "ckpt" / "round-1.json").exists() and not (tmp_path / "ckpt" / "round-2.json").exists()
+    stop["now"], calls["predict"], calls["fit"] = False, 0, 0
+    result = self_train(Counting, train, pool, cfg, checkpoint=tmp_path / "ckpt")
+    assert [r.round for r in result.rounds] == [1, 2, 3]
+    assert calls["predict"] == 2 and calls["fit"] == 3  # rounds 2 and 3 only, after refitting round 1's student

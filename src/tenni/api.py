@@ -193,8 +193,12 @@ def fit_with_pool(data, unlabeled, *, test=None, strategy=None, backbone: str = 
     def make():
         return make_estimator(name, backbone, options, seed, train.modality)
 
+    from ._paths import cache_dir
+    from .selftrain import run_key
+
+    checkpoint = cache_dir() / "selftrain" / run_key(name, options, train, pool, cfg, seed)
     start = time.perf_counter()
-    result = self_train(make, train, pool, cfg, teacher=teacher)
+    result = self_train(make, train, pool, cfg, teacher=teacher, checkpoint=checkpoint)
     predictions = result.estimator.predict(test_set.inputs)
     seconds = plain.seconds + time.perf_counter() - start
     test_metrics = classification_metrics(test_set.labels, predictions, [str(c) for c in result.estimator.classes_])

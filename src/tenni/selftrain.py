@@ -88,16 +88,58 @@ def select_pseudo_labels(proba: np.ndarray, classes: np.ndarray, prior: np.ndarr
     return np.asarray(sorted(chosen), dtype=np.int64)
 
 
-def self_train(make, train: Dataset, pool: Dataset, cfg: SelfTrainConfig, *, teacher=None) -> SelfTrainResult:
-    """Rounds of teacher -> pseudo-labels -> student; ``make()`` builds a fresh estimator of the strategy."""
-    teacher = teacher if teacher is not None else make().fit(train.inputs, train.labels)
+def run_key(strategy: str, options, train: Dataset, pool: Dataset, cfg: SelfTrainConfig, seed: int) -> str:
+    """What identifies a self-training run (for resuming it): the data, the strategy with its options, the config."""
+    import hashlib
+    import json
+
+    digest = hashlib.sha256(json.dumps([strategy, repr(options), seed, repr(cfg)]).encode())
+    for items in (train.inputs, train.labels, pool.inputs):
+        for item in items:
+            digest.update(str(item).encode("utf-8", "surrogatepass") + b"\0")
+    return digest.hexdigest()[:24]
+
+
+def _load_rounds(folder: Path | None) -> list[dict]:
+    import json
+
+    if folder is None or not folder.is_dir():
+        return []
+    done = []
+    for r in range(1, 1000):
+        try:
+            done.append(json.loads((folder / f"round-{r}.json").read_text()))
+        except (OSError, ValueError):
+            break
+    return done
+
+
+def self_train(make, train: Dataset, pool: Dataset, cfg: SelfTrainConfig, *, teacher=None,
+               checkpoint: Path | None = None) -> SelfTrainResult:
+    """Rounds of teacher -> pseudo-labels -> student; ``make()`` builds a fresh estimator of the strategy.
+
+    With ``checkpoint`` (a folder), each finished round's pseudo-labels are saved there; a run interrupted after
+    some rounds resumes from the last one (its student is refitted from the saved pseudo-labels, the earlier
+    rounds are not run again)."""
+    from ._paths import atomic_write_json
+
+    done = _load_rounds(checkpoint)
+    result = SelfTrainResult(None, pool_size=len(pool))
+    hidden = pool.labels  # benchmarks pass pools whose labels are hidden from training: report accuracy
+    if done:
+        last = done[-1]
+        info(f"self-training: resuming after round {len(done)} of {cfg.rounds} ({checkpoint})")
+        teacher = make().fit(list(train.inputs) + [pool.inputs[i] for i in last["indices"]],
+                             list(train.labels) + last["pseudo"])
+        result.rounds = [RoundRecord(**d["record"]) for d in done]
+    else:
+        teacher = teacher if teacher is not None else make().fit(train.inputs, train.labels)
     classes = np.asarray(teacher.classes_)
     counts = np.asarray([train.labels.count(str(c)) for c in classes], dtype=np.float64)
-    prior = counts / counts.sum()
-    hidden = pool.labels  # benchmarks pass pools whose labels are hidden from training: report accuracy
-    result = SelfTrainResult(teacher, pool_size=len(pool))
+    prior = np.asarray(done[0]["prior"]) if done else counts / counts.sum()
     with progress("self-training", cfg.rounds) as bar:
-        for r in range(1, cfg.rounds + 1):
+        bar.advance(len(done))
+        for r in range(len(done) + 1, cfg.rounds + 1):
             start = time.perf_counter()
             proba = teacher.predict_proba(pool.inputs)
             if r == 1 and cfg.prior == "pool" and len(pool):
@@ -117,6 +159,10 @@ def self_train(make, train: Dataset, pool: Dataset, cfg: SelfTrainConfig, *, tea
             teacher = student
             record.seconds = time.perf_counter() - start
             result.rounds.append(record)
+            if checkpoint is not None:
+                atomic_write_json(checkpoint / f"round-{r}.json", {
+                    "indices": idx.tolist(), "pseudo": pseudo, "prior": np.asarray(prior).tolist(),
+                    "record": vars(record)})
             info(f"self-training round {r}: {len(idx)} pseudo-labels kept ({record.kept_per_class})")
             bar.advance(1)
     result.estimator = teacher
