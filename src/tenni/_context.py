@@ -60,3 +60,29 @@ def quiet_transformers() -> Iterator[None]:
             hf_logging.set_verbosity(verbosity)
             if bars:
                 hf_logging.enable_progress_bar()
+
+
+@contextmanager
+def quiet_logging(*names: str, level: int = 40) -> Iterator[None]:
+    """Loggers ``names`` (and their children) report only ``level`` and above for the block, then as before:
+    e.g. bitsandbytes' warning, on import, that an optional kernel package is missing."""
+    import logging
+
+    with _lock:
+        loggers = [logging.getLogger(name) for name in names]
+        saved = [lg.level for lg in loggers]
+        for lg in loggers:
+            lg.setLevel(level)
+    try:
+        yield
+    finally:
+        with _lock:
+            for lg, old in zip(loggers, saved):
+                lg.setLevel(old)
+
+
+def import_peft():
+    """``peft``, imported without the warnings of its optional bitsandbytes backend."""
+    with quiet_logging("bitsandbytes"):
+        import peft
+    return peft

@@ -32,7 +32,9 @@ class LoRA(FineTune):
     media_keep = ("learning_rate",)
 
     def _build(self, n_classes: int, cfg):
-        import peft
+        from .._context import import_peft
+
+        peft = import_peft()
 
         backbone = self._backbone()
         if not getattr(backbone, "transformer", True):
