@@ -1,18 +1,9 @@
 """``auto``: race the candidate strategies on cross-validation folds under a time budget, keep the winner.
 
-Successive halving (Jamieson & Talwalkar, 2016) over folds: every candidate that fits the budget is scored on the
-first fold, the better half goes on to the next fold, and so on; the survivor with the best mean accuracy over the
-folds it ran is refitted on all the data. Cheap candidates run first, and each candidate's time is estimated
-before it starts (from its measured first fold afterwards), so nothing is started that cannot finish inside the
-budget — the final refit included. The probe is the incumbent: a challenger must beat it by ``margin`` on the
-same folds to be chosen, since a tie is better won by the cheaper, steadier model.
-
-The probe runs every fold first (cheap: cached features), so the incumbent's scores are known before any
-challenger starts; a challenger's fold is started only if, afterwards, there is still time to refit whichever
-challenger then leads. Tried and not kept: a 5-minute default budget where the probe scores under 95% on the folds
-(measured on the text benchmarks: +2.2 points on sms_spam at 64 per class, none on ag_news_sample or banking77,
--0.6 on sms_spam at 8 per class, for 2-40x the time; ``--budget 5m`` gives it where wanted). On the grouped training
-loop the 120 s default fits lora into the race on sms_spam at 64 per class (0.968, as with 5 minutes).
+Successive halving (Jamieson & Talwalkar, 2016) over folds, cheapest candidates first; nothing starts that could
+not finish inside the budget, the final refit included. The probe is the incumbent: a challenger must beat it by
+``margin`` on the same folds, since a tie is better won by the cheaper, steadier model. How the race spends its
+budget, and the defaults measured and not kept, are in docs/design/auto-race.md.
 """
 
 from __future__ import annotations
@@ -76,11 +67,9 @@ class AutoConfig:
 def estimate_seconds(name: str, n_train: int, n_classes: int, characters: int = 0, unspaced: bool = False) -> float:
     """A deliberately pessimistic prior for 2 CPU cores, replaced by measured times once a candidate has run.
 
-    The hybrid's TF-IDF part scales with the amount of text, and character n-grams (``unspaced``: Japanese,
-    Chinese…) cost ~10x more per character than word n-grams; its logistic fits scale with examples x classes.
-    Measured (whole hybrid fits): banking77 4,868 texts / 77 classes 7.7 s, 10,003 texts 65 s; ag_news 6,080
-    texts (1.4 M characters) 11 s; livedoor_news 576 Japanese articles (0.72 M characters) 240-276 s. The earlier
-    prior (0.05 s a text) put banking77's fold at ~180 s, so the race never tried a 1.4-point gain that costs 8 s.
+    The hybrid's TF-IDF part scales with the amount of text (character n-grams, ``unspaced``, cost ~10x more per
+    character than word n-grams), its logistic fits with examples x classes; the measurements behind the constants
+    are in docs/design/auto-race.md.
     """
     if name == "probe":
         return 0.02 * n_train + 1.0
