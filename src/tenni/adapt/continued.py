@@ -1,33 +1,11 @@
 """Continued pretraining of a sentence encoder on unlabeled in-domain text (DAPT/TAPT, Gururangan et al. 2020).
 
-Methods:
-- ``spans`` (default): contrastive learning on two random spans of the same document (DeCLUTR, Giorgi et al. 2021; the
-  independent cropping of Contriever, Izacard et al. 2022): the spans are positives, spans of the other documents
-  in the batch negatives. Where SimCSE teaches "this text is itself", spans teaches "these two passages come from
-  the same document", which is what topic and genre classes are made of; on sentence-length texts each view is a
-  random crop of the text. Same cost per step as SimCSE; give it documents (it reads up to ``document_tokens``).
-- ``simcse``: unsupervised SimCSE (Gao et al., 2021). Each text is encoded twice with dropout on; the
-  two views are positives, the rest of the batch negatives (InfoNCE). Works on any encoder, no extra head; the
-  sentence-level objective suits sentence encoders such as the bundled MiniLM, which has no masked-LM head.
-- ``tsdae``: a transformer-based denoising auto-encoder (Wang, Reimers & Gurevych, 2021). 60% of each text's
-  tokens are deleted, the encoder pools what is left into one vector, and a decoder that shares the encoder's
-  weights must rebuild the whole text from that vector alone (cross-attention on it). The paper's best
-  unsupervised domain-adaptation objective for sentence encoders; slower per step than SimCSE (a decoder pass).
-- ``mlm``: masked-language modelling with the model's own head, or a new one tied to the input embeddings when it
-  has none (the bundled MiniLM) — the classic DAPT objective, best with more text and more steps.
-
-The result is merged with the base (weight-space averaging, WiSE-FT): adapting a sentence encoder that was already
-tuned on a billion pairs (MiniLM) loses part of that tuning. How much of the adapted weights to keep follows how
-far the corpus is from the base (``merge="auto"``, the default): before training, the base is asked to match the
-two passages of each document among a batch of others (the spans task, no labels). Where it already matches
-nearly all of them it knows this text, and the result keeps a quarter of the adapted weights (a light touch);
-where it fails, the result keeps the share it fails on (livedoor_news, Japanese, matched 42%: 58% adapted).
-A number sets the share instead (``merge=1``: as trained). Measured in bench/adapt.py.
-
-Long runs are safe: a progress bar with ETA, a checkpoint every ``checkpoint_every`` steps under
-``OUTPUT.partial/``, ``resume=True`` continues from the last checkpoint after Ctrl-C or a kill, and the output is
-written under a temporary name and renamed, so it is complete or absent. The result is a sentence-transformers
-folder that every command accepts as ``--backbone``, with its lineage in ``tenni-backbone.json``.
+Methods: ``spans`` (default; two random passages of one document are positives: DeCLUTR, Contriever cropping),
+``simcse`` (dropout views of one text), ``tsdae`` (rebuild a text from the pooled vector of its damaged copy) and
+``mlm`` (masked-language modelling). The result is merged with its base (WiSE-FT), keeping a share of the adapted
+weights that follows how far the corpus is from the base (``merge="auto"``), so a tuned sentence encoder does not
+lose what it knew. Checkpoints, ``resume`` and an atomic output make long runs safe; the lineage goes to
+``tenni-backbone.json``. Why these choices, with the measurements: docs/design/merge-auto.md.
 """
 
 from __future__ import annotations
@@ -248,8 +226,7 @@ def _pair_logits(encoder, tokenizer, rows, n, temperature):
     """Cosine similarities / temperature of every first view (rows) against every second view (columns).
 
     The views (token ids) are encoded in groups of similar length, so a batch of short texts is not padded to its
-    longest one: the same embeddings, and 30 spans steps took 45 s instead of 73-85 s on sms_spam, 34 s instead of
-    51 s on banking77 (2 cores, alone). Long documents gain little: their views are all ``max_length`` tokens."""
+    longest one: the same embeddings, less padding."""
     import torch
 
     emb = torch.nn.functional.normalize(_encode_rows(encoder, tokenizer, rows), dim=-1)
@@ -286,9 +263,9 @@ def parse_merge(value) -> float | str:
 def base_pretext(encoder, tokenizer, texts: list[str], cfg, sample: int = 256) -> dict:
     """How well the base already does the spans task on this corpus, before any training: for up to ``sample``
     documents, two random spans each, the share of first spans whose nearest second span (cosine, among a batch of
-    ``batch_size`` documents) is their own. No labels; a base that knows this kind of text matches nearly all
-    (MiniLM: sms_spam 100%, ag_news 99%, banking77 93%), one that does not fails often (livedoor_news 42%).
-    Runs in eval mode with its own random stream, so the training that follows is unchanged."""
+    ``batch_size`` documents) is their own. No labels; a base that knows this kind of text matches nearly all,
+    one that does not fails often (docs/design/merge-auto.md). Runs in eval mode with its own random stream, so
+    the training that follows is unchanged."""
     import torch
 
     rng = np.random.default_rng(cfg.seed + 7919)
@@ -366,8 +343,8 @@ def _spans_loss(encoder, tokenizer, documents, cfg, rng):
 def merge_with_base(model, base_model, share: float) -> None:
     """Weights := ``share`` x adapted + (1 - ``share``) x base, in place (weight-space ensembling, WiSE-FT: Wortsman
     et al. 2022). Continued pretraining moves a sentence encoder away from the tuning that made it good (MiniLM's
-    billion pairs); the midpoint keeps most of a domain gain and most of what the base knew where the corpus adds
-    nothing (bench/adapt.py: banking77 -5.8 points at N = 8 as trained, +0.0 at the midpoint)."""
+    billion pairs); a share below 1 keeps most of a domain gain and most of what the base knew where the corpus
+    adds nothing (docs/design/merge-auto.md)."""
     import torch
 
     if share >= 1:

@@ -77,13 +77,9 @@ class BirdNETBackbone(AudioBackbone):
     Frozen (a TensorFlow Lite graph, run by ai-edge-litert without TensorFlow): probe only.
 
     Windows run on a pool of single-threaded interpreters, one per core (at most 4), side by side: LiteRT releases
-    the GIL while it runs, and this small network scales across cores better by data than by operator (measured on
-    2 cores: 2 interpreters x 1 thread ~105 s of audio/s; 1 interpreter x 2 threads ~70). Each runs a copy of the
-    graph rewritten in memory so that the embedding is its output and the species classifier is gone
-    (``embedding_graph``): reading an inner tensor otherwise needs ``experimental_preserve_all_tensors``, which
-    keeps the XNNPACK delegate off. With the rewrite one interpreter runs 1.2-1.45x faster and gives the same
-    numbers; the pair on the 2 cores measured here gives 100-140 s of audio/s on long recordings as the VM's load
-    drifts. Blocks of windows per invoke were tried: faster on pre-decoded windows, no gain end to end.
+    the GIL while it runs, and this small network scales better by data than by operator. Each runs a copy of the
+    graph rewritten so that the embedding is its output (``embedding_graph``), which keeps the XNNPACK delegate on.
+    Speeds measured: docs/benchmarks.md (audio).
     """
 
     dim = 1024

@@ -2,10 +2,9 @@
 
 The recipe of Tunstall et al. (2022) — pairs of same-class (target cosine 1) and different-class (target 0)
 examples, cosine-similarity loss, then logistic regression on the tuned embeddings — written on plain PyTorch so
-it runs offline, shares tenni's training code, and spends its steps where they pay: each batch encodes every
-distinct text once (a pair batch often repeats texts), in groups of similar length (less padding: a fit on 128
-sms_spam texts 124 -> 87 s), and the number of pairs is capped (``max_pairs``) so that larger label sets do not cost
-quadratically more time than they return.
+it runs offline and shares tenni's training code. Each batch encodes every distinct text once, in groups of similar
+length, and the number of pairs is capped (``max_pairs``) so that larger label sets do not cost quadratically more
+time than they return. Measured against the ``setfit`` library: docs/benchmarks.md.
 """
 
 from __future__ import annotations
