@@ -1,4 +1,5 @@
-"""Shared benchmark plumbing: data location, few-shot sampling, resumable JSON results, README tables."""
+"""Shared benchmark plumbing: data location, few-shot sampling, resumable JSON results, the tables in
+docs/benchmarks.md."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ warnings.filterwarnings("ignore")
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
+BENCHMARKS_PAGE = ROOT / "docs" / "benchmarks.md"  # the tables sit between <!-- bench:NAME --> markers
 
 
 def shared_data() -> Path:
@@ -90,26 +92,26 @@ def summarise(runs: list[dict]) -> list[dict]:
 
 
 def publish(marker: str, out: str | Path, table: str) -> None:
-    """The table beside the results (``OUT.md``), on stdout, and in the README between the marker's comments —
-    the README only when the results are the project's own (under bench/results/), never a scratch ``--out``."""
+    """The table beside the results (``OUT.md``), on stdout, and in docs/benchmarks.md between the marker's
+    comments — there only when the results are the project's own (under bench/results/), never a scratch ``--out``."""
     out = Path(out)
     out.with_suffix(".md").write_text(table + "\n")
     print(table)
     if out.resolve().parent != RESULTS.resolve():
-        print(f"README left alone: {out} is not under {RESULTS}")
+        print(f"{BENCHMARKS_PAGE.relative_to(ROOT)} left alone: {out} is not under {RESULTS}")
     else:
-        print("README updated" if replace_in_readme(marker, table) else "README has no bench markers")
+        replace_in_benchmarks(marker, table)
 
 
-def replace_in_readme(marker: str, text: str) -> bool:
-    readme = ROOT / "README.md"
-    if not readme.exists():
-        return False
-    content = readme.read_text()
+def replace_in_benchmarks(marker: str, text: str, page: Path = BENCHMARKS_PAGE) -> bool:
+    """Rewrite the text between ``<!-- bench:MARKER -->`` and ``<!-- /bench:MARKER -->`` in the benchmarks page."""
     start, end = f"<!-- bench:{marker} -->", f"<!-- /bench:{marker} -->"
+    content = page.read_text() if page.exists() else ""
     if start not in content or end not in content:
+        print(f"{page.name} has no {start} marker: table not written there")
         return False
     head, rest = content.split(start, 1)
     _, tail = rest.split(end, 1)
-    readme.write_text(f"{head}{start}\n{text}\n{end}{tail}")
+    page.write_text(f"{head}{start}\n{text}\n{end}{tail}")
+    print(f"{page.relative_to(ROOT) if page.is_relative_to(ROOT) else page} updated")
     return True

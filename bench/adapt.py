@@ -9,7 +9,7 @@ wall time and peak memory (each adaptation runs in its own process, so the peak 
 not help.
 
     python bench/adapt.py --datasets banking77,livedoor_news --methods spans,simcse --budget 900 --max-texts 10000
-    python bench/adapt.py --table          # only rewrite the README table
+    python bench/adapt.py --table          # only rewrite the docs/benchmarks.md table
 
 For simcse/tsdae/mlm, long documents (livedoor_news articles) are split into lines/sentences first: the corpus is
 sentences, as in the TSDAE and SimCSE papers; spans reads the documents whole (its passages come from within one).
@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
-from _common import RESULTS, ROOT, environment, replace_in_readme, shared_data  # noqa: E402
+from _common import RESULTS, ROOT, environment, replace_in_benchmarks, shared_data  # noqa: E402
 
 WORK = ROOT / "bench" / ".work" / "adapted"
 OUT = RESULTS / "adapt.json"
@@ -312,7 +312,7 @@ def write_table(data: dict) -> None:
                       + (f" | {100 * (auto['results']['8']['mean'] - base):+.1f} ({auto['merge_share']:.2f})"
                          if auto else " | ") + " |")
     print(table)
-    replace_in_readme("adapt", table)
+    replace_in_benchmarks("adapt", table)
 
 
 if __name__ == "__main__":

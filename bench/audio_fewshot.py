@@ -2,7 +2,7 @@
 
     python bench/audio_fewshot.py                          # the grid below
     python bench/audio_fewshot.py --ns 8 --seeds 0
-    python bench/audio_fewshot.py --table                  # only rewrite the README table from the JSON
+    python bench/audio_fewshot.py --table                  # only rewrite the docs/benchmarks.md table from the JSON
 
 On fsdd_spoken_digits in ../shared/data (``<split>/<class>/<file>.wav``, 8 kHz), N labeled clips per class are
 sampled from train (seeds 0, 1, 2; N = "all" the whole train set, one seed) and every method is scored on the whole
@@ -181,7 +181,7 @@ def main(argv=None) -> None:
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--sections", default="throughput,fewshot")
     parser.add_argument("--out", default=str(RESULTS / "audio_fewshot.json"))
-    parser.add_argument("--table", action="store_true", help="only rewrite the README table")
+    parser.add_argument("--table", action="store_true", help="only rewrite the docs/benchmarks.md table")
     args = parser.parse_args(argv)
     os.environ.setdefault("TENNI_NO_PROGRESS", "1")
 

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, environment, replace_in_readme, shared_data  # noqa: E402
+from _common import RESULTS, environment, replace_in_benchmarks, shared_data  # noqa: E402
 
 PHASES = ("cold", "warm", "assess cold", "assess warm")
 
@@ -79,7 +79,7 @@ def main() -> None:
              + f"\n{args.reps} repetitions, each a fresh process (imports and model loading included); fit = default "
                f"strategy (auto) + scratch baseline; measured {result['measured']}.")
     print(table)
-    replace_in_readme("fit_speed", table)
+    replace_in_benchmarks("fit_speed", table)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@
     python bench/foresight.py --datasets cats_vs_dogs,brain_mri_tumor,fsdd_spoken_digits   # images and audio
 
 Each run merges its datasets into bench/results/foresight.json (rows of other datasets are kept), so text and
-media can be measured in separate runs; the summary and the README table cover every dataset in the file.
+media can be measured in separate runs; the summary and the docs/benchmarks.md table cover every dataset in the file.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
-from _common import RESULTS, environment, replace_in_readme, shared_data  # noqa: E402
+from _common import RESULTS, environment, replace_in_benchmarks, shared_data  # noqa: E402
 
 DATASETS = ["sms_spam", "ag_news_sample", "banking77", "livedoor_news"]
 MODALITY = {"cats_vs_dogs": "image", "brain_mri_tumor": "image", "fsdd_spoken_digits": "audio"}
@@ -166,7 +166,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--n", type=int, default=32)
     parser.add_argument("--checks", default="ranking,curve,flips", help="which checks to run (others are kept)")
-    parser.add_argument("--table", action="store_true", help="only rewrite the README table from the JSON")
+    parser.add_argument("--table", action="store_true", help="only rewrite the docs/benchmarks.md table from the JSON")
     args = parser.parse_args()
     from tenni.data import read_dataset
 
@@ -227,7 +227,7 @@ def main() -> None:
     out.write_text(json.dumps(results, indent=1) + "\n")
     table = render_table(results)
     print(table)
-    replace_in_readme("foresight", table)
+    replace_in_benchmarks("foresight", table)
 
 
 def seeds_of(args) -> list[int]:

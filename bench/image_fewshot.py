@@ -3,7 +3,7 @@
     python bench/image_fewshot.py                          # the grid below (about an hour on 2 busy cores)
     python bench/image_fewshot.py --datasets brain_mri_tumor --ns 8 --seeds 0
     python bench/image_fewshot.py --sections anomaly       # only the defect-detection (anomaly) AUROC
-    python bench/image_fewshot.py --table                  # only rewrite the README table from the JSON
+    python bench/image_fewshot.py --table                  # only rewrite the docs/benchmarks.md table from the JSON
 
 For cats_vs_dogs and brain_mri_tumor in ../shared/data (``<split>/<class>/<file>``), N labeled images per class
 are sampled from train (seeds 0, 1, 2; N = "all" the whole train set, one seed) and every method is scored on the
@@ -242,7 +242,7 @@ def main(argv=None) -> None:
     parser.add_argument("--sections", default="throughput,fewshot,anomaly")
     parser.add_argument("--anomaly-ns", default="16,64")
     parser.add_argument("--out", default=str(RESULTS / "image_fewshot.json"))
-    parser.add_argument("--table", action="store_true", help="only rewrite the README table")
+    parser.add_argument("--table", action="store_true", help="only rewrite the docs/benchmarks.md table")
     parser.add_argument("--rerun", action="store_true",
                         help="drop the stored runs of the chosen datasets, methods, Ns and seeds, and run them again")
     args = parser.parse_args(argv)

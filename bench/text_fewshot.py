@@ -2,7 +2,7 @@
 
     python bench/text_fewshot.py                       # the full grid (hours on 2 cores)
     python bench/text_fewshot.py --datasets sms_spam --ns 8 --seeds 0
-    python bench/text_fewshot.py --table               # only rewrite the README table from the JSON
+    python bench/text_fewshot.py --table               # only rewrite the docs/benchmarks.md table from the JSON
 
 For every dataset in ../shared/data (sms_spam, ag_news_sample, banking77, livedoor_news), N labeled examples per
 class are sampled from train (seeds 0, 1, 2; N = "all" uses the whole train set) and every method is scored on
@@ -151,7 +151,7 @@ def main(argv=None) -> None:
                         help="skip strategies that train the encoder above this many training examples")
     parser.add_argument("--max-setfit-steps", type=int, default=700)
     parser.add_argument("--out", default=str(RESULTS / "text_fewshot.json"))
-    parser.add_argument("--table", action="store_true", help="only rewrite the README table")
+    parser.add_argument("--table", action="store_true", help="only rewrite the docs/benchmarks.md table")
     args = parser.parse_args(argv)
 
     results = Results(Path(args.out), {"benchmark": "text_fewshot"})
