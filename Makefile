@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 OFFLINE := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint docs bench clean
 
 install: $(VENV)/.installed
 
@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -c requirements/constraints.txt torch==2.13.0
-	$(PIP) install -q -c requirements/constraints.txt -e ".[dev,bench,image,audio]"
+	$(PIP) install -q -c requirements/constraints.txt -e ".[dev,bench,image,audio,docs]"
 	$(PIP) install -q -c requirements/constraints.txt --no-deps resemblyzer
 	touch $@
 
@@ -29,8 +29,13 @@ test: install
 lint: install
 	$(BIN)/ruff check src tests bench
 
+# the documentation site (docs/ + mkdocs.yml) into site/, warnings as errors; the API reference is read from src/
+# statically, so nothing heavy is imported and nothing is downloaded
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
 bench: install
 	$(OFFLINE) $(BIN)/python bench/text_fewshot.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache site
