@@ -148,3 +148,20 @@ def test_an_interrupted_self_training_resumes_after_its_last_round(tmp_path):
     result = self_train(Counting, train, pool, cfg, checkpoint=tmp_path / "ckpt")
     assert [r.round for r in result.rounds] == [1, 2, 3]
     assert calls["predict"] == 2 and calls["fit"] == 3  # rounds 2 and 3 only, after refitting round 1's student
+
+
+def test_em_recovers_the_pool_prior_of_a_balanced_teacher():
+    """A teacher trained class-balanced believes both classes equally likely; on a pool of 90% / 10% its
+    probabilities, moved by the EM prior, pick the majority where it is unsure."""
+    from tenni.selftrain import em_prior, shift_prior
+
+    rng = np.random.default_rng(0)
+    y = rng.random(5000) < 0.1  # 10% of class 1
+    # a calibrated balanced teacher: likelihood ratio from a score that separates the classes imperfectly
+    score = rng.normal(np.where(y, 1.0, -1.0), 1.0)
+    p1 = 1 / (1 + np.exp(-2 * score))
+    proba = np.stack([1 - p1, p1], axis=1)
+    prior = em_prior(proba, np.array([0.5, 0.5]))
+    assert abs(prior[1] - 0.1) < 0.03
+    shifted = shift_prior(proba, np.array([0.5, 0.5]), prior)
+    assert np.mean(shifted.argmax(1) == y) > np.mean(proba.argmax(1) == y)

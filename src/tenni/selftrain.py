@@ -3,8 +3,9 @@ becomes the next teacher) and distillation into a fast student.
 
 Pseudo-labels follow a curriculum (Cascante-Bonilla et al., 2021, "Curriculum Labeling"): round r of R keeps the
 most confident r/R of ``max_share`` of the pool, ranked by the teacher's probability, so no absolute threshold has
-to suit every number of classes; a per-class quota (the pool's class shares as the first teacher estimates them,
-from its mean probabilities) keeps a class the teacher over-predicts from swallowing the pool. The student is the
+to suit every number of classes; a per-class quota (the pool's class shares, estimated from the first teacher's
+probabilities by EM and used to correct them for the prior shift between a class-balanced teacher and the pool)
+keeps a class the teacher over-predicts from swallowing the pool. The student is the
 teacher's strategy trained on the labels plus the kept pseudo-labels (its own dropout and augmentation are the
 noise). Pool items that duplicate or nearly duplicate a
 test item are dropped before anything is learned from them. Every self-trained fit is measured beside the same
@@ -73,6 +74,26 @@ def drop_test_leaks(pool: Dataset, test: Dataset | None, backbone, similarity: f
     return pool.subset(keep), len(leaked)
 
 
+def em_prior(proba: np.ndarray, base: np.ndarray, iterations: int = 200, tol: float = 1e-6) -> np.ndarray:
+    """The class shares of a pool, estimated from a classifier's probabilities on it by EM (Saerens, Latinne &
+    Decaestecker, 2002): posteriors re-weighted by (pool prior / training prior) until the prior they imply stops
+    moving. ``base`` is the prior the classifier was trained under (uniform for class-balanced weights)."""
+    prior = np.asarray(base, dtype=np.float64).copy()
+    for _ in range(iterations):
+        adjusted = shift_prior(proba, base, prior)
+        new = adjusted.mean(axis=0)
+        if np.abs(new - prior).max() < tol:
+            return new
+        prior = new
+    return prior
+
+
+def shift_prior(proba: np.ndarray, base: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """Posteriors of a classifier trained under ``base`` class shares, moved to ``prior`` (Bayes' rule)."""
+    weighted = np.asarray(proba, dtype=np.float64) * (np.asarray(prior) / np.clip(base, 1e-12, None))
+    return weighted / np.clip(weighted.sum(axis=1, keepdims=True), 1e-12, None)
+
+
 def select_pseudo_labels(proba: np.ndarray, classes: np.ndarray, prior: np.ndarray, threshold: float,
                          budget: int) -> np.ndarray:
     """Indices of the pool items to pseudo-label: confident ones (max probability >= ``threshold``), at most
@@ -136,6 +157,9 @@ def self_train(make, train: Dataset, pool: Dataset, cfg: SelfTrainConfig, *, tea
         teacher = teacher if teacher is not None else make().fit(train.inputs, train.labels)
     classes = np.asarray(teacher.classes_)
     counts = np.asarray([train.labels.count(str(c)) for c in classes], dtype=np.float64)
+    # the teacher's own prior: uniform when it weighs classes as balanced (tenni's default), else the labels' shares
+    balanced = getattr(getattr(teacher, "config_", None), "class_weight", None) == "balanced"
+    base = np.full(len(classes), 1.0 / len(classes)) if balanced else counts / counts.sum()
     prior = np.asarray(done[0]["prior"]) if done else counts / counts.sum()
     with progress("self-training", cfg.rounds) as bar:
         bar.advance(len(done))
@@ -143,7 +167,9 @@ def self_train(make, train: Dataset, pool: Dataset, cfg: SelfTrainConfig, *, tea
             start = time.perf_counter()
             proba = teacher.predict_proba(pool.inputs)
             if r == 1 and cfg.prior == "pool" and len(pool):
-                prior = proba.mean(axis=0)
+                prior = em_prior(proba, base)
+            if cfg.prior == "pool":  # the teacher's probabilities under the pool's class shares, not its training's
+                proba = shift_prior(proba, base, prior)
             budget = int(round(cfg.max_share * len(pool) * r / cfg.rounds))
             idx = select_pseudo_labels(proba, classes, prior, cfg.threshold, budget)
             pseudo = [str(classes[k]) for k in proba[idx].argmax(1)]
