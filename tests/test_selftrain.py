@@ -165,3 +165,25 @@ def test_em_recovers_the_pool_prior_of_a_balanced_teacher():
     assert abs(prior[1] - 0.1) < 0.03
     shifted = shift_prior(proba, np.array([0.5, 0.5]), prior)
     assert np.mean(shifted.argmax(1) == y) > np.mean(proba.argmax(1) == y)
+
+
+def test_a_pool_that_hurts_on_the_labeled_folds_is_not_used():
+    from tenni.data import as_dataset
+    from tenni.selftrain import SelfTrainConfig, cross_check
+    from tenni.strategies.scratch import TfidfScratch
+
+    train, pool = as_dataset(_texts("labeled", 8, 1)), as_dataset((_texts("pool", 20, 2)[0], None))
+    n_labeled = len(train)
+
+    class Misled(TfidfScratch):  # a student that learns the pool's errors: wrong wherever it saw pseudo-labels
+        def fit(self, X, y):
+            self.misled_ = len(X) > n_labeled
+            return super().fit(X, y)
+
+        def predict_proba(self, X):
+            proba = super().predict_proba(X)
+            return proba[:, ::-1] if self.misled_ else proba
+
+    check = cross_check(Misled, train, pool, SelfTrainConfig())
+    assert check["folds"] == 4 and not check["helps"]
+    assert np.mean(check["student_accuracy"]) < np.mean(check["teacher_accuracy"])

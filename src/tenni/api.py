@@ -198,7 +198,20 @@ def fit_with_pool(data, unlabeled, *, test=None, strategy=None, backbone: str = 
 
     checkpoint = cache_dir() / "selftrain" / run_key(name, options, train, pool, cfg, seed)
     start = time.perf_counter()
-    result = self_train(make, train, pool, cfg, teacher=teacher, checkpoint=checkpoint)
+    check = None
+    if cfg.check_folds >= 2 and name in CHEAP_STRATEGIES:
+        from .selftrain import SelfTrainResult, cross_check
+
+        check = cross_check(make, train, pool, cfg, seed)
+    if check is not None and not check["helps"]:
+        student_acc, teacher_acc = np.mean(check["student_accuracy"]), np.mean(check["teacher_accuracy"])
+        warn(f"self-training skipped: on {check['folds']} folds of the labeled data the student scored "
+             f"{student_acc:.3f} against the labels-only {teacher_acc:.3f} (the pool would not help here); the model "
+             "is the labels-only one")
+        result = SelfTrainResult(teacher, pool_size=len(pool))
+    else:
+        result = self_train(make, train, pool, cfg, teacher=teacher, checkpoint=checkpoint)
+    result.check = check
     predictions = result.estimator.predict(test_set.inputs)
     seconds = plain.seconds + time.perf_counter() - start
     test_metrics = classification_metrics(test_set.labels, predictions, [str(c) for c in result.estimator.classes_])
@@ -212,6 +225,7 @@ def fit_with_pool(data, unlabeled, *, test=None, strategy=None, backbone: str = 
     metrics = {"evaluation": protocol.describe(), "protocol": protocol.to_dict(), "test": test_metrics,
                "results": rows, "self_training": {
                    "pool_size": result.pool_size, "dropped_leaks": leaks, "threshold": cfg.threshold,
+                   "check": result.check, "skipped": bool(check is not None and not check["helps"]),
                    "rounds": [vars(r) for r in result.rounds],
                    "gain_over_labels_only": test_metrics["accuracy"] - plain.accuracy}}
     if len(rows) > 2:

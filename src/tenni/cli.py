@@ -128,10 +128,15 @@ def _print_self_training(model, output) -> None:
     st = model.metrics.get("self_training")
     if not st:
         return
-    kept = ", ".join(str(r["kept"]) for r in st["rounds"])
-    out.print(f"self-training on {st['pool_size']} unlabeled items ({st['dropped_leaks']} left out: duplicates of "
-              f"the test data): pseudo-labels kept per round {kept}; {100 * st['gain_over_labels_only']:+.1f} "
-              "accuracy points over the labels alone", soft_wrap=True)
+    head = (f"self-training on {st['pool_size']} unlabeled items ({st['dropped_leaks']} left out: duplicates of the "
+            "test data): ")
+    if st.get("skipped"):
+        out.print(head + "skipped, since on folds of the labeled data the pool did not help; the model is the "
+                  "labels-only one", soft_wrap=True)
+    else:
+        kept = ", ".join(str(r["kept"]) for r in st["rounds"])
+        out.print(head + f"pseudo-labels kept per round {kept}; {100 * st['gain_over_labels_only']:+.1f} accuracy "
+                  "points over the labels alone", soft_wrap=True)
     s = model.metrics.get("student")
     if s:
         speed = s["predictions_per_second"]

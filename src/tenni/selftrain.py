@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ._logging import info, progress, warn
-from .config import POSITIVE, SHARE, option
+from .config import NON_NEGATIVE, POSITIVE, SHARE, option
 from .data import Dataset
 from .errors import ConfigError
 
@@ -35,6 +35,9 @@ class SelfTrainConfig:
     prior: str = option("pool", "per-class quotas from the pool's class shares as the first teacher estimates them "
                                 "(pool), or from the labeled data's (labeled)", choices=("pool", "labeled"))
     leak_similarity: float = option(0.97, "pool items at least this similar to a test item are dropped", **SHARE)
+    check_folds: int = option(4, "strategies that fit in seconds: self-training is first cross-checked on this many "
+                                 "folds of the labeled data, and skipped where the student does not beat the teacher "
+                                 "there (0: no check)", **NON_NEGATIVE)
 
 
 @dataclass
@@ -53,6 +56,8 @@ class SelfTrainResult:
     rounds: list[RoundRecord] = field(default_factory=list)
     pool_size: int = 0
     dropped_leaks: int = 0
+    check: dict | None = None
+    """The cross-check on the labeled data: accuracy of the labels-only teacher and of the student, per fold."""
 
 
 def drop_test_leaks(pool: Dataset, test: Dataset | None, backbone, similarity: float) -> tuple[Dataset, int]:
@@ -136,7 +141,7 @@ def _load_rounds(folder: Path | None) -> list[dict]:
 
 
 def self_train(make, train: Dataset, pool: Dataset, cfg: SelfTrainConfig, *, teacher=None,
-               checkpoint: Path | None = None) -> SelfTrainResult:
+               checkpoint: Path | None = None, show: bool = True) -> SelfTrainResult:
     """Rounds of teacher -> pseudo-labels -> student; ``make()`` builds a fresh estimator of the strategy.
 
     With ``checkpoint`` (a folder), each finished round's pseudo-labels are saved there; a run interrupted after
@@ -161,7 +166,7 @@ def self_train(make, train: Dataset, pool: Dataset, cfg: SelfTrainConfig, *, tea
     balanced = getattr(getattr(teacher, "config_", None), "class_weight", None) == "balanced"
     base = np.full(len(classes), 1.0 / len(classes)) if balanced else counts / counts.sum()
     prior = np.asarray(done[0]["prior"]) if done else counts / counts.sum()
-    with progress("self-training", cfg.rounds) as bar:
+    with progress("self-training", cfg.rounds if show else None) as bar:
         bar.advance(len(done))
         for r in range(len(done) + 1, cfg.rounds + 1):
             start = time.perf_counter()
@@ -178,7 +183,8 @@ def self_train(make, train: Dataset, pool: Dataset, cfg: SelfTrainConfig, *, tea
             if hidden is not None and len(idx):
                 record.pseudo_accuracy = float(np.mean([p == hidden[i] for p, i in zip(pseudo, idx)]))
             if not len(idx):
-                warn(f"self-training round {r}: no pool item reached confidence {cfg.threshold}; stopping")
+                if show:
+                    warn(f"self-training round {r}: no pool item reached confidence {cfg.threshold}; stopping")
                 result.rounds.append(record)
                 break
             student = make().fit(list(train.inputs) + [pool.inputs[i] for i in idx], list(train.labels) + pseudo)
@@ -189,10 +195,36 @@ def self_train(make, train: Dataset, pool: Dataset, cfg: SelfTrainConfig, *, tea
                 atomic_write_json(checkpoint / f"round-{r}.json", {
                     "indices": idx.tolist(), "pseudo": pseudo, "prior": np.asarray(prior).tolist(),
                     "record": vars(record)})
-            info(f"self-training round {r}: {len(idx)} pseudo-labels kept ({record.kept_per_class})")
+            if show:
+                info(f"self-training round {r}: {len(idx)} pseudo-labels kept ({record.kept_per_class})")
             bar.advance(1)
     result.estimator = teacher
     return result
+
+
+def cross_check(make, train: Dataset, pool: Dataset, cfg: SelfTrainConfig, seed: int = 0) -> dict:
+    """Self-training run on folds of the labeled data (the pool as it is), the student and the labels-only teacher
+    scored on each held-out fold: whether the pool helps here, measured without touching the test data."""
+    from dataclasses import replace
+
+    from sklearn.model_selection import StratifiedKFold
+
+    labels = np.asarray(train.labels)
+    folds = int(min(cfg.check_folds, np.unique(labels, return_counts=True)[1].min()))
+    if folds < 2:
+        return {"folds": 0, "helps": True, "reason": "too few labels per class to cross-check"}
+    quiet = replace(cfg, check_folds=0)
+    teacher_acc, student_acc = [], []
+    splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    for fit_idx, val_idx in splitter.split(np.zeros(len(labels)), labels):
+        part, held = train.subset(fit_idx), train.subset(val_idx)
+        teacher = make().fit(part.inputs, part.labels)
+        student = self_train(make, part, pool, quiet, teacher=teacher, show=False).estimator
+        truth = np.asarray(held.labels)
+        teacher_acc.append(float(np.mean(np.asarray(teacher.predict(held.inputs)) == truth)))
+        student_acc.append(float(np.mean(np.asarray(student.predict(held.inputs)) == truth)))
+    helps = float(np.mean(student_acc)) >= float(np.mean(teacher_acc))  # a tie: the pool may still widen coverage
+    return {"folds": folds, "teacher_accuracy": teacher_acc, "student_accuracy": student_acc, "helps": helps}
 
 
 STUDENTS = ("probe", "scratch")
