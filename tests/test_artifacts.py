@@ -132,6 +132,7 @@ def _rewrite(path, edit):
     edit(manifest, tensors)
     save_file(tensors, str(path / "weights.safetensors"))
     manifest["weights"]["sha256"] = sha256_file(path / "weights.safetensors")
+    manifest["weights"]["size"] = (path / "weights.safetensors").stat().st_size
     (path / "tenni.json").write_text(json.dumps(manifest))
 
 
@@ -164,16 +165,16 @@ def test_a_manifest_that_is_not_a_json_object_is_refused(probe_model, tmp_path):
 
 def test_replacing_a_model_never_deletes_files_tenni_did_not_write(probe_model, tmp_path):
     path = probe_model.save(tmp_path / "m")
-    probe_model.save(path)  # a model over a model: replaced
+    probe_model.save(path)  # a model over a model: its files replaced
     (path / "my_predictions.csv").write_text("precious")
-    with pytest.raises(ModelFileError, match="my_predictions.csv"):
-        probe_model.save(path)
-    assert (path / "my_predictions.csv").read_text() == "precious" and tenni.load(path).labels == probe_model.labels
-
-    (path / "my_predictions.csv").unlink()
+    (path / ".git").mkdir()
+    (path / ".git" / "HEAD").write_text("ref: refs/heads/main")
+    (path / ".env").write_text("SECRET=1")
     (path / "report.assess.json").write_text("{}")  # written by `tenni report --data`
-    (path / ".DS_Store").write_bytes(b"\0")  # a file manager's
-    probe_model.save(path)
+    probe_model.save(path)  # nothing else in the folder is touched, hidden files included
+    assert (path / "my_predictions.csv").read_text() == "precious" and tenni.load(path).labels == probe_model.labels
+    assert (path / ".git" / "HEAD").read_text() == "ref: refs/heads/main" and (path / ".env").read_text() == "SECRET=1"
+    assert not [p for p in path.iterdir() if p.name.endswith(".tmp")], "no temporary file may be left behind"
 
 
 def test_a_model_with_non_finite_weights_is_refused_at_save(probe_model, tmp_path):

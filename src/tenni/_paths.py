@@ -8,6 +8,7 @@ import os
 import shutil
 import tempfile
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -79,7 +80,8 @@ class AtomicDirectory:
 
     ``with AtomicDirectory(target) as tmp: write files into tmp`` — on an exception (or Ctrl-C) the temporary
     directory is removed and ``target`` is untouched; on success ``target`` is replaced in two renames. With
-    ``marker``, a non-empty ``target`` without that file (someone else's folder) is refused, never replaced.
+    ``marker``, a non-empty ``target`` without that file (someone else's folder) is refused, never replaced; in
+    one with it, files the new build does not write (the user's notes, ``.git``) are moved into the new folder.
     """
 
     def __init__(self, target: str | Path, marker: str | None = None):
@@ -118,11 +120,102 @@ class AtomicDirectory:
         for f in self.tmp.rglob("*"):
             if f.is_file() and not f.is_symlink():
                 _chmod(f, mode)
-        old = None
-        if self.target.exists():
-            old = self.target.parent / f".{self.target.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(self.target, old)
-        os.replace(self.tmp, self.target)
+        with signals_deferred():  # a Ctrl-C now would strand the user's files between the two folders
+            old = None
+            if self.target.exists():
+                # what the new build does not replace (the user's notes, .git, anything else) moves into it:
+                # replacing the folder never deletes a file tenni did not write
+                for entry in self.target.iterdir():
+                    if not os.path.lexists(self.tmp / entry.name):
+                        os.replace(entry, self.tmp / entry.name)
+                old = self.target.parent / f".{self.target.name}.old-{uuid.uuid4().hex[:8]}"
+                os.replace(self.target, old)
+            os.replace(self.tmp, self.target)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
         return False
+
+
+@contextmanager
+def signals_deferred():
+    """Hold SIGINT and SIGTERM back (they arrive when the block ends) around a few renames that must all happen:
+    an interrupt between them would leave the user's files split across two folders. Off the main thread, or where
+    signal masks do not exist, the block runs as it is."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def check_writable(path: str | Path, *, folder: bool = False, option: str = "-o") -> None:
+    """Raise a one-line error now, before any work, when ``path`` could not be written at the end: a file where a
+    folder is needed (or the reverse), a read-only or virtual file system (``/proc``), a folder without write
+    permission. Probed by creating (and removing) a temporary file where the output will go, which is what the
+    final atomic write does."""
+    from .errors import TenniError
+
+    path = Path(path)
+    kind = "folder" if folder else "file"
+    if path.exists() and path.is_dir() != folder:
+        what = "a folder" if path.is_dir() else "a file"
+        raise TenniError(f"is {what}, but {option} needs a {kind} here", path=path,
+                         hint=f"pass {option} with a new {kind} name")
+    probe_in = path if folder and path.is_dir() else path.parent
+    while not probe_in.exists() and probe_in != probe_in.parent:
+        probe_in = probe_in.parent
+    if not probe_in.is_dir():
+        raise TenniError(f"cannot create the {kind}: {probe_in} is a file, not a folder", path=path,
+                         hint=f"pass {option} with a path whose parents are folders")
+    try:
+        fd, probe = tempfile.mkstemp(dir=probe_in, prefix=".tenni-write-check-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise TenniError(f"cannot write there ({err.strerror or type(err).__name__} in {probe_in})", path=path,
+                         hint=f"pass {option} with a folder you can write to") from None
+
+
+OWNED_MARKER = ".tenni-written.json"
+
+
+def unowned(folder: str | Path, names) -> list[str]:
+    """Which of ``names`` exist in ``folder`` without having been written there by tenni (``write_owned``), or were
+    changed since: the files a command must not replace. Hidden names count like any other."""
+    folder = Path(folder)
+    try:
+        owned = json.loads((folder / OWNED_MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        owned = {}
+    owned = owned if isinstance(owned, dict) else {}
+    found = []
+    for name in names:
+        f = folder / name
+        if not os.path.lexists(f):
+            continue
+        if f.is_symlink() or not f.is_file() or owned.get(name) != sha256_file(f):
+            found.append(name)
+    return found
+
+
+def write_owned(folder: str | Path, files: dict[str, bytes]) -> None:
+    """Write ``files`` (name -> content) atomically into ``folder`` and record their hashes in a hidden marker, so
+    a later run knows it may replace them (see ``unowned``)."""
+    folder = Path(folder)
+    marker = folder / OWNED_MARKER
+    try:
+        owned = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        owned = {}
+    owned = owned if isinstance(owned, dict) else {}
+    for name, data in files.items():
+        atomic_write_bytes(folder / name, data)
+        owned[name] = hashlib.sha256(data).hexdigest()
+    atomic_write_json(marker, owned)

@@ -1,12 +1,12 @@
 """The ``tenni`` command line: each command is a thin wrapper over the public Python API.
 
 Start-up stays light: torch, transformers and scikit-learn are imported inside the commands that need them.
-Errors the user can fix print one line and exit with code 2; Ctrl-C exits with 130.
+Errors the user can fix print one line and exit with code 2; Ctrl-C exits with 130 and SIGTERM with 143, each
+after one line saying what was saved and how to resume.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
 from pathlib import Path
@@ -34,6 +34,30 @@ def _output_file(path: Path | None, suffixes: tuple[str, ...], option: str = "-o
     if path.suffix.lower() not in suffixes:
         raise ConfigError(f"cannot write '{path.suffix or path.name}' files: {option} takes {' or '.join(suffixes)}",
                           hint=f"e.g. {option} {path.with_suffix(suffixes[0])}")
+
+
+_interrupt_note = "nothing was written"
+
+
+def _on_interrupt(note: str) -> None:
+    """What the one line printed on Ctrl-C or SIGTERM says about the command running: what was saved, how to
+    resume."""
+    global _interrupt_note
+    _interrupt_note = note
+
+
+def _max_pixels():
+    return typer.Option(None, "--max-pixels", help="Images: refuse larger ones (width x height) [89478485].")
+
+
+def _max_audio_seconds():
+    return typer.Option(None, "--max-audio-seconds", help="Audio: refuse longer recordings [1200].")
+
+
+def _limits(max_pixels: int | None, max_audio_seconds: float | None) -> None:
+    from .data.media import set_media_limits
+
+    set_media_limits(max_pixels, max_audio_seconds)
 
 
 def _parse_set(values: list[str] | None) -> dict | None:
@@ -87,15 +111,26 @@ def fit(
                                        help="Also distil a faster model on the pool: probe or scratch (saved to "
                                             "OUTPUT-student)."),
     json_out: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+    max_pixels: int | None = _max_pixels(),
+    max_audio_seconds: float | None = _max_audio_seconds(),
 ):
     """Fit a model on DATA and compare it with training from scratch."""
     from . import api
 
+    _limits(max_pixels, max_audio_seconds)
+    if output is not None:  # a folder that cannot take the model is refused now, not after training
+        from .artifacts import check_model_target
+
+        check_model_target(output)
+    _on_interrupt(f"no model was saved{f' to {output}' if output else ''}, and nothing there was changed; features "
+                  "encoded so far are cached, so running the same command again resumes from there")
     model = api.fit(data, test=test, strategy=strategy, backbone=backbone, config=_parse_set(set_), seed=seed,
                     baseline=baseline, test_size=test_size, text_col=text_col, label_col=label_col,
                     encoding=encoding, budget=parse_duration(budget) if budget else None, evaluation=evaluation,
                     skip_bad_files=skip_bad_files, task=task, unlabeled=unlabeled, rounds=rounds, student=student)
     if output is not None:
+        _on_interrupt(f"the model in {output} is either the new one, complete, or the earlier one: run the same "
+                      "command again if unsure")
         model.save(output)
         if model.student is not None:
             model.student.save(output.parent / f"{output.name}-student")
@@ -165,17 +200,32 @@ def predict(
                                             "images/audio: a file, a folder, or a table of paths."),
     output: Path | None = typer.Option(None, "-o", "--output", help="Write .csv or .jsonl (default: CSV to stdout)."),
     text_col: str | None = typer.Option(None, "--text-col", help="Column holding the text."),
+    keep: str | None = typer.Option(None, "--keep", help="Input columns to copy into the output, e.g. id,customer."),
+    raw_csv: bool = typer.Option(False, "--raw-csv", help="CSV cells exactly as they are: no ' before cells that "
+                                                          "begin with = + - @ (for programs, not spreadsheets)."),
     encoding: str = typer.Option("auto", "--encoding", help="Text encoding of the input file."),
     backbone: str | None = typer.Option(None, "--backbone", help="Where the base backbone is, if it moved."),
     skip_bad_files: bool = typer.Option(False, "--skip-bad-files", help="Images/audio: leave out bad files."),
+    max_pixels: int | None = _max_pixels(),
+    max_audio_seconds: float | None = _max_audio_seconds(),
 ):
     """Predict labels and class probabilities for new texts, images or audio."""
     from ._logging import info
     from .api import load
     from .data import read_dataset
     from .data.media import split_folder
+    from .outputs import prediction_rows, write_predictions
 
+    _limits(max_pixels, max_audio_seconds)
     _output_file(output, (".csv", ".jsonl", ".ndjson"))
+    if output is not None:
+        _refuse_overwriting_inputs(output, inputs)
+        from ._paths import check_writable
+
+        check_writable(output)
+    columns = [c.strip() for c in keep.split(",") if c.strip()] if keep else []
+    _on_interrupt(f"no predictions were written{f' to {output}' if output else ''}; features encoded so far are "
+                  "cached, so running the same command again resumes from there")
     model = load(model_dir, backbone=backbone)
     if inputs.is_dir() and split_folder(inputs)[1] is not None:  # a dataset folder: its test/, as evaluate reads
         inputs = split_folder(inputs)[1]
@@ -183,43 +233,34 @@ def predict(
     dataset = read_dataset(inputs, text_col=text_col, labeled=False, encoding=encoding,
                            skip_bad_files=skip_bad_files)
     dataset.require_modality(model.modality, "the model's input")
-    labels = model.labels
-    rows = []
-    key = "text" if dataset.modality == "text" else "path"
-    if getattr(model, "task", "classify") == "anomaly":
-        scores = model.score(dataset.inputs)
-        threshold = model.estimator.threshold_
-        for source, s in zip(dataset.sources, scores):
-            rows.append({key: source, "prediction": "defect" if s > threshold else "normal",
-                         "score": round(float(s), 6), "threshold": round(float(threshold), 6)})
-    else:
-        proba = model.predict_proba(dataset.inputs)
-        for text, source, p in zip(dataset.inputs, dataset.sources, proba):
-            best = int(p.argmax())
-            row = {key: text if key == "text" else source, "prediction": labels[best],
-                   "confidence": round(float(p[best]), 6)}
-            row.update({f"p_{lab}": round(float(v), 6) for lab, v in zip(labels, p)})
-            rows.append(row)
-    if output is not None and output.suffix.lower() in (".jsonl", ".ndjson"):
-        from ._paths import atomic_write_bytes
+    kept = None
+    if columns:
+        from .data.readers import read_columns
 
-        payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-        atomic_write_bytes(output, payload.encode("utf-8"))
-    else:
-        import io
-
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["text", "prediction"])
-        writer.writeheader()
-        writer.writerows(rows)
-        if output is None:
-            sys.stdout.write(buffer.getvalue())
-        else:
-            from ._paths import atomic_write_bytes
-
-            atomic_write_bytes(output, buffer.getvalue().encode("utf-8"))
+        kept = read_columns(inputs, columns, encoding=encoding)
+        clash = [c for c in columns if c in ("text", "path", "prediction", "confidence", "score", "threshold")
+                 or c.startswith("p_")]
+        if clash:
+            raise ConfigError(f"--keep column(s) {', '.join(repr(c) for c in clash)} would clash with predict's "
+                              "own output columns", hint="keep other columns, or rename those in the input")
+    rows = prediction_rows(model, dataset, kept)
+    write_predictions(rows, output, raw=raw_csv)
     if output is not None:
-        err.print(f"{len(rows)} predictions written to {output}")
+        err.print(f"{len(rows)} predictions written to {output}", soft_wrap=True, markup=False)
+
+
+def _refuse_overwriting_inputs(output: Path, inputs: Path) -> None:
+    """An output that is also the input (the file predicted on) is refused before any work:
+    writing there would destroy what the command reads."""
+    def same(a: Path, b: Path) -> bool:
+        try:
+            return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
+        except OSError:
+            return False
+
+    if same(output, inputs):
+        raise ConfigError("the output is the input file; writing the predictions there would overwrite it",
+                          hint=f"pass -o a new file, e.g. -o {output.with_name(output.stem + '.predictions.csv')}")
 
 
 @app.command()
@@ -232,6 +273,8 @@ def evaluate(
     backbone: str | None = typer.Option(None, "--backbone", help="Where the base backbone is, if it moved."),
     skip_bad_files: bool = typer.Option(False, "--skip-bad-files", help="Images/audio: leave out bad files."),
     json_out: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
+    max_pixels: int | None = _max_pixels(),
+    max_audio_seconds: float | None = _max_audio_seconds(),
 ):
     """Measure a saved model on labeled data: accuracy, macro-F1, per-class metrics, confusion matrix."""
     from rich.markup import escape
@@ -239,6 +282,8 @@ def evaluate(
     from .api import load
     from .data import read_dataset
     from .data.media import split_folder
+
+    _limits(max_pixels, max_audio_seconds)
 
     model = load(model_dir, backbone=backbone)
     if test.is_dir() and split_folder(test)[1] is not None:
@@ -297,6 +342,11 @@ def adapt(
 
     if corpus is None and from_labeled is None:
         raise ConfigError("give an unlabeled corpus, or --from-labeled DATA", hint="tenni adapt texts.txt -o dir")
+    from ._paths import check_writable
+
+    check_writable(output, folder=True)
+    _on_interrupt(f"{output} was not changed; checkpoints saved so far are in {output}.partial: add --resume to "
+                  "the same command to continue from the last one")
     config = dict(_parse_set(set_) or {}, method=method, max_steps=max_steps, merge=merge)
     if budget:
         config["budget"] = parse_duration(budget)
@@ -359,9 +409,15 @@ def assess(
     unlabeled: Path | None = typer.Option(None, "--unlabeled", help="An unlabeled pool: is self-training on it "
                                                                      "likely to help?"),
     json_out: bool = typer.Option(False, "--json", help="Print the assessment as JSON."),
+    max_pixels: int | None = _max_pixels(),
+    max_audio_seconds: float | None = _max_audio_seconds(),
 ):
     """Before training: will transfer work here, with which backbone, and which strategy?"""
     from .assess import assess as run_assess
+
+    _limits(max_pixels, max_audio_seconds)
+    _on_interrupt("nothing was written; features encoded so far are cached, so running the same command again "
+                  "resumes from there")
 
     names = [b.strip() for b in backbones.split(",") if b.strip()] if backbones else None
     result = run_assess(data, backbones=names, test=test, seed=seed, text_col=text_col, label_col=label_col,
@@ -406,11 +462,17 @@ def check(
     limit: int = typer.Option(20, "--limit", min=1, help="Rows to show per table."),
     skip_bad_files: bool = typer.Option(False, "--skip-bad-files", help="Images/audio: leave out bad files."),
     json_out: bool = typer.Option(False, "--json", help="Print everything as JSON."),
+    max_pixels: int | None = _max_pixels(),
+    max_audio_seconds: float | None = _max_audio_seconds(),
 ):
     """Find likely mislabeled examples, duplicates and train/test leakage."""
     from rich.markup import escape
 
     from .assess import check_labels
+
+    _limits(max_pixels, max_audio_seconds)
+    _on_interrupt("nothing was written; features encoded so far are cached, so running the same command again "
+                  "resumes from there")
 
     result = check_labels(data, test=test, backbone=backbone, text_col=text_col, label_col=label_col,
                           encoding=encoding, skip_bad_files=skip_bad_files)
@@ -453,9 +515,13 @@ def curve(
     label_col: str | None = typer.Option(None, "--label-col"),
     encoding: str = typer.Option("auto", "--encoding"),
     skip_bad_files: bool = typer.Option(False, "--skip-bad-files", help="Images/audio: leave out bad files."),
+    max_pixels: int | None = _max_pixels(),
+    max_audio_seconds: float | None = _max_audio_seconds(),
 ):
     """Accuracy at growing label budgets, transfer vs scratch, with a forecast: how many labels do you need?"""
-    from ._paths import atomic_write_bytes, atomic_write_json
+    import tempfile
+
+    from ._paths import check_writable, unowned, write_owned
     from .evaluation.curve import curve_table, labels_for, plot_curve, run_curve
     from .evaluation.report import curve_section, page
 
@@ -469,16 +535,27 @@ def curve(
     if output.exists() and not output.is_dir():
         raise ConfigError(f"{output} is a file; curve writes a folder (curve.json, .png, .html)",
                           hint="pass -o with a new or existing folder")
+    names = ("curve.json", "curve.png", "curve.html")
+    theirs = unowned(output, names) if output.is_dir() else []
+    if theirs:  # a curve of the user's own, or one edited since: never replaced
+        raise ConfigError(f"{output} holds {', '.join(theirs)} that tenni did not write (or that changed since); "
+                          "refusing to replace", hint="move them, or pass -o with another folder")
+    check_writable(output, folder=True)
+    _limits(max_pixels, max_audio_seconds)
+    _on_interrupt(f"nothing in {output} was changed; features encoded so far are cached, so running the same "
+                  "command again resumes from there")
     result = run_curve(data, strategy=strategy, backbone=backbone, budgets=sizes, seeds=seeds, test=test,
                        text_col=text_col, label_col=label_col, encoding=encoding, skip_bad_files=skip_bad_files)
     if target is not None:  # in curve.json too, not only on the screen
         result["target"] = {"accuracy": target,
                             "labels_per_class": {name: labels_for(result, name, target) for name in result["curves"]}}
     output.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(output / "curve.json", result)
-    plot_curve(result, output / "curve.png")
-    html_text = page(f"learning curve: {result['strategy']}", [curve_section(result, output / "curve.png")])
-    atomic_write_bytes(output / "curve.html", html_text.encode("utf-8"))
+    with tempfile.TemporaryDirectory() as tmp:  # the plot is drawn aside, then written with the others
+        plot_curve(result, Path(tmp) / "curve.png")
+        png = (Path(tmp) / "curve.png").read_bytes()
+        html_text = page(f"learning curve: {result['strategy']}", [curve_section(result, Path(tmp) / "curve.png")])
+    write_owned(output, {"curve.json": (json.dumps(result, indent=2, ensure_ascii=False) + "\n").encode("utf-8"),
+                         "curve.png": png, "curve.html": html_text.encode("utf-8")})
     table = Table(title=f"{result['strategy']} on {result['backbone']} vs scratch; {result['seeds']} seeds, "
                         f"test n = {result['test_size']}")
     for col in ("strategy", "labels/class", "accuracy", ""):
@@ -508,11 +585,20 @@ def report(
     with_curve: bool = typer.Option(False, "--curve", help="With --data: add a learning curve (slower)."),
     output: Path | None = typer.Option(None, "-o", "--output", help="HTML file [default: MODEL_DIR/report.html]."),
     skip_bad_files: bool = typer.Option(False, "--skip-bad-files", help="Images/audio: leave out bad files."),
+    max_pixels: int | None = _max_pixels(),
+    max_audio_seconds: float | None = _max_audio_seconds(),
 ):
     """Write a self-contained HTML report of a model: data, results, per-class metrics, confusion matrix."""
+    from ._paths import check_writable
     from .report import write_report
 
     _output_file(output, (".html", ".htm"))
+    if output is not None:
+        check_writable(output)
+    elif model_dir.is_dir():
+        check_writable(model_dir / "report.html")
+    _limits(max_pixels, max_audio_seconds)
+    _on_interrupt("the report was not written; run the same command again")
     if with_curve and data is None:
         raise ConfigError("--curve needs --data (the labeled data to trace the curve on)", hint="add --data DATA")
     path = write_report(model_dir, output, data=data, curve=with_curve, skip_bad_files=skip_bad_files)
@@ -528,17 +614,38 @@ def version():
 
 
 def main() -> None:
+    import signal
+
+    from ._threads import cpu_threads
+    from .data.media import media_limits
+
+    received: list[int] = []
+
+    def on_signal(signum, frame):  # SIGTERM (and SIGINT) unwind like Ctrl-C: atomic writes clean up
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous[signum] = signal.signal(signum, on_signal)
+        except (ValueError, OSError):  # not the main thread: the default handlers stay
+            pass
+    _on_interrupt("nothing was written")
     try:
-        app(standalone_mode=False)
+        with cpu_threads(), media_limits():
+            code = app(standalone_mode=False)
+        if code == 130:  # typer turns KeyboardInterrupt into this return value
+            raise KeyboardInterrupt
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except TenniError as exc:
         from rich.markup import escape
 
         err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        err.print("interrupted: nothing half-written was left behind; features encoded so far are cached, "
-                  "so a re-run resumes from there")
-        sys.exit(130)
+        _interrupted(received)
     except SystemExit:
         raise
     except Exception as exc:  # click's usage errors
@@ -547,8 +654,21 @@ def main() -> None:
             exc.show()
             sys.exit(exc.exit_code)
         if isinstance(exc, abort):
-            sys.exit(130)
+            _interrupted(received)
         raise
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _interrupted(received: list[int]) -> None:
+    """One line on stderr, then exit 130 (Ctrl-C) or 143 (SIGTERM), so `tenni fit ... && deploy` stops."""
+    import signal
+
+    terminated = signal.SIGTERM in received
+    err.print(f"{'terminated' if terminated else 'interrupted'}: {_interrupt_note}", highlight=False,
+              soft_wrap=True, markup=False)
+    sys.exit(128 + (signal.SIGTERM if terminated else signal.SIGINT))
 
 
 def _click_exceptions() -> tuple[tuple[type, ...], tuple[type, ...]]:

@@ -60,6 +60,13 @@ class Model:
             raise ModelFileError("score() is for anomaly models (fit with --task anomaly)")
         return self.estimator.score_samples(_inputs(inputs))
 
+    def flag(self, inputs) -> tuple[list[str], np.ndarray]:
+        """Anomaly models: ``"defect"`` or ``"normal"`` per item (defect: score above ``estimator.threshold_``),
+        and the scores."""
+        scores = self.score(inputs)
+        threshold = float(self.estimator.threshold_)
+        return ["defect" if s > threshold else "normal" for s in scores], scores
+
     def evaluate(self, data, **read_options) -> dict:
         dataset = as_dataset(data, **read_options)
         dataset.require_modality(self.modality, "the model's input")

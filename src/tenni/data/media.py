@@ -8,8 +8,12 @@ is dropped.
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +27,62 @@ MEDIA_SUFFIXES = IMAGE_SUFFIXES | AUDIO_SUFFIXES
 PATH_COLUMNS = ("path", "file", "filename", "filepath", "file_path", "image", "image_path", "audio", "audio_path")
 SILENCE_PEAK = 1e-4
 """An audio file whose loudest sample is below this (full scale = 1) holds nothing to classify."""
+
+
+MAX_PIXELS = 89_478_485
+"""Largest image (width x height) read by default: PIL's own decompression-bomb limit (~1.7 GB decoded as RGBA
+at twice that); ``--max-pixels`` raises it."""
+MAX_AUDIO_SECONDS = 1200.0
+"""Longest audio file read by default (20 minutes: ~230 MB of float32 samples at 48 kHz); ``--max-audio-seconds``
+raises it."""
+
+_LIMITS: contextvars.ContextVar[tuple[int, float]] = contextvars.ContextVar(
+    "tenni_media_limits", default=(MAX_PIXELS, MAX_AUDIO_SECONDS))
+_PIL_LOCK = threading.Lock()
+
+
+@contextmanager
+def media_limits(max_pixels: int | None = None, max_audio_seconds: float | None = None) -> Iterator[None]:
+    """Raise (or lower) the image-size and audio-length limits inside the block; ``None`` keeps the current one.
+    Inside it, ``set_media_limits`` changes them until the block ends (what each CLI command does)."""
+    token = _LIMITS.set(_LIMITS.get())
+    try:
+        set_media_limits(max_pixels, max_audio_seconds)
+        yield
+    finally:
+        _LIMITS.reset(token)
+
+
+def set_media_limits(max_pixels: int | None = None, max_audio_seconds: float | None = None) -> None:
+    if max_pixels is not None and max_pixels < 1:
+        raise DataError(f"--max-pixels must be a positive number of pixels, got {max_pixels}",
+                        hint="e.g. --max-pixels 200000000")
+    if max_audio_seconds is not None and not max_audio_seconds > 0:
+        raise DataError(f"--max-audio-seconds must be above 0, got {max_audio_seconds}",
+                        hint="e.g. --max-audio-seconds 3600")
+    pixels, seconds = _LIMITS.get()
+    _LIMITS.set((max_pixels or pixels, max_audio_seconds or seconds))
+
+
+def _open_image(path: str):
+    """``Image.open`` with tenni's pixel limit instead of PIL's (whose warning would print raw, and whose error
+    would not say how to raise it): a DataError naming the file and ``--max-pixels``."""
+    from PIL import Image
+
+    with _PIL_LOCK:  # PIL's limit is a module attribute: off only while the header is read, then restored
+        previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            im = Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = previous
+    limit = _LIMITS.get()[0]
+    width, height = im.size
+    if width * height > limit:
+        im.close()
+        raise DataError(f"the image is {width} x {height} = {width * height:,} pixels, more than the limit of "
+                        f"{limit:,} (decoding it would take {width * height * 4 / 2**30:.1f} GB or more)",
+                        path=path, hint=f"shrink the image, or pass --max-pixels {width * height} to read it anyway")
+    return im
 
 
 def modality_of_suffix(suffix: str) -> str | None:
@@ -82,7 +142,7 @@ def load_image(path: str, size: int | None = None):
     """
     from PIL import Image
 
-    with Image.open(path) as im:
+    with _open_image(path) as im:
         if size and im.format == "JPEG":
             im.draft("RGB", (size, size))
         im.load()
@@ -126,6 +186,14 @@ def load_audio(path: str, sample_rate: int | None = None) -> tuple[np.ndarray, i
     except ImportError:
         raise DataError("reading audio needs the soundfile package", path=path,
                         hint="pip install 'tenni[audio]'") from None
+    try:
+        seconds = sf.info(path).duration
+    except Exception:  # formats libsndfile lacks (mp3 on old builds): the fallback reads them
+        seconds = None
+    limit = _LIMITS.get()[1]
+    if seconds is not None and seconds > limit:
+        raise DataError(f"the recording is {seconds:.0f} s long, more than the limit of {limit:.0f} s",
+                        path=path, hint=f"cut it into shorter clips, or pass --max-audio-seconds {seconds:.0f}")
     try:
         data, rate = sf.read(path, dtype="float32", always_2d=True)
     except Exception as err:  # libsndfile errors for damaged files; fall back for formats it lacks
@@ -197,7 +265,7 @@ def check_file(path: str, modality: str) -> str | None:
         return f"unreadable ({err.strerror})"
     if st.st_size == 0:
         return "zero-length file"
-    memo = (path, st.st_size, st.st_mtime_ns)
+    memo = (path, st.st_size, st.st_mtime_ns, _LIMITS.get())
     if memo not in _CHECKED:
         _CHECKED[memo] = _check_image(path) if modality == "image" else _check_audio(path)
     return _CHECKED[memo]
@@ -206,6 +274,8 @@ def check_file(path: str, modality: str) -> str | None:
 def _check_image(path: str) -> str | None:
     try:
         im = load_image(path, size=64)
+    except DataError:
+        raise  # over the pixel limit: its own message, not "cannot decode"
     except Exception as err:
         return f"cannot decode the image ({type(err).__name__}: {str(err)[:80]})"
     if min(im.size) < 1:
@@ -239,7 +309,7 @@ def drop_bad_files(paths: list[str], labels: list[str] | None, sources: list[str
     more = f"; and {len(bad) - 10} more" if len(bad) > 10 else ""
     if not skip_bad_files:
         raise DataError(f"{len(bad)} bad {modality} file(s) of {len(paths)}: {listing}{more}", path=where,
-                        hint="fix or delete them, or pass --skip-bad-files (skip_bad_files=True) to leave them out")
+                        hint="fix or delete them, or pass --skip-bad-files to leave them out")
     from .._logging import warn
 
     warn(f"{where}: skipped {len(bad)} bad {modality} file(s) of {len(paths)}: {listing}{more}")

@@ -12,6 +12,8 @@ import csv
 import io
 import json
 import re
+import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +23,8 @@ from .columns import LABEL_COLUMNS, TEXT_COLUMNS, is_missing, normalise_label, p
 from .dataset import Dataset
 
 TABLE_SUFFIXES = {".csv", ".tsv", ".tab", ".jsonl", ".ndjson", ".parquet", ".pq", ".txt"}
-_ENCODING_HINT = "pass --encoding (e.g. cp1252 or latin-1 for Western Excel files) or re-save the file as UTF-8"
+_ENCODING_HINT = ("pass --encoding (e.g. cp1252 or latin-1 for Western Excel files, cp932 for Japanese) or re-save "
+                  "the file as UTF-8")
 
 
 def read_dataset(path: str | Path, *, text_col: str | None = None, label_col: str | None = None,
@@ -131,11 +134,16 @@ def _decode(path: Path, encoding: str) -> str:
 
 
 def _decode_bytes(path: Path, encoding: str) -> str:
-    """Decode a file; ``auto`` reads UTF-8 (with or without BOM), UTF-16 with BOM, and Shift_JIS/CP932 (Excel)."""
+    """Decode a file; ``auto`` reads UTF-8 (with or without BOM), UTF-16 with BOM, and Shift_JIS/CP932 (Excel) when
+    the result is clearly Japanese (see ``_looks_japanese``): a Western file (cp1252, latin-1) also decodes as CP932,
+    into nonsense, so anything less is refused with the encodings tried. What was chosen, when not UTF-8, is said."""
     data = path.read_bytes()
     if encoding.lower() != "auto":
         return _decode_as(path, data, encoding)
     if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        from .._logging import info
+
+        info(f"{path}: read as UTF-16 (it starts with a UTF-16 byte-order mark)")
         return _decode_as(path, data, "utf-16")
     try:
         return data.decode("utf-8-sig")
@@ -146,20 +154,36 @@ def _decode_bytes(path: Path, encoding: str) -> str:
     except UnicodeDecodeError:
         text = None
     if text is not None and _looks_japanese(text):
+        from .._logging import info
+
+        info(f"{path}: not UTF-8; read as Shift_JIS/CP932 (Japanese); pass --encoding if that is wrong")
         return text
     line, col, bad = _locate(data, first_error.start)
-    raise DataError(f"cannot decode byte 0x{bad} at line {line}, column {col}; encodings tried: "
-                    f"{', '.join(AUTO_ENCODINGS)}", path=path, hint=_ENCODING_HINT) from None
+    western = ""
+    try:
+        data.decode("cp1252")
+        western = "; it reads as Western (cp1252/latin-1): pass --encoding cp1252"
+    except UnicodeDecodeError:
+        pass
+    raise DataError(f"cannot decode byte 0x{bad} at line {line}, column {col}: not UTF-8, and not clearly Japanese "
+                    f"Shift_JIS/CP932 (encodings tried: {', '.join(AUTO_ENCODINGS)}){western}", path=path,
+                    hint=_ENCODING_HINT) from None
 
 
 def _looks_japanese(text: str) -> bool:
-    """CP932 decodes many non-Japanese byte strings too; accept it only if the non-ASCII part is Japanese."""
+    """Strong evidence that CP932 was right: the text holds kana (every Japanese sentence does; Western bytes
+    decoded as CP932 come out as stray kanji and half-width katakana), and at least 90% of its non-ASCII
+    characters are Japanese. Half-width katakana count only beside full-width kana: "£" (0xA3 in cp1252) decodes
+    as "｣"; a file of kanji alone is refused, with ``--encoding cp932`` in the message."""
     non_ascii = [ch for ch in text if ord(ch) > 127]
     if not non_ascii:
         return True
+    kana = sum(1 for ch in non_ascii if "\u3041" <= ch <= "\u30ff")
+    if kana == 0:
+        return False
     japanese = sum(1 for ch in non_ascii if "\u3000" <= ch <= "\u30ff" or "\u4e00" <= ch <= "\u9fff"
-                   or "\uff00" <= ch <= "\uffef")
-    return japanese / len(non_ascii) >= 0.6
+                   or "\uff01" <= ch <= "\uff5e" or "\uff61" <= ch <= "\uff9f" or ch in "\u00a5\u203e")
+    return japanese / len(non_ascii) >= 0.9
 
 
 def _locate(data: bytes, offset: int) -> tuple[int, int, str]:
@@ -193,6 +217,22 @@ def _read_delimited(path: Path, encoding: str, delimiter: str):
 
             info(f"{path}: no commas in the header, so it is read as {_OTHER_DELIMITERS[found]}-separated")
             delimiter = found
+    with _field_size_limit(len(text) + 1):  # a long text in one cell is valid CSV, not "malformed"
+        return _parse_delimited(path, text, delimiter)
+
+
+@contextmanager
+def _field_size_limit(size: int):
+    """csv's field-size limit (131,072 characters) raised to ``size`` inside the block, then restored."""
+    previous = csv.field_size_limit()
+    csv.field_size_limit(max(previous, min(size, sys.maxsize)))
+    try:
+        yield
+    finally:
+        csv.field_size_limit(previous)
+
+
+def _parse_delimited(path: Path, text: str, delimiter: str):
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     try:
         header = next(reader)
@@ -289,6 +329,9 @@ def _read_folder(root: Path, *, encoding: str, labeled: bool) -> Dataset:
     inputs, labels, sources = [], [], []
     if not class_dirs:
         files = sorted(f for f in root.glob("*.txt") if f.is_file())
+        if not files and not labeled:
+            raise DataError("the folder holds nothing to predict on: no .txt, image or audio files", path=root,
+                            hint="pass a folder of .txt, image or audio files, or a table (CSV, JSONL) of texts")
         if not files or labeled:
             raise DataError("the folder has no class sub-folders", path=root,
                             hint="put each class's .txt files in a sub-folder named after the class")
@@ -408,3 +451,30 @@ def as_texts(inputs, *, text_col: str | None = None) -> list[str]:
             what = "missing (None/NaN)" if is_missing(item) else f"a {type(item).__name__}"
             raise DataError(f"item {i}: {what}, not a text", hint="pass strings; drop or fill missing ones")
     return texts
+
+
+def read_columns(path: str | Path, names: list[str], *, encoding: str = "auto") -> dict[str, dict[str, str]]:
+    """The ``names`` columns of a table, by the source each row gets in its Dataset (``"file.csv:12"``): what
+    ``predict --keep`` copies into the output beside each prediction."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if path.is_dir() or suffix not in TABLE_SUFFIXES or suffix == ".txt":
+        raise DataError("--keep copies columns of a table (CSV, TSV, JSONL, Parquet), and this input has none",
+                        path=path, hint="drop --keep, or predict on a table with those columns")
+    from .. import _logging
+
+    quiet, _ = _logging._quiet, _logging.set_quiet(True)  # read a second time: its notes were shown the first
+    try:
+        if suffix in (".parquet", ".pq"):
+            rows, columns = _read_parquet(path)
+        elif suffix in (".jsonl", ".ndjson"):
+            rows, columns = _read_jsonl(path, encoding)
+        else:
+            rows, columns = _read_delimited(path, encoding, delimiter="\t" if suffix in (".tsv", ".tab") else ",")
+    finally:
+        _logging.set_quiet(quiet)
+    missing = [n for n in names if n not in columns]
+    if missing:
+        raise DataError(f"no column(s) {', '.join(repr(m) for m in missing)} to keep; columns found: "
+                        f"{', '.join(map(str, columns))}", path=path, hint="pass --keep with some of those")
+    return {f"{path}:{row_no}": {n: _cell(record.get(n)) for n in names} for row_no, record in rows}
