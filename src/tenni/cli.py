@@ -335,6 +335,7 @@ def adapt(
                                              help="Task-adaptive: use the texts of this labeled set."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint of an interrupted run."),
     text_col: str | None = typer.Option(None, "--text-col"),
+    encoding: str = typer.Option("auto", "--encoding", help="Text encoding of the corpus files."),
     set_: list[str] | None = typer.Option(None, "--set", help="Other options KEY=VALUE (see AdaptConfig)."),
 ):
     """Continue pretraining a backbone on unlabeled in-domain text; use the result with --backbone DIR."""
@@ -351,7 +352,7 @@ def adapt(
     if budget:
         config["budget"] = parse_duration(budget)
     path = run_adapt(corpus, output, backbone=backbone, config=config, resume=resume, from_labeled=from_labeled,
-                     text_col=text_col)
+                     text_col=text_col, encoding=encoding)
     out.print(f"adapted backbone: {path}  (use it with --backbone {path})", soft_wrap=True)  # paths unbroken
     labeled = from_labeled if from_labeled is not None else "YOUR_LABELED_DATA"
     out.print(f"check it against its base before fitting (adapting can also cost accuracy): "

@@ -82,7 +82,7 @@ def corpus_hash(texts: list[str]) -> str:
 
 
 def adapt(corpus, output: str | Path, *, backbone: str = "text/minilm", config: AdaptConfig | dict | None = None,
-          resume: bool = False, from_labeled=None, text_col: str | None = None) -> Path:
+          resume: bool = False, from_labeled=None, text_col: str | None = None, encoding: str = "auto") -> Path:
     """Continue pretraining ``backbone`` on ``corpus`` (or the texts of ``from_labeled``) into ``output``."""
     import torch
 
@@ -94,7 +94,7 @@ def adapt(corpus, output: str | Path, *, backbone: str = "text/minilm", config: 
         raise ConfigError(f"unknown method '{cfg.method}'", hint=f"choose one of: {', '.join(METHODS)}")
     merge = parse_merge(cfg.merge)
     cfg = replace(cfg, merge=merge)
-    texts = read_corpus(from_labeled if from_labeled is not None else corpus, text_col=text_col)
+    texts = read_corpus(from_labeled if from_labeled is not None else corpus, text_col=text_col, encoding=encoding)
     base = get_backbone(backbone)
     if not base.trainable or not hasattr(base, "transformer_dir"):
         raise ConfigError(f"'{base.name}' is frozen and cannot be adapted", hint="adapt a PyTorch backbone")

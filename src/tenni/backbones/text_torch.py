@@ -8,6 +8,7 @@ What a trainable text backbone offers the strategies that tune it (finetune, lor
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -44,6 +45,9 @@ def load_encoder(backbone, *, normalise: bool | None = None):
     from transformers import AutoModel, AutoTokenizer
 
     folder = backbone.transformer_dir()
+    from .text import refuse_pickles
+
+    refuse_pickles(Path(backbone.path), backbone.name)
     try:
         with quiet_transformers():
             tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=backbone.trust_remote_code)
@@ -61,8 +65,10 @@ class Tokenized:
     """Texts tokenized once; batches are padded on demand."""
 
     def __init__(self, tokenizer, texts: list[str], max_length: int):
+        from .text import clip_texts
+
         self.tokenizer = tokenizer
-        enc = tokenizer(texts, truncation=True, max_length=max_length)
+        enc = tokenizer(clip_texts(texts, max_length), truncation=True, max_length=max_length)  # characters first
         self.ids = enc["input_ids"]
         self.type_ids = enc.get("token_type_ids")
 

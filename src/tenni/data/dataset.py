@@ -78,6 +78,23 @@ class Dataset:
             raise DataError(f"{what} is {modality}, but this data holds {self.modality}", path=self.path,
                             hint=f"pass {modality} data here (same kind as the training data)")
 
+    def overlap(self, other: Dataset) -> int:
+        """How many of ``other``'s items also occur, exactly, in this Dataset (same text, or same file content for
+        images and audio): test items seen in training make a score meaningless."""
+        if self.modality != "text":
+            from .media import file_key
+
+            def key(item):
+                try:
+                    return file_key(item)
+                except OSError:
+                    return item
+        else:
+            def key(item):
+                return item.strip()
+        seen = {key(x) for x in self.inputs}
+        return sum(1 for x in other.inputs if key(x) in seen)
+
     def train_test_split(self, test_size: float = 0.2, seed: int = 0) -> tuple[Dataset, Dataset]:
         """A stratified hold-out split; every class keeps at least one example on each side."""
         from sklearn.model_selection import train_test_split

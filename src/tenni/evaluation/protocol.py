@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -120,6 +121,13 @@ def split_for_fit(data, test=None, *, test_size: float = 0.2, seed: int = 0, **r
         test_set.require_modality(dataset.modality, "the training data")
         test_set.require_labels(min_classes=1)
         train = dataset
+        shared = dataset.overlap(test_set)
+        if shared:  # `tenni check --test` lists them; a score on seen items is no measure of anything new
+            same = dataset.path is not None and test_set.path is not None and \
+                Path(dataset.path).resolve() == Path(test_set.path).resolve()
+            warn(f"{test_set.path or 'test data'}: " + ("the test data is the training data itself" if same else
+                 f"{shared} of {len(test_set)} test item(s) also occur in the training data") +
+                 ": the score measures memory, not generalisation (leakage); `tenni check DATA --test TEST` lists them")
         unseen = sorted(set(test_set.labels) - set(dataset.labels))
         if unseen:
             shown = ", ".join(f"'{u}'" for u in unseen[:5])
