@@ -83,6 +83,7 @@ def write_model_dir(target: str | Path, manifest: dict, tensors: dict[str, np.nd
 
 
 MAX_WEIGHTS_BYTES = 64 << 30
+MAX_OPTION = 1e9
 MAX_MANIFEST_BYTES = 64 << 20
 
 
@@ -251,7 +252,7 @@ def _check_schema(manifest: dict, where: Path) -> None:
     try:
         cls = get_strategy_class(strategy["name"])
     except ConfigError:
-        raise _field_error("strategy.name", f"names an unknown strategy {strategy['name']!r}", where) from None
+        raise _field_error("strategy.name", f"names unknown strategy {strategy['name']!r}", where) from None
     try:
         from .strategies.base import make_config
 
@@ -259,6 +260,10 @@ def _check_schema(manifest: dict, where: Path) -> None:
     except ConfigError as err:
         raise _field_error("strategy.config", f"is not valid for strategy '{cls.name}': {err.message}",
                            where) from None
+    for key, value in strategy.get("config", {}).items():  # a count, size or rate beyond any tenni writes
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) > MAX_OPTION:
+            raise _field_error(f"strategy.config.{key}", f"is {value:g}, beyond any value tenni uses "
+                               f"(at most {MAX_OPTION:g})", where)
     if getattr(cls, "uses_backbone", False):
         backbone = manifest.get("backbone")
         if not isinstance(backbone, dict) or not isinstance(backbone.get("name"), str) or not backbone["name"]:

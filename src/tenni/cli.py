@@ -259,8 +259,9 @@ def _refuse_overwriting_inputs(output: Path, inputs: Path) -> None:
             return False
 
     if same(output, inputs):
+        other = output.with_name(output.stem + ".predictions.csv")
         raise ConfigError("the output is the input file; writing the predictions there would overwrite it",
-                          hint=f"pass -o a new file, e.g. -o {output.with_name(output.stem + '.predictions.csv')}")
+                          path=output, hint=f"pass -o a new file, e.g. -o {other}")
 
 
 @app.command()
