@@ -219,3 +219,29 @@ def write_owned(folder: str | Path, files: dict[str, bytes]) -> None:
         atomic_write_bytes(folder / name, data)
         owned[name] = hashlib.sha256(data).hexdigest()
     atomic_write_json(marker, owned)
+
+
+def refuse_foreign_file(path: str | Path, looks_ours, what: str, option: str = "-o") -> None:
+    """Raise now if ``path`` exists but is not a file this command writes (``looks_ours(first 64 KB)`` is false):
+    re-running a command replaces its own earlier output; a user's file of the same name is never overwritten.
+    Checked with lstat first, so a FIFO or device is never opened."""
+    import stat
+
+    from .errors import TenniError
+
+    path = Path(path)
+    try:
+        st = os.lstat(path)
+    except OSError:  # absent, or under a file: check_writable says what is wrong
+        return
+    if not stat.S_ISREG(st.st_mode):
+        raise TenniError("exists and is not a regular file; refusing to replace it", path=path,
+                         hint=f"pass {option} with a new file name")
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(1 << 16)
+    except OSError as err:
+        raise TenniError(f"cannot read the existing file ({err.strerror})", path=path) from None
+    if head and not looks_ours(head):
+        raise TenniError(f"exists and does not look like {what} tenni wrote; refusing to overwrite it", path=path,
+                         hint=f"pass {option} with a new file name, or move the file away first")

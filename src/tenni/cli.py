@@ -220,8 +220,10 @@ def predict(
     _output_file(output, (".csv", ".jsonl", ".ndjson"))
     if output is not None:
         _refuse_overwriting_inputs(output, inputs)
-        from ._paths import check_writable
+        from ._paths import check_writable, refuse_foreign_file
+        from .outputs import looks_like_predictions
 
+        refuse_foreign_file(output, looks_like_predictions, "predictions")
         check_writable(output)
     columns = [c.strip() for c in keep.split(",") if c.strip()] if keep else []
     _on_interrupt(f"no predictions were written{f' to {output}' if output else ''}; features encoded so far are "
@@ -591,11 +593,13 @@ def report(
     max_audio_seconds: float | None = _max_audio_seconds(),
 ):
     """Write a self-contained HTML report of a model: data, results, per-class metrics, confusion matrix."""
-    from ._paths import check_writable
+    from ._paths import check_writable, refuse_foreign_file
     from .report import write_report
 
     _output_file(output, (".html", ".htm"))
     if output is not None:
+        refuse_foreign_file(output, lambda head: head.lstrip().lower().startswith(b"<!doctype html>")
+                            and b"tenni" in head, "a report")
         check_writable(output)
     elif model_dir.is_dir():
         check_writable(model_dir / "report.html")

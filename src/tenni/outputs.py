@@ -76,3 +76,20 @@ def write_predictions(rows: list[dict], path: str | Path | None, fmt: str | None
     from ._paths import atomic_write_bytes
 
     atomic_write_bytes(Path(path), text.encode("utf-8"))
+
+
+def looks_like_predictions(head: bytes) -> bool:
+    """Whether the start of a file is predict's own output (a CSV header or JSONL row with a ``prediction`` field):
+    the only existing file ``predict -o`` replaces."""
+    text = head.decode("utf-8", errors="replace")
+    first = text.splitlines()[0] if text.splitlines() else ""
+    try:
+        row = json.loads(first)
+        if isinstance(row, dict):
+            return "prediction" in row
+    except ValueError:
+        pass
+    try:
+        return "prediction" in next(csv.reader([first]))
+    except (csv.Error, StopIteration):
+        return False

@@ -582,8 +582,41 @@ def c_csv_raw_opt_out(t, m):
 @case
 def c_predict_overwrites_its_own_earlier_output(t, m):
     data = _new_texts(t)
-    (t / "p.csv").write_text("old predictions\n")
+    (t / "p.csv").write_text("text,prediction,confidence\nold,x,1.0\n")
     return spec(["predict", m["scratch"], data, "-o", t / "p.csv"], code=0, changes=("p.csv",))
+
+
+@case
+def c_predict_never_overwrites_a_users_file(t, m):
+    (t / "budget.csv").write_text("month,amount\njan,100\n")
+    return spec(["predict", m["scratch"], _new_texts(t), "-o", t / "budget.csv"], message="refusing to overwrite",
+                names="budget.csv")
+
+
+@case
+def c_predict_never_overwrites_a_users_jsonl(t, m):
+    (t / "log.jsonl").write_text('{"event": "login"}\n')
+    return spec(["predict", m["scratch"], _new_texts(t), "-o", t / "log.jsonl"], message="refusing to overwrite",
+                names="log.jsonl")
+
+
+@case
+def c_predict_output_is_a_fifo(t, m):
+    os.mkfifo(t / "p.csv")
+    return spec(["predict", m["scratch"], _new_texts(t), "-o", t / "p.csv"], message="not a regular file",
+                names="p.csv")
+
+
+@case
+def c_report_never_overwrites_a_users_page(t, m):
+    (t / "index.html").write_text("<!doctype html><p>my home page</p>")
+    return spec(["report", m["scratch"], "-o", t / "index.html"], message="refusing to overwrite", names="index.html")
+
+
+@case
+def c_report_replaces_its_own_earlier_report(t, m):
+    (t / "r.html").write_bytes((m["scratch"] / "report.html").read_bytes())
+    return spec(["report", m["scratch"], "-o", t / "r.html"], code=0, changes=("r.html",))
 
 
 @case

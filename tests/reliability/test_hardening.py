@@ -185,3 +185,30 @@ def test_check_writable(tmp_path):
     with pytest.raises(TenniError, match="cannot write"):
         check_writable("/proc/tenni.csv")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f"], "the probe leaves nothing behind"
+
+
+def test_adapt_over_an_adapted_backbone_keeps_the_users_files(tiny_backbone, tmp_path):
+    from tenni.adapt import adapt
+
+    corpus = [f"Sensor {i} reported vibration on line {i % 5}." for i in range(24)]
+    config = {"batch_size": 8, "max_steps": 1, "max_length": 16, "method": "simcse"}
+    out = adapt(corpus, tmp_path / "adapted", backbone=str(tiny_backbone), config=config)
+    (out / "NOTES.md").write_text("why this backbone exists")
+    (out / ".git").mkdir()
+    (out / ".git" / "HEAD").write_text("ref: refs/heads/main")
+    adapt(corpus, out, backbone=str(tiny_backbone), config=dict(config, seed=1))
+    assert (out / "NOTES.md").read_text() == "why this backbone exists"
+    assert (out / ".git" / "HEAD").read_text() == "ref: refs/heads/main"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapted"], "no temporary folder left behind"
+
+
+def test_adapt_reads_a_latin1_corpus_folder_with_encoding(tmp_path):
+    from tenni.adapt.continued import read_corpus
+    from tenni.errors import DataError
+
+    (tmp_path / "a.txt").write_bytes("Facture erronée".encode("latin-1"))
+    (tmp_path / "b.txt").write_bytes("請求書が間違っています".encode("shift_jis"))
+    with pytest.raises(DataError, match="encodings tried"):
+        read_corpus(tmp_path)
+    (tmp_path / "b.txt").unlink()
+    assert read_corpus(tmp_path, encoding="latin-1") == ["Facture erronée"]
