@@ -172,7 +172,7 @@ def check_writable(path: str | Path, *, folder: bool = False, option: str = "-o"
     while not probe_in.exists() and probe_in != probe_in.parent:
         probe_in = probe_in.parent
     if not probe_in.is_dir():
-        raise TenniError(f"cannot create the {kind}: {probe_in} is a file, not a folder", path=path,
+        raise TenniError(f"cannot create the {kind} under {probe_in}: it is a file, not a folder", path=path,
                          hint=f"pass {option} with a path whose parents are folders")
     try:
         fd, probe = tempfile.mkstemp(dir=probe_in, prefix=".tenni-write-check-")

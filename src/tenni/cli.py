@@ -55,7 +55,7 @@ def _max_audio_seconds():
 
 
 def _limits(max_pixels: int | None, max_audio_seconds: float | None) -> None:
-    from .data.media import set_media_limits
+    from ._limits import set_media_limits
 
     set_media_limits(max_pixels, max_audio_seconds)
 
@@ -622,8 +622,8 @@ def version():
 def main() -> None:
     import signal
 
+    from ._limits import media_limits
     from ._threads import cpu_threads
-    from .data.media import media_limits
 
     received: list[int] = []
 

@@ -8,16 +8,14 @@ is dropped.
 
 from __future__ import annotations
 
-import contextvars
 import hashlib
 import os
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
+from .._limits import _LIMITS, media_limits, set_media_limits  # noqa: F401  (media_limits: re-exported)
 from ..errors import DataError
 from .columns import LABEL_COLUMNS, is_missing, normalise_label, pick_column
 
@@ -29,39 +27,7 @@ SILENCE_PEAK = 1e-4
 """An audio file whose loudest sample is below this (full scale = 1) holds nothing to classify."""
 
 
-MAX_PIXELS = 89_478_485
-"""Largest image (width x height) read by default: PIL's own decompression-bomb limit (~1.7 GB decoded as RGBA
-at twice that); ``--max-pixels`` raises it."""
-MAX_AUDIO_SECONDS = 1200.0
-"""Longest audio file read by default (20 minutes: ~230 MB of float32 samples at 48 kHz); ``--max-audio-seconds``
-raises it."""
-
-_LIMITS: contextvars.ContextVar[tuple[int, float]] = contextvars.ContextVar(
-    "tenni_media_limits", default=(MAX_PIXELS, MAX_AUDIO_SECONDS))
 _PIL_LOCK = threading.Lock()
-
-
-@contextmanager
-def media_limits(max_pixels: int | None = None, max_audio_seconds: float | None = None) -> Iterator[None]:
-    """Raise (or lower) the image-size and audio-length limits inside the block; ``None`` keeps the current one.
-    Inside it, ``set_media_limits`` changes them until the block ends (what each CLI command does)."""
-    token = _LIMITS.set(_LIMITS.get())
-    try:
-        set_media_limits(max_pixels, max_audio_seconds)
-        yield
-    finally:
-        _LIMITS.reset(token)
-
-
-def set_media_limits(max_pixels: int | None = None, max_audio_seconds: float | None = None) -> None:
-    if max_pixels is not None and max_pixels < 1:
-        raise DataError(f"--max-pixels must be a positive number of pixels, got {max_pixels}",
-                        hint="e.g. --max-pixels 200000000")
-    if max_audio_seconds is not None and not max_audio_seconds > 0:
-        raise DataError(f"--max-audio-seconds must be above 0, got {max_audio_seconds}",
-                        hint="e.g. --max-audio-seconds 3600")
-    pixels, seconds = _LIMITS.get()
-    _LIMITS.set((max_pixels or pixels, max_audio_seconds or seconds))
 
 
 def _open_image(path: str):
