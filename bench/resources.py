@@ -1,5 +1,6 @@
 """Peak memory of the bounded paths (issue: hardening): one very long text through the tokenising step, and one
-144-megapixel PNG through the image reader. Each measurement runs in a fresh subprocess (peak RSS of that child).
+144-megapixel PNG through the image reader. Each runs in a fresh subprocess that reports its own peak RSS before and
+after the step.
 
     python bench/resources.py            # writes bench/results/resources.json
 """
@@ -23,26 +24,28 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from transformers import AutoTokenizer
 from tenni.backbones import get_backbone
 tok = AutoTokenizer.from_pretrained(str(get_backbone("text/minilm").transformer_dir()))
+from tenni.strategies._torch import Tokenized
 text = "word " * (int(float(sys.argv[2]) * 2**20) // 5)
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 if sys.argv[1] == "whole":   # what Tokenized did before: the whole text to the tokenizer, truncated after
     ids = tok([text], truncation=True, max_length=128)["input_ids"]
 else:
-    from tenni.strategies._torch import Tokenized
     ids = Tokenized(tok, [text], 128).ids
-print(len(ids[0]), base)
+print(len(ids[0]), base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
 IMAGE = """
 import sys, resource
 from tenni.data.media import load_image, media_limits
 from tenni.errors import DataError
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 try:
     with media_limits(max_pixels=int(sys.argv[2]) if sys.argv[1] == "raised" else None):
         im = load_image(sys.argv[3])
     print("decoded", im.size)
 except DataError as err:
     print("refused", str(err)[:60])
+print(base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
 
@@ -51,16 +54,16 @@ def child(code: str, *args) -> dict:
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - start
-    import resource
-
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the largest child so far: run small first
+    *_, base_kb, peak_kb = proc.stdout.split() or ["0", "0"]
     return {"args": [str(a) for a in args], "rc": proc.returncode, "stdout": proc.stdout.strip()[-200:],
-            "stderr_tail": proc.stderr.strip()[-200:], "seconds": round(seconds, 2), "peak_rss_mb": round(peak_kb / 1024)}
+            "stderr_tail": proc.stderr.strip()[-200:], "seconds": round(seconds, 2),
+            "peak_rss_mb": round(int(peak_kb) / 1024),
+            "added_by_the_step_mb": round((int(peak_kb) - int(base_kb)) / 1024)}
 
 
 def main() -> None:
-    results = {"machine": platform.node(), "note": "2 shared cores (other jobs running); peak RSS of the child; "
-               "RUSAGE_CHILDREN is a running maximum, so cases run from the smallest to the largest", "cases": {}}
+    results = {"machine": platform.node(), "note": "2 shared cores (other jobs running): seconds are indicative; "
+               "added_by_the_step_mb = the child's peak RSS after the step minus before it", "cases": {}}
     big_png = Path("/tmp/tenni-bench-144mp.png")
     if not big_png.exists():
         import numpy as np
@@ -69,8 +72,8 @@ def main() -> None:
         Image.fromarray(np.zeros((12000, 12000, 3), np.uint8)).save(big_png)
     order = [("tokenise_clipped_5MB", TOKENISE, "clipped", 5), ("tokenise_clipped_50MB", TOKENISE, "clipped", 50),
              ("image_144MP_default_limit", IMAGE, "default", 0, big_png),
-             ("tokenise_whole_5MB", TOKENISE, "whole", 5),
-             ("image_144MP_limit_raised", IMAGE, "raised", 200_000_000, big_png)]
+             ("tokenise_whole_5MB (the old path)", TOKENISE, "whole", 5),
+             ("image_144MP_limit_raised (the old path)", IMAGE, "raised", 200_000_000, big_png)]
     for name, code, *args in order:
         results["cases"][name] = child(code, *args)
         print(name, results["cases"][name], flush=True)
