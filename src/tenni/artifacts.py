@@ -245,17 +245,16 @@ def _check_schema(manifest: dict, where: Path) -> None:
     for name in ("config", "state"):
         if not isinstance(strategy.get(name, {}), dict):
             raise _field_error(f"strategy.{name}", "must be an object", where)
-    from .strategies import get_strategy_class
+    from .config import make_config
+    from .strategies.registry import get_entry, get_strategy_class
 
-    if strategy["name"] == "patchcore":
-        from . import anomaly  # noqa: F401  (registers the patchcore strategy)
+    modality = manifest.get("modality", "text")
     try:
-        cls = get_strategy_class(strategy["name"])
-    except ConfigError:
-        raise _field_error("strategy.name", f"names unknown strategy {strategy['name']!r}", where) from None
+        entry = get_entry(strategy["name"])
+        cls = get_strategy_class(entry.name, modality if entry.supports(modality) else "text")
+    except ConfigError as err:
+        raise _field_error("strategy.name", f"names {err.message}", where) from None
     try:
-        from .strategies.base import make_config
-
         make_config(cls.Config, strategy.get("config", {}))
     except ConfigError as err:
         raise _field_error("strategy.config", f"is not valid for strategy '{cls.name}': {err.message}",

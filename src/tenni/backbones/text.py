@@ -16,7 +16,6 @@ from .._context import quiet_transformers
 from ..errors import BackboneError
 from .encoder import CachedEncoder, read_json, weights_fingerprint  # noqa: F401  (weights_fingerprint: where it was)
 
-
 _PICKLE_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle", "*.ckpt")
 CHARS_PER_TOKEN = 16
 """Texts are cut to ``max_length * CHARS_PER_TOKEN`` characters before tokenising: no token is that long, so the

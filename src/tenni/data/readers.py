@@ -120,12 +120,6 @@ def _cell(value) -> str:
 AUTO_ENCODINGS = ("utf-8", "cp932")
 
 
-def decode_file(path: str | Path, encoding: str = "auto") -> str:
-    """The text of one file, decoded as the readers decode every file (UTF-8, UTF-16 with BOM, CP932 on strong
-    evidence, else an error naming the encodings tried and ``--encoding``)."""
-    return _decode(Path(path), encoding)
-
-
 def _decode(path: Path, encoding: str) -> str:
     """Decoded text of ``path`` (see ``_decode_bytes``); a NUL character is refused with its line and column: it
     means binary data, or UTF-16 without a byte-order mark read as UTF-8, never text someone wrote."""
