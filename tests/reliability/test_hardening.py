@@ -101,6 +101,7 @@ def test_cross_validation_shows_progress(monkeypatch):
         yield Task()
 
     monkeypatch.setattr(_logging, "progress", spy)
+    monkeypatch.setattr("tenni.evaluation.protocol.progress", spy)
     texts, labels = make_texts(6, 0)
     tenni.fit((texts, labels), strategy="scratch", evaluation="cv", baseline=False)
     cv = [s for s in steps if s.startswith("cross-validation")]
