@@ -187,3 +187,23 @@ def test_a_pool_that_hurts_on_the_labeled_folds_is_not_used():
     check = cross_check(Misled, train, pool, SelfTrainConfig())
     assert check["folds"] == 4 and not check["helps"]
     assert np.mean(check["student_accuracy"]) < np.mean(check["teacher_accuracy"])
+
+
+def test_a_run_on_another_backbone_does_not_resume_from_this_ones_pseudo_labels(tiny_backbone, monkeypatch):
+    """The checkpoint of a self-training run is keyed by the backbone too: pseudo-labels a teacher on one backbone
+    made must not be picked up (as finished rounds) by a run on another backbone over the same data."""
+    import tenni.selftrain
+
+    train, pool, test = _texts("labeled", 6, 1), _texts("pool", 10, 2), _texts("test", 5, 3)
+    seen = []
+
+    def stop(make, train, pool, cfg, *, teacher=None, checkpoint=None):
+        seen.append(checkpoint)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tenni.selftrain, "self_train", stop)
+    monkeypatch.setattr(tenni.selftrain, "drop_test_leaks", lambda pool, *args: (pool, 0))  # the same pool for both
+    for backbone in (str(tiny_backbone), "text/minilm"):
+        with pytest.raises(KeyboardInterrupt):
+            tenni.fit(train, test=test, strategy="probe", backbone=backbone, unlabeled=pool[0], baseline=False)
+    assert len(seen) == 2 and seen[0] != seen[1]

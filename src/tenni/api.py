@@ -196,7 +196,8 @@ def fit_with_pool(data, unlabeled, *, test=None, strategy=None, backbone: str = 
     from ._paths import cache_dir
     from .selftrain import run_key
 
-    checkpoint = cache_dir() / "selftrain" / run_key(name, options, train, pool, cfg, seed)
+    weights = f"{backbone}@{getattr(space, 'fingerprint', '')}" if space is not None else None  # its own run
+    checkpoint = cache_dir() / "selftrain" / run_key(name, options, train, pool, cfg, seed, backbone=weights)
     start = time.perf_counter()
     check = None
     if cfg.check_folds >= 2 and name in CHEAP_STRATEGIES:

@@ -114,12 +114,14 @@ def select_pseudo_labels(proba: np.ndarray, classes: np.ndarray, prior: np.ndarr
     return np.asarray(sorted(chosen), dtype=np.int64)
 
 
-def run_key(strategy: str, options, train: Dataset, pool: Dataset, cfg: SelfTrainConfig, seed: int) -> str:
-    """What identifies a self-training run (for resuming it): the data, the strategy with its options, the config."""
+def run_key(strategy: str, options, train: Dataset, pool: Dataset, cfg: SelfTrainConfig, seed: int,
+            backbone: str | None = None) -> str:
+    """What identifies a self-training run (for resuming it): the data, the strategy with its options and its
+    backbone (name and weights), the config."""
     import hashlib
     import json
 
-    digest = hashlib.sha256(json.dumps([strategy, repr(options), seed, repr(cfg)]).encode())
+    digest = hashlib.sha256(json.dumps([strategy, repr(options), seed, repr(cfg), backbone]).encode())
     for items in (train.inputs, train.labels, pool.inputs):
         for item in items:
             digest.update(str(item).encode("utf-8", "surrogatepass") + b"\0")
