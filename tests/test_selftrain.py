@@ -207,3 +207,25 @@ def test_a_run_on_another_backbone_does_not_resume_from_this_ones_pseudo_labels(
         with pytest.raises(KeyboardInterrupt):
             tenni.fit(train, test=test, strategy="probe", backbone=backbone, unlabeled=pool[0], baseline=False)
     assert len(seen) == 2 and seen[0] != seen[1]
+
+
+def test_a_student_that_cannot_learn_soft_labels_is_refused_before_the_rounds(image_folder, tiny_vit, tmp_path,
+                                                                              monkeypatch):
+    """``--student scratch`` on images (the CNN baseline has no soft-label fit) and an unknown student are one-line
+    errors raised before any self-training round runs, not a traceback after them."""
+    import tenni.selftrain
+
+    from .conftest import make_images
+
+    def never(*args, **kwargs):
+        raise AssertionError("self-training ran before the student was checked")
+
+    monkeypatch.setattr(tenni.selftrain, "self_train", never)
+    pool = make_images(tmp_path / "pool", 3, seed=9)
+    with pytest.raises(ConfigError, match="cannot be distilled on image data"):
+        tenni.fit(image_folder / "train", test=image_folder / "test", strategy="probe", backbone=str(tiny_vit),
+                  unlabeled=pool, student="scratch", baseline=False)
+    train, test = _texts("labeled", 6, 1), _texts("test", 5, 3)
+    with pytest.raises(ConfigError, match="unknown student"):
+        tenni.fit(train, test=test, strategy="scratch", unlabeled=_texts("pool", 5, 2)[0], student="bert",
+                  baseline=False)

@@ -169,7 +169,7 @@ def fit_with_pool(data, unlabeled, *, test=None, strategy=None, backbone: str = 
     from .config import make_config
     from .evaluation.metrics import classification_metrics
     from .evaluation.protocol import fit_and_score
-    from .selftrain import SelfTrainConfig, distill, drop_test_leaks, predictions_per_second, self_train
+    from .selftrain import SelfTrainConfig, check_student, distill, drop_test_leaks, predictions_per_second, self_train
 
     read = read or {}
     options = dict(selftrain or {}, **({"rounds": rounds} if rounds is not None else {}))
@@ -178,6 +178,8 @@ def fit_with_pool(data, unlabeled, *, test=None, strategy=None, backbone: str = 
     train, test_set = split_for_fit(data, test, test_size=test_size, seed=seed, **read)
     pool = as_dataset(unlabeled, labeled=False, **read)  # labels a pool may carry are hidden from training
     pool.require_modality(train.modality, "the training data")
+    if student is not None:  # before the rounds, not after them
+        check_student(student, train.modality)
     strategy = choose_strategy(strategy, train.inputs, train.modality)
     backbone = choose_backbone(backbone, train.inputs, strategy, train.modality)
     entry = get_entry(strategy)
