@@ -229,3 +229,10 @@ def test_a_student_that_cannot_learn_soft_labels_is_refused_before_the_rounds(im
     with pytest.raises(ConfigError, match="unknown student"):
         tenni.fit(train, test=test, strategy="scratch", unlabeled=_texts("pool", 5, 2)[0], student="bert",
                   baseline=False)
+
+
+def test_a_budget_with_a_pool_is_refused_for_strategies_other_than_auto_as_without_one():
+    train, pool = _texts("labeled", 4, 1), _texts("pool", 4, 2)[0]
+    for unlabeled in (None, pool):
+        with pytest.raises(ConfigError, match="applies to --strategy auto only"):
+            tenni.fit(train, strategy="scratch", budget=10, unlabeled=unlabeled)

@@ -108,6 +108,8 @@ def fit(data, *, test=None, strategy: str | None = None, backbone: str = AUTO,
         raise ConfigError("--rounds and --student need an unlabeled pool", hint="add --unlabeled POOL")
     if unlabeled is not None:
         if budget is not None:
+            if (strategy or DEFAULT_STRATEGY) != "auto":
+                raise ConfigError("a time budget applies to --strategy auto only", hint="drop --budget")
             config = dict(config or {}, budget=parse_budget(budget))
         return fit_with_pool(data, unlabeled, test=test, strategy=strategy, backbone=backbone, config=config,
                              seed=seed, baseline=baseline, test_size=test_size, read=read, rounds=rounds,
