@@ -46,6 +46,19 @@ def test_scratch_is_one_name_with_a_baseline_per_modality():
         get_strategy_class("scratch", "text")(config={"image_size": 32}).config_  # noqa: B018
 
 
+def test_a_subclass_of_a_built_in_strategy_keeps_its_facts():
+    """The registry sets a built-in class's facts; a subclass (a user's tweak of hybrid or setfit) inherits them,
+    rather than being read as a strategy that also takes image and audio files."""
+    from tenni.strategies import get_strategy_class
+
+    for name in ("hybrid", "setfit", "finetune"):
+        parent = get_strategy_class(name)
+        child = type(f"My{parent.__name__}", (parent,), {})
+        assert (child.text_only, child.uses_backbone, child.needs_trainable_backbone) == \
+            (parent.text_only, parent.uses_backbone, parent.needs_trainable_backbone)
+    assert get_strategy_class("hybrid").text_only and not get_strategy_class("finetune").text_only
+
+
 def test_every_numeric_option_declares_its_range():
     import dataclasses
 

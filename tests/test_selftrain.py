@@ -187,3 +187,53 @@ def test_a_pool_that_hurts_on_the_labeled_folds_is_not_used():
     check = cross_check(Misled, train, pool, SelfTrainConfig())
     assert check["folds"] == 4 and not check["helps"]
     assert np.mean(check["student_accuracy"]) < np.mean(check["teacher_accuracy"])
+
+
+def test_a_run_on_another_backbone_does_not_resume_from_this_ones_pseudo_labels(tiny_backbone, monkeypatch):
+    """The checkpoint of a self-training run is keyed by the backbone too: pseudo-labels a teacher on one backbone
+    made must not be picked up (as finished rounds) by a run on another backbone over the same data."""
+    import tenni.selftrain
+
+    train, pool, test = _texts("labeled", 6, 1), _texts("pool", 10, 2), _texts("test", 5, 3)
+    seen = []
+
+    def stop(make, train, pool, cfg, *, teacher=None, checkpoint=None, **kwargs):
+        seen.append(checkpoint)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tenni.selftrain, "self_train", stop)
+    monkeypatch.setattr(tenni.selftrain, "drop_test_leaks", lambda pool, *args: (pool, 0))  # the same pool for both
+    for backbone in (str(tiny_backbone), "text/minilm"):
+        with pytest.raises(KeyboardInterrupt):
+            tenni.fit(train, test=test, strategy="probe", backbone=backbone, unlabeled=pool[0], baseline=False,
+                      selftrain={"check_folds": 0})
+    assert len(seen) == 2 and seen[0] != seen[1]
+
+
+def test_a_student_that_cannot_learn_soft_labels_is_refused_before_the_rounds(image_folder, tiny_vit, tmp_path,
+                                                                              monkeypatch):
+    """``--student scratch`` on images (the CNN baseline has no soft-label fit) and an unknown student are one-line
+    errors raised before any self-training round runs, not a traceback after them."""
+    import tenni.selftrain
+
+    from .conftest import make_images
+
+    def never(*args, **kwargs):
+        raise AssertionError("self-training ran before the student was checked")
+
+    monkeypatch.setattr(tenni.selftrain, "self_train", never)
+    pool = make_images(tmp_path / "pool", 3, seed=9)
+    with pytest.raises(ConfigError, match="cannot be distilled on image data"):
+        tenni.fit(image_folder / "train", test=image_folder / "test", strategy="probe", backbone=str(tiny_vit),
+                  unlabeled=pool, student="scratch", baseline=False)
+    train, test = _texts("labeled", 6, 1), _texts("test", 5, 3)
+    with pytest.raises(ConfigError, match="unknown student"):
+        tenni.fit(train, test=test, strategy="scratch", unlabeled=_texts("pool", 5, 2)[0], student="bert",
+                  baseline=False)
+
+
+def test_a_budget_with_a_pool_is_refused_for_strategies_other_than_auto_as_without_one():
+    train, pool = _texts("labeled", 4, 1), _texts("pool", 4, 2)[0]
+    for unlabeled in (None, pool):
+        with pytest.raises(ConfigError, match="applies to --strategy auto only"):
+            tenni.fit(train, strategy="scratch", budget=10, unlabeled=unlabeled)

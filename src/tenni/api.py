@@ -108,6 +108,8 @@ def fit(data, *, test=None, strategy: str | None = None, backbone: str = AUTO,
         raise ConfigError("--rounds and --student need an unlabeled pool", hint="add --unlabeled POOL")
     if unlabeled is not None:
         if budget is not None:
+            if (strategy or DEFAULT_STRATEGY) != "auto":
+                raise ConfigError("a time budget applies to --strategy auto only", hint="drop --budget")
             config = dict(config or {}, budget=parse_budget(budget))
         return fit_with_pool(data, unlabeled, test=test, strategy=strategy, backbone=backbone, config=config,
                              seed=seed, baseline=baseline, test_size=test_size, read=read, rounds=rounds,
@@ -169,7 +171,7 @@ def fit_with_pool(data, unlabeled, *, test=None, strategy=None, backbone: str = 
     from .config import make_config
     from .evaluation.metrics import classification_metrics
     from .evaluation.protocol import fit_and_score
-    from .selftrain import SelfTrainConfig, distill, drop_test_leaks, predictions_per_second, self_train
+    from .selftrain import SelfTrainConfig, check_student, distill, drop_test_leaks, predictions_per_second, self_train
 
     read = read or {}
     options = dict(selftrain or {}, **({"rounds": rounds} if rounds is not None else {}))
@@ -178,6 +180,8 @@ def fit_with_pool(data, unlabeled, *, test=None, strategy=None, backbone: str = 
     train, test_set = split_for_fit(data, test, test_size=test_size, seed=seed, **read)
     pool = as_dataset(unlabeled, labeled=False, **read)  # labels a pool may carry are hidden from training
     pool.require_modality(train.modality, "the training data")
+    if student is not None:  # before the rounds, not after them
+        check_student(student, train.modality)
     strategy = choose_strategy(strategy, train.inputs, train.modality)
     backbone = choose_backbone(backbone, train.inputs, strategy, train.modality)
     entry = get_entry(strategy)
@@ -196,7 +200,8 @@ def fit_with_pool(data, unlabeled, *, test=None, strategy=None, backbone: str = 
     from ._paths import cache_dir
     from .selftrain import run_key
 
-    checkpoint = cache_dir() / "selftrain" / run_key(name, options, train, pool, cfg, seed)
+    weights = f"{backbone}@{getattr(space, 'fingerprint', '')}" if space is not None else None  # its own run
+    checkpoint = cache_dir() / "selftrain" / run_key(name, options, train, pool, cfg, seed, backbone=weights)
     start = time.perf_counter()
     check = None
     if cfg.check_folds >= 2 and name in CHEAP_STRATEGIES:

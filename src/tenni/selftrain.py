@@ -114,12 +114,14 @@ def select_pseudo_labels(proba: np.ndarray, classes: np.ndarray, prior: np.ndarr
     return np.asarray(sorted(chosen), dtype=np.int64)
 
 
-def run_key(strategy: str, options, train: Dataset, pool: Dataset, cfg: SelfTrainConfig, seed: int) -> str:
-    """What identifies a self-training run (for resuming it): the data, the strategy with its options, the config."""
+def run_key(strategy: str, options, train: Dataset, pool: Dataset, cfg: SelfTrainConfig, seed: int,
+            backbone: str | None = None) -> str:
+    """What identifies a self-training run (for resuming it): the data, the strategy with its options and its
+    backbone (name and weights), the config."""
     import hashlib
     import json
 
-    digest = hashlib.sha256(json.dumps([strategy, repr(options), seed, repr(cfg)]).encode())
+    digest = hashlib.sha256(json.dumps([strategy, repr(options), seed, repr(cfg), backbone]).encode())
     for items in (train.inputs, train.labels, pool.inputs):
         for item in items:
             digest.update(str(item).encode("utf-8", "surrogatepass") + b"\0")
@@ -230,13 +232,24 @@ def cross_check(make, train: Dataset, pool: Dataset, cfg: SelfTrainConfig, seed:
 STUDENTS = ("probe", "scratch")
 
 
+def check_student(kind: str, modality: str) -> None:
+    """A student that can learn from soft labels on this modality (checked before any round runs)."""
+    from .strategies.registry import get_strategy_class
+
+    if kind not in STUDENTS:
+        raise ConfigError(f"unknown student '{kind}'", hint=f"use one of: {', '.join(STUDENTS)}")
+    if not hasattr(get_strategy_class(kind, modality), "fit_soft"):
+        usable = [k for k in STUDENTS if hasattr(get_strategy_class(k, modality), "fit_soft")]
+        raise ConfigError(f"student '{kind}' cannot be distilled on {modality} data",
+                          hint=f"use --student {' or '.join(usable)}")
+
+
 def distill(teacher, kind: str, train: Dataset, pool: Dataset, *, backbone: str, seed: int = 0):
     """A cheaper model trained on the teacher's soft labels over the pool (and the true labels): ``probe`` (a
     logistic head on ``backbone``'s frozen features) or ``scratch`` (TF-IDF: no encoder at prediction time)."""
     from .choose import make_estimator
 
-    if kind not in STUDENTS:
-        raise ConfigError(f"unknown student '{kind}'", hint=f"use one of: {', '.join(STUDENTS)}")
+    check_student(kind, train.modality)
     classes = np.asarray(teacher.classes_)
     soft = teacher.predict_proba(pool.inputs) if len(pool) else np.zeros((0, len(classes)))
     hard = np.zeros((len(train), len(classes)))

@@ -265,3 +265,13 @@ def test_setfit_can_leave_the_token_embeddings_as_they_were(tiny_backbone, train
         after = est._encoder.model
         assert torch.equal(after.get_input_embeddings().weight.detach(), before) is not tune
         assert not torch.equal(after.encoder.layer[0].attention.self.query.weight.detach(), layer)
+
+
+def test_text_finetune_ignores_the_media_only_head_warmup(tiny_backbone, train_data):
+    """head_warmup_epochs is an image/audio option: a text fine-tune trains the same with or without it (as before
+    the training loops were merged), with no head-only epochs."""
+    config = dict(FAST_CONFIGS["finetune"], epochs=3, max_epochs=3)
+    fits = [get_strategy_class("finetune")(backbone=str(tiny_backbone), config=dict(config, head_warmup_epochs=warm))
+            .fit(*train_data) for warm in (0, 2)]
+    assert all("head_only" not in record for record in fits[1].training_["history"])
+    np.testing.assert_array_equal(fits[0].predict_proba(train_data[0]), fits[1].predict_proba(train_data[0]))

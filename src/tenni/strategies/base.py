@@ -104,6 +104,8 @@ class Strategy(SearchableOptions, ClassifierMixin, BaseEstimator):
         if entry is None or not entry.builtin:  # not a built-in: the class says it itself
             return
         here = f"{cls.__module__}:{cls.__qualname__}"
+        if here not in entry.targets.values():  # a subclass of a built-in keeps the facts it inherits
+            return
         cls.uses_backbone = entry.uses_backbone
         cls.needs_trainable_backbone = entry.trains_backbone
         cls.text_only = [m for m, target in entry.targets.items() if target == here] == ["text"]

@@ -127,7 +127,7 @@ class FineTune(Strategy):
         self.training_ = train_classifier(self._model, self._inputs(texts, cfg), y,
                                           param_groups=self._param_groups(self._model, cfg), plan=plan,
                                           class_weight=weight, seed=self.seed, description=f"training ({self.name})",
-                                          head_warmup_epochs=cfg.head_warmup_epochs)
+                                          head_warmup_epochs=cfg.head_warmup_epochs if self._is_media() else 0)
         if self._is_media():
             self.training_["effective_config"] = dataclasses.asdict(cfg)  # with the image/audio defaults applied
 
