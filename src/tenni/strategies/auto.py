@@ -53,10 +53,11 @@ class AutoConfig:
     candidates: tuple = option(COST_ORDER, "strategies to race, cheapest first")
     folds: int = option(3, "stratified folds the race runs over", **POSITIVE)
     margin: float = option(0.01, "accuracy a challenger must gain over the probe (same folds) to be chosen", **SHARE)
-    label_names: bool = option(True, "text: when the labels are words, blend the winner with zero-shot scores from "
-                                     "the label names, weight chosen on the race's folds (CLI: --no-label-names)")
-    label_descriptions: dict | None = option(None, "label -> description(s) for that zero-shot prior "
-                                                   "(CLI: --label-descriptions file.json)")
+    label_names: bool = option(True, "text: when the labels are words, blend the winner with a prior that starts "
+                                     "from the label names' embeddings, weight chosen on the race's folds (CLI: "
+                                     "--no-label-names)")
+    label_descriptions: dict | None = option(None, "label -> description(s) embedded for that prior instead of the "
+                                                   "names (CLI: --label-descriptions file.json)")
 
     def __post_init__(self):
         known = [n for n in strategy_names() if n != "auto"]
