@@ -253,7 +253,7 @@ def _verdict(report: BackboneReport, scratch_name: str = SCRATCH) -> tuple[str, 
                f"{100 * gain:+.1f} points against {_baseline_words(scratch_name)} on the same folds"]
     if report.zeroshot_accuracy is not None:
         reasons.append(f"zero-shot from the label names alone scores {report.zeroshot_accuracy:.3f} with no labels "
-                       "(auto blends it in as a prior)")
+                       "(auto uses the names as a prior)")
     reasons += describe_gap(report.signals)
     if gain >= 0.10 and glo > 0:
         verdict = "transfer likely to help a lot"
