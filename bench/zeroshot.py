@@ -35,7 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
-from _common import RESULTS, Results, environment, shared_data  # noqa: E402
+from _common import RESULTS, Results, environment, publish, shared_data  # noqa: E402
 
 DATASETS = ["ag_news_sample", "banking77", "sms_spam", "livedoor_news"]
 BACKBONES = {"livedoor_news": "text/e5-small-multilingual"}
@@ -231,9 +231,12 @@ def render_table(data: dict) -> str:
     chosen = {d: sorted({c for r in rows if r["dataset"] == d and r["method"] == "auto:no-names"
                          for c in r["chosen"]}) for d in datasets}
     lines += ["", "auto's race chose: " + "; ".join(f"{d}: {', '.join(c) or '-'}" for d, c in chosen.items()),
-              "w: mean weight of the zero-shot prior in auto's blend (chosen per fit on the race's folds).",
+              "w: mean weight of the label-name prior in auto's blend (chosen per fit on the race's folds).",
               "Accuracy on the test split (livedoor_news: 180 texts of it); N = 8: mean ± std over seeds 0-2. "
               "Every cell ran while the machine was shared (load averages in the JSON)."]
+    skipped = [r for r in data["runs"] if r.get("status") == "skipped"]
+    lines += [f"Not run: {r['method']} on {r['dataset']} (N = {r['n']}, seed {r['seed']}): {r['reason']}."
+              for r in skipped]
     return "\n".join(lines)
 
 
@@ -293,9 +296,7 @@ def main(argv=None) -> None:
             if not args.skip_few_shot:
                 for seed in (int(s) for s in args.seeds.split(",")):
                     few_shot_runs(results, name, backbone, full_train, test, args.n, seed, args.setfit, pool)
-    table = render_table(results.data)
-    Path(args.out).with_suffix(".md").write_text(table + "\n")
-    print(table)
+    publish("zeroshot", args.out, render_table(results.data))
 
 
 if __name__ == "__main__":
