@@ -66,7 +66,7 @@ def fit(data, *, test=None, strategy: str | None = None, backbone: str = AUTO,
         text_col: str | None = None, label_col: str | None = None, encoding: str = "auto",
         budget: float | str | None = None, evaluation: str = "auto", skip_bad_files: bool = False,
         task: str = "classify", unlabeled=None, rounds: int | None = None, student: str | None = None,
-        selftrain: dict | None = None) -> Model:
+        selftrain: dict | None = None, labels=None, label_descriptions=None, label_names: bool = True) -> Model:
     """Fit ``strategy`` on ``data`` and measure it, beside the no-transfer baseline, on a held-out set.
 
     ``data`` is a file (CSV, TSV, JSONL, Parquet), a folder of class sub-folders, a ``(texts, labels)`` pair, a
@@ -90,7 +90,15 @@ def fit(data, *, test=None, strategy: str | None = None, backbone: str = AUTO,
     (``rounds`` teacher -> student rounds, see :mod:`tenni.selftrain`); the model is then measured on a hold-out
     beside the same strategy without the pool. ``student`` (``probe`` or ``scratch``) also distils the result
     into a faster model, measured beside it (``model.student``).
+
+    Label names (text): ``labels=["World", "Sports", ...]`` with unlabeled ``data`` fits a zero-shot model (no
+    labeled examples; evaluated only on a labeled ``test``). With labeled data, ``auto`` uses the labels as a
+    zero-shot prior when they are words (``label_names=False`` turns it off); ``label_descriptions`` (a JSON file
+    or a dict, label -> description or list of descriptions) replaces the names for zero-shot.
     """
+    from .zeroshot_fit import check_described_labels, label_config, load_descriptions
+
+    descriptions, described_in = load_descriptions(label_descriptions)
     read = {"text_col": text_col, "label_col": label_col, "encoding": encoding, "skip_bad_files": skip_bad_files}
     if task == "anomaly":
         ignored = [name for name, given in (("--strategy", strategy not in (None, "patchcore")),
@@ -104,6 +112,16 @@ def fit(data, *, test=None, strategy: str | None = None, backbone: str = AUTO,
         raise ConfigError(f"unknown task '{task}'", hint="use classify or anomaly")
     if strategy == "patchcore":
         raise ConfigError("patchcore is the anomaly detector", hint="use --task anomaly")
+    if labels is not None:
+        from .zeroshot_fit import fit_without_labels
+
+        if unlabeled is not None:
+            raise ConfigError("--labels fits zero-shot on DATA, which is already unlabeled; --unlabeled is for "
+                              "self-training a labeled fit", hint="put all the unlabeled texts in DATA")
+        data, test = _folder_test_split(data, test)
+        return fit_without_labels(data, labels, test=test, strategy=strategy, backbone=backbone, config=config,
+                                  seed=seed, descriptions=descriptions, where=described_in, **read)
+    config = label_config(strategy, config, label_names, descriptions)
     if unlabeled is None and (rounds is not None or student is not None or selftrain):
         raise ConfigError("--rounds and --student need an unlabeled pool", hint="add --unlabeled POOL")
     if unlabeled is not None:
@@ -133,6 +151,7 @@ def fit(data, *, test=None, strategy: str | None = None, backbone: str = AUTO,
     if test is None and (evaluation == "cv" or (evaluation == "auto" and cheap)):
         dataset = as_dataset(data, **read)
         dataset.require_labels()
+        check_described_labels(descriptions, described_in, dataset.classes)
         strategy = choose_strategy(strategy, dataset.inputs, dataset.modality)
         backbone = choose_backbone(backbone, dataset.inputs, strategy, dataset.modality)
         metrics = cross_validate(strategy, backbone, config, seed, dataset, baseline)
@@ -142,6 +161,7 @@ def fit(data, *, test=None, strategy: str | None = None, backbone: str = AUTO,
                                test_size=len(dataset), test_source=metrics["evaluation"])
         return Model(estimator, modality=dataset.modality, metrics=metrics, data_summary=summary)
     train, test_set = split_for_fit(data, test, test_size=test_size, seed=seed, **read)  # same kind: checked there
+    check_described_labels(descriptions, described_in, train.classes)
     strategy = choose_strategy(strategy, train.inputs, train.modality)
     backbone = choose_backbone(backbone, train.inputs, strategy, train.modality)
     estimator = make_estimator(strategy, backbone, config, seed, train.modality)

@@ -16,7 +16,7 @@ from .strategies.registry import get_entry, get_strategy_class, strategy_names
 AUTO = "auto"
 DEFAULT_STRATEGY = "auto"
 MEDIA_DEFAULT_STRATEGY = "probe"
-CHEAP_STRATEGIES = ("probe", "hybrid", "scratch")
+CHEAP_STRATEGIES = ("probe", "hybrid", "scratch", "zeroshot")
 """Strategies that fit in seconds: evaluated by repeated cross-validation rather than one hold-out."""
 
 

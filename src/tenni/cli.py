@@ -113,6 +113,14 @@ def fit(
     json_out: bool = typer.Option(False, "--json", help="Print the results as JSON."),
     max_pixels: int | None = _max_pixels(),
     max_audio_seconds: float | None = _max_audio_seconds(),
+    labels: str | None = typer.Option(None, "--labels",
+                                      help="Label names, comma-separated, for DATA without labels: a zero-shot "
+                                           "model (e.g. \"World,Sports,Business,Sci/Tech\")."),
+    label_descriptions: Path | None = typer.Option(None, "--label-descriptions",
+                                                   help="JSON: label -> description (or list of them), used "
+                                                        "instead of the names for zero-shot."),
+    label_names: bool = typer.Option(True, "--label-names/--no-label-names",
+                                     help="auto: use label names that are words as a zero-shot prior."),
 ):
     """Fit a model on DATA and compare it with training from scratch."""
     from . import api
@@ -127,18 +135,25 @@ def fit(
     model = api.fit(data, test=test, strategy=strategy, backbone=backbone, config=_parse_set(set_), seed=seed,
                     baseline=baseline, test_size=test_size, text_col=text_col, label_col=label_col,
                     encoding=encoding, budget=parse_duration(budget) if budget else None, evaluation=evaluation,
-                    skip_bad_files=skip_bad_files, task=task, unlabeled=unlabeled, rounds=rounds, student=student)
+                    skip_bad_files=skip_bad_files, task=task, unlabeled=unlabeled, rounds=rounds, student=student,
+                    labels=labels, label_descriptions=label_descriptions, label_names=label_names)
     if output is not None:
         _on_interrupt(f"the model in {output} is either the new one, complete, or the earlier one: run the same "
                       "command again if unsure")
         model.save(output)
         if model.student is not None:
             model.student.save(output.parent / f"{output.name}-student")
+    if not model.metrics.get("results") and task != "anomaly" and not json_out:
+        out.print(f"zero-shot model from {len(model.labels)} label names and {model.data_summary['train_size']} "
+                  "unlabeled texts: not evaluated (no labeled data; pass --test LABELED.csv to measure it)")
+        out.print(f"saved to {output}" if output else "not saved (pass -o DIR to keep the model)", soft_wrap=True)
+        return
     if task == "anomaly" and not json_out:
         _print_anomaly(model, output)
         return
     if json_out:
-        out.print_json(json.dumps({"results": model.metrics["results"], "saved_to": str(output) if output else None}))
+        out.print_json(json.dumps({"results": model.metrics.get("results", []),
+                                   "saved_to": str(output) if output else None}))
         return
     from .evaluation.results import RESULT_COLUMNS, gain_sentence, result_cells, results_title
 
@@ -431,13 +446,17 @@ def assess(
         return
     table = Table(title=f"{result.n_examples} examples, {result.n_classes} classes (smallest: "
                         f"{result.min_per_class}); CV: {result.folds}")
+    zero_shot = any(r.zeroshot_accuracy is not None for r in result.reports)
     for col in ("rank", "backbone", "probe acc [95% CI]", "kNN acc", "LogME", "H-score", "vs scratch", "verdict"):
         table.add_column(col, justify="right" if col not in ("backbone", "verdict") else "left")
+        if col == "kNN acc" and zero_shot:
+            table.add_column("zero-shot", justify="right")
     for i, r in enumerate(result.reports, start=1):
         gain = "" if r.gain_over_scratch is None else f"{100 * r.gain_over_scratch:+.1f} pts"
+        zs = ([] if not zero_shot else ["" if r.zeroshot_accuracy is None else f"{r.zeroshot_accuracy:.3f}"])
         table.add_row(str(i) if r.gain_over_scratch is not None else "", r.backbone,
                       f"{r.probe_accuracy:.3f} [{r.probe_interval[0]:.3f}, {r.probe_interval[1]:.3f}]",
-                      f"{r.knn_accuracy:.3f}", f"{r.logme:.3f}", f"{r.h_score:.2f}", gain, r.verdict)
+                      f"{r.knn_accuracy:.3f}", *zs, f"{r.logme:.3f}", f"{r.h_score:.2f}", gain, r.verdict)
     out.print(table)
     for r in result.reports:
         if r.reasons:

@@ -37,6 +37,7 @@ class BackboneReport:
     verdict: str = ""
     reasons: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    zeroshot_accuracy: float | None = None  # label names alone, no labels used (text whose labels are words)
 
 
 @dataclass
@@ -149,6 +150,7 @@ def assess(data, *, backbones: list[str] | None = None, test=None, seed: int = 0
             held = np.arange(len(texts)) % 5 == 0
             signals["far_share"] = far_share(feats[~held], feats[held])
         report.signals = signals
+        report.zeroshot_accuracy = zero_shot_accuracy(name, texts, classes, y)
         report.verdict, report.reasons = _verdict(report, scratch_name)
         report.seconds = time.perf_counter() - start
         reports.append(report)
@@ -173,6 +175,18 @@ def assess(data, *, backbones: list[str] | None = None, test=None, seed: int = 0
         best = get_backbone(reports[0].backbone)
         assessment.self_training = pool_signal(best.encode(texts), y, best.encode(pool.inputs))
     return assessment
+
+
+def zero_shot_accuracy(backbone: str, texts: list[str], classes, y: np.ndarray) -> float | None:
+    """Accuracy of zero-shot from the label names on the data (its labels unused but to score): the 0-label
+    point beside the probe's; None for media and for labels that are codes."""
+    from ..backbones import get_backbone
+    from ..strategies.zeroshot import ZeroShot, label_names_are_words
+
+    if get_backbone(backbone).modality != "text" or not label_names_are_words(classes):
+        return None
+    est = ZeroShot(backbone=backbone, config={"labels": tuple(str(c) for c in classes)}).fit(texts)
+    return float(np.mean(np.searchsorted(est.classes_, est.predict(texts)) == y))
 
 
 def with_bases(names: list[str]) -> list[str]:
@@ -237,6 +251,9 @@ def _verdict(report: BackboneReport, scratch_name: str = SCRATCH) -> tuple[str, 
     gain, (glo, _) = report.gain_over_scratch, report.gain_interval
     reasons = [f"a linear probe on its features scores {report.probe_accuracy:.3f} in CV, "
                f"{100 * gain:+.1f} points against {_baseline_words(scratch_name)} on the same folds"]
+    if report.zeroshot_accuracy is not None:
+        reasons.append(f"zero-shot from the label names alone scores {report.zeroshot_accuracy:.3f} with no labels "
+                       "(auto uses the names as a prior)")
     reasons += describe_gap(report.signals)
     if gain >= 0.10 and glo > 0:
         verdict = "transfer likely to help a lot"

@@ -163,7 +163,23 @@ def run_curve(data, *, strategy: str | None = None, backbone: str = "auto", budg
               "test_size": len(test_set), "curves": {k: asdict(v) for k, v in curves.items()}}
     if len(curves) == 2:
         result["labels_saved"] = labels_saved(curves[strategy], curves["scratch"], budgets)
+    result["zeroshot"] = zero_shot_point(train, test_set, backbone)
     return result
+
+
+def zero_shot_point(train, test_set, backbone: str) -> dict | None:
+    """The curve's point at 0 labels: zero-shot from the label names (text whose labels are words), fitted on the
+    training texts without their labels; None where it does not apply."""
+    from ..backbones import get_backbone
+    from ..strategies.zeroshot import ZeroShot, label_names_are_words
+
+    if train.modality != "text" or not label_names_are_words(train.classes) or not backbone:
+        return None
+    if get_backbone(backbone).modality != "text":
+        return None
+    est = ZeroShot(backbone=backbone, config={"labels": tuple(train.classes)}).fit(train.inputs)
+    accuracy = float(np.mean(est.predict(test_set.inputs) == np.asarray(test_set.labels)))
+    return {"labels_per_class": 0, "accuracy": accuracy, "strategy": "zeroshot"}
 
 
 def needed_labels(accuracy: dict, law: dict, target: float) -> float | None:
@@ -213,6 +229,9 @@ def plot_curve(result: dict, path) -> None:
         for n, f in curve["forecast"].items():
             ax.errorbar([int(n)], [f["mean"]], yerr=[[f["mean"] - f["low"]], [f["high"] - f["mean"]]], fmt="s",
                         mfc="none", color=colour, capsize=3)
+    if result.get("zeroshot"):  # 0 labels has no place on a log axis: a line across it
+        ax.axhline(result["zeroshot"]["accuracy"], ls="--", color="tab:green",
+                   label=f"zero-shot from label names (0 labels): {result['zeroshot']['accuracy']:.3f}")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("labeled examples per class")
     ax.set_ylabel("test accuracy")
@@ -226,6 +245,8 @@ def plot_curve(result: dict, path) -> None:
 
 def curve_table(result: dict) -> list[list[str]]:
     rows = []
+    if result.get("zeroshot"):
+        rows.append(["zeroshot", "0", f"{result['zeroshot']['accuracy']:.3f}", "measured (label names only)"])
     for name, curve in result["curves"].items():
         for b in result["budgets"]:
             acc = np.asarray(curve["accuracy"][str(b)])

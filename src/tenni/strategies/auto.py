@@ -53,6 +53,11 @@ class AutoConfig:
     candidates: tuple = option(COST_ORDER, "strategies to race, cheapest first")
     folds: int = option(3, "stratified folds the race runs over", **POSITIVE)
     margin: float = option(0.01, "accuracy a challenger must gain over the probe (same folds) to be chosen", **SHARE)
+    label_names: bool = option(True, "text: when the labels are words, blend the winner with a prior that starts "
+                                     "from the label names' embeddings, weight chosen on the race's folds (CLI: "
+                                     "--no-label-names)")
+    label_descriptions: dict | None = option(None, "label -> description(s) embedded for that prior instead of the "
+                                                   "names (CLI: --label-descriptions file.json)")
 
     def __post_init__(self):
         known = [n for n in strategy_names() if n != "auto"]
@@ -94,6 +99,7 @@ class AutoStrategy(Strategy):
         start = time.perf_counter()
         labels = self.classes_[y]
         backbone = self._backbone()
+        self._fold_proba: dict[str, list] = {}  # out-of-fold probabilities, for the label-name prior
         candidates = [c for c in COST_ORDER if c in cfg.candidates] + [c for c in cfg.candidates
                                                                         if c not in COST_ORDER]
         candidates = [c for c in candidates if usable(get_entry(c), backbone)
@@ -174,6 +180,11 @@ class AutoStrategy(Strategy):
         self.chosen_ = get_strategy_class(chosen, backbone.modality)(backbone=self.backbone, seed=self.seed)
         self.chosen_.fit(texts, labels)
         self.reason_ = self._explain(chosen, race)
+        self.prior_ = None
+        if cfg.label_names and backbone.modality == "text":
+            from .zeroshot import fit_label_prior
+
+            fit_label_prior(self, texts, y, chosen, cfg.label_descriptions, getattr(self, "unlabeled_texts", None))
         self.seconds_ = time.perf_counter() - start
 
     @staticmethod
@@ -190,7 +201,9 @@ class AutoStrategy(Strategy):
         est = get_strategy_class(name, self._backbone().modality)(backbone=self.backbone, seed=self.seed)
         with time_limit(limit):
             est.fit([texts[i] for i in train_idx], labels[train_idx])
-        pred = est.predict([texts[i] for i in val_idx])
+        proba = est.predict_proba([texts[i] for i in val_idx])
+        pred = est.classes_[proba.argmax(1)]
+        self._fold_proba.setdefault(name, []).append((val_idx, est.classes_, proba))
         entry["scores"].append(float(np.mean(pred == labels[val_idx])))
         entry["seconds"].append(time.perf_counter() - t0)
         if name == "probe":
@@ -225,14 +238,23 @@ class AutoStrategy(Strategy):
         return f"chose {chosen}: " + "; ".join(parts)
 
     def _predict_proba(self, texts) -> np.ndarray:
-        return self.chosen_.predict_proba(texts)
+        from .zeroshot import with_label_prior
+
+        return with_label_prior(self, self.chosen_.predict_proba(texts), texts)
 
     def get_state(self):
+        from .zeroshot import label_prior_state
+
         tensors, meta = self.chosen_.get_state()
-        return tensors, {"chosen": self.chosen_.name, "chosen_config": self.chosen_.config_dict(),
-                         "chosen_meta": meta, "race": self.race_, "reason": self.reason_}
+        prior_tensors, prior_meta = label_prior_state(self)
+        return {**tensors, **prior_tensors}, {"chosen": self.chosen_.name, "chosen_config": self.chosen_.config_dict(),
+                                              "chosen_meta": meta, "race": self.race_, "reason": self.reason_,
+                                              **prior_meta}
 
     def _set_state(self, tensors, meta) -> None:
+        from .zeroshot import load_label_prior
+
+        tensors = load_label_prior(self, tensors, meta)
         cls = get_strategy_class(meta["chosen"], self._backbone().modality)
         self.chosen_ = cls.from_state(backbone=self.backbone if cls.uses_backbone else None,
                                       config=meta["chosen_config"], seed=self.seed, classes=self.classes_,

@@ -61,6 +61,8 @@ _ENTRIES: dict[str, StrategyEntry] = {e.name: e for e in [
                               "image": "tenni.strategies.scratch_image:CNNScratch",
                               "audio": "tenni.strategies.scratch_audio:MFCCScratch"},
                   "the no-transfer baseline: trained on the labels alone", uses_backbone=False),
+    StrategyEntry("zeroshot", {"text": "tenni.strategies.zeroshot:ZeroShot"},
+                  "nearest label name (or description) by cosine: no labeled examples needed"),
     StrategyEntry("patchcore", {"image": "tenni.strategies.patchcore:PatchCore"},
                   "anomaly detection from normal images only (PatchCore memory bank)", task="anomaly"),
 ]}
