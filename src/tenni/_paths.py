@@ -245,3 +245,20 @@ def refuse_foreign_file(path: str | Path, looks_ours, what: str, option: str = "
     if head and not looks_ours(head):
         raise TenniError(f"exists and does not look like {what} tenni wrote; refusing to overwrite it", path=path,
                          hint=f"pass {option} with a new file name, or move the file away first")
+
+
+_KEY_MEMO: dict[tuple, bytes] = {}
+
+
+def file_key(path: str) -> bytes:
+    """blake2b of the file's bytes (memoised per path, size and mtime): the cache follows content, not names."""
+    st = os.stat(path)
+    memo = (path, st.st_size, st.st_mtime_ns)
+    key = _KEY_MEMO.get(memo)
+    if key is None:
+        digest = hashlib.blake2b(digest_size=16)
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        key = _KEY_MEMO[memo] = digest.digest()
+    return key

@@ -82,7 +82,7 @@ class Dataset:
         """How many of ``other``'s items also occur, exactly, in this Dataset (same text, or same file content for
         images and audio): test items seen in training make a score meaningless."""
         if self.modality != "text":
-            from .media import file_key
+            from .._paths import file_key
 
             def key(item):
                 try:

@@ -8,7 +8,6 @@ is dropped.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .._limits import _LIMITS, media_limits, set_media_limits  # noqa: F401  (media_limits: re-exported)
+from .._paths import file_key  # noqa: F401  (the content key of a file: media users read it here)
 from ..errors import DataError
 from .columns import LABEL_COLUMNS, is_missing, normalise_label, pick_column
 
@@ -81,22 +81,6 @@ def infer_modality(inputs) -> str:
 
 
 # --- content keys -----------------------------------------------------------------------------------------
-
-_KEY_MEMO: dict[tuple, bytes] = {}
-
-
-def file_key(path: str) -> bytes:
-    """blake2b of the file's bytes (memoised per path, size and mtime): the cache follows content, not names."""
-    st = os.stat(path)
-    memo = (path, st.st_size, st.st_mtime_ns)
-    key = _KEY_MEMO.get(memo)
-    if key is None:
-        digest = hashlib.blake2b(digest_size=16)
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-        key = _KEY_MEMO[memo] = digest.digest()
-    return key
 
 
 # --- decoding -----------------------------------------------------------------------------------------------
