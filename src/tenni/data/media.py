@@ -80,9 +80,6 @@ def infer_modality(inputs) -> str:
     return kinds.pop() if kinds else "text"
 
 
-# --- content keys -----------------------------------------------------------------------------------------
-
-
 # --- decoding -----------------------------------------------------------------------------------------------
 
 def load_image(path: str, size: int | None = None):
