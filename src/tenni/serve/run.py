@@ -1,0 +1,79 @@
+"""Running the app with uvicorn: loopback by default, timeouts for slow clients, graceful shutdown, N workers."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from ..errors import ConfigError
+from .limits import Limits
+
+ALL_INTERFACES = ("0.0.0.0", "::", "[::]", "")
+
+
+def serve(model_dirs, *, host: str = "127.0.0.1", port: int = 8000, workers: int = 1, runtime: str = "torch",
+          api_key_env: str | None = None, cors_origins: list[str] | None = None, batch_wait_ms: float = 5,
+          max_batch: int = 64, limits: Limits | None = None, log_level: str = "info") -> None:
+    """Check the folders, load the models (one worker: before the port is bound, so a bad folder or backbone is a
+    one-line error), then serve until SIGINT/SIGTERM; in-flight requests get ``limits.graceful_shutdown_s``."""
+    try:
+        import uvicorn
+    except ImportError:
+        raise ConfigError("serving needs fastapi and uvicorn", hint="pip install 'tenni[serve]'") from None
+    from .app import CONFIG_ENV, create_app
+
+    limits = limits or Limits()
+    if workers < 1:
+        raise ConfigError(f"--workers must be at least 1, not {workers}")
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--port {port} is not a port number (0-65535)")
+    if batch_wait_ms < 0 or max_batch < 1:
+        raise ConfigError("--max-batch-wait-ms must be >= 0 and the batch size >= 1")
+    api_key = None
+    if api_key_env:
+        api_key = os.environ.get(api_key_env)
+        if not api_key:
+            raise ConfigError(f"--api-key-env {api_key_env}: the variable is not set or is empty",
+                              hint=f"export {api_key_env}=<a long random string>")
+    os.environ.setdefault("TENNI_NO_PROGRESS", "1")  # no progress bar per request in the server's log
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
+    app = create_app(model_dirs, runtime=runtime, limits=limits, api_key=api_key, cors_origins=cors_origins,
+                     batch_wait_ms=batch_wait_ms, max_batch=max_batch, threads=threads)
+    from .._logging import info, warn
+
+    if host in ALL_INTERFACES:
+        warn(f"binding to {host or 'all interfaces'}: every machine that can reach this one can call the API"
+             f"{'' if api_key else ' (no --api-key-env set)'}")
+    options = dict(host=host, port=port, timeout_keep_alive=limits.keep_alive_s,
+                   timeout_graceful_shutdown=limits.graceful_shutdown_s, limit_concurrency=limits.max_connections,
+                   h11_max_incomplete_event_size=limits.max_header_bytes, access_log=False, server_header=False,
+                   log_config=log_config(log_level), log_level=log_level)
+    if workers == 1:
+        app.state.tenni.load_all()
+        info(f"serving {', '.join(app.state.tenni.models)} on http://{_url_host(host)}:{port} "
+             f"(docs: /docs; Ctrl-C stops)")
+        uvicorn.run(app, **options)
+        return
+    os.environ[CONFIG_ENV] = json.dumps({
+        "model_dirs": [str(p) for p in model_dirs], "runtime": runtime, "api_key_env": api_key_env,
+        "cors_origins": cors_origins, "batch_wait_ms": batch_wait_ms, "max_batch": max_batch, "threads": threads,
+        "limits": {k: getattr(limits, k) for k in limits.__dataclass_fields__}})
+    info(f"serving {', '.join(app.state.tenni.models)} on http://{_url_host(host)}:{port} with {workers} workers "
+         f"(each loads the models once; docs: /docs)")
+    uvicorn.run("tenni.serve.app:app_from_env", factory=True, workers=workers, **options)
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def log_config(level: str = "info") -> dict:
+    """uvicorn's logging, with tenni's request lines (method, path, status, latency; never bodies) beside it."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["tenni.serve"] = {"handlers": ["default"], "level": level.upper(), "propagate": False}
+    return config
