@@ -11,6 +11,9 @@ import tenni
 
 from ..conftest import make_texts
 
+for _module in ("fastapi", "uvicorn", "httpx", "multipart"):  # the serve extra (and httpx from dev)
+    pytest.importorskip(_module)
+
 
 @pytest.fixture(scope="session")
 def text_model(tmp_path_factory, tiny_backbone):

@@ -263,3 +263,21 @@ def test_concurrent_requests_are_batched(text_model):
     for body, response in zip(bodies, responses):
         got = [list(p["probabilities"].values()) for p in response.json()["predictions"]]
         assert np.allclose(got, reference.predict_proba(body["inputs"]), atol=1e-6)
+
+
+def test_onnx_runtime_serves_an_export(text_model, tmp_path):
+    runtime = pytest.importorskip("tenni.export.runtime")
+    from tenni.export import export_model
+
+    out = tmp_path / "topics-onnx"
+    export_model(text_model, out)
+    with TestClient(create_app([out], runtime="onnx")) as c:
+        summary = c.get("/v1/models/topics-onnx").json()
+        assert summary["runtime"] == "onnx" and summary["labels"] == ["food", "sports", "weather"]
+        response = c.post("/v1/models/topics-onnx/predict", json={"inputs": TEXTS})
+        assert response.status_code == 200, response.text
+    got = [list(p["probabilities"].values()) for p in response.json()["predictions"]]
+    assert np.allclose(got, runtime.load_onnx_model(out).predict_proba(TEXTS), atol=1e-6)
+    assert np.allclose(got, tenni.load(text_model).predict_proba(TEXTS), atol=1e-4)
+    with pytest.raises(ModelFileError):
+        create_app([text_model], runtime="onnx")  # a model folder, not an export

@@ -43,12 +43,12 @@ class ServerState:
     def load_all(self) -> None:
         """Load every model (once per process); the CLI calls it before binding the port, so a bad folder fails
         with one line."""
-        if self.threads:
+        if self.threads and any(m.runtime == "torch" for m in self.models.values()):
             import torch
 
             torch.set_num_threads(self.threads)
         for served in self.models.values():
-            served.load()
+            served.load(threads=self.threads)
 
 
 def create_app(model_dirs, *, runtime: str = "torch", limits: Limits | None = None, api_key: str | None = None,

@@ -30,23 +30,21 @@ class ServedModel:
 
             manifest, _ = read_model_dir(self.folder)
             return manifest
-        return {}
+        runtime = _onnx_runtime()
+        check = getattr(runtime, "read_export_manifest", None)
+        return check(self.folder) if check else {}
 
     # --- loading ----------------------------------------------------------------------------------------------
     @property
     def loaded(self) -> bool:
         return self.model is not None
 
-    def load(self) -> None:
+    def load(self, threads: int | None = None) -> None:
         if self.model is not None:
             return
         if self.runtime == "onnx":
-            try:
-                from ..export.runtime import load_onnx_model
-            except ImportError:
-                raise ConfigError("--runtime onnx needs tenni's export module, which this install lacks",
-                                  hint="use --runtime torch, or install a tenni with `tenni export`") from None
-            model = load_onnx_model(self.folder)
+            options = {"threads": threads} if threads else {}
+            model = _onnx_runtime().load_onnx_model(self.folder, **options)
             self.manifest = dict(getattr(model, "manifest", None) or {})
         else:
             from ..api import load
@@ -81,7 +79,7 @@ class ServedModel:
 
     def summary(self) -> dict:
         m = self.manifest
-        backbone = m.get("backbone")
+        backbone = m.get("backbone") or (m.get("source") or {}).get("backbone")  # an export names its source's
         strategy = m.get("strategy")
         return {
             "name": self.name,
@@ -113,6 +111,15 @@ class ServedModel:
             best = max(range(len(values)), key=values.__getitem__)
             out.append({"label": labels[best], "probabilities": dict(zip(labels, values))})
         return out
+
+
+def _onnx_runtime():
+    try:
+        from ..export import runtime
+    except ImportError:
+        raise ConfigError("--runtime onnx needs tenni's export module, which this install lacks",
+                          hint="use --runtime torch, or install a tenni with `tenni export`") from None
+    return runtime
 
 
 def _threshold(model) -> float:
