@@ -627,6 +627,9 @@ def serve(
     max_batch_wait_ms: float = typer.Option(5.0, "--max-batch-wait-ms",
                                             help="How long concurrent requests are gathered into one batch."),
     max_batch: int = typer.Option(64, "--max-batch", help="Most inputs run as one batch."),
+    threads: int | None = typer.Option(None, "--threads",
+                                       help="Compute threads per worker (torch / onnxruntime) [default: the "
+                                            "cores shared among the workers]; 1 on a busy machine."),
     limit: list[str] | None = typer.Option(None, "--limit", metavar="KEY=VALUE",
                                            help="A request limit, e.g. max_items=64, max_text_chars=5000, "
                                                 "max_body_bytes, max_image_pixels, max_audio_seconds, "
@@ -650,7 +653,7 @@ def serve(
             raise ConfigError(f"--limit {key}={value}: not a number") from None
     run_server(model_dirs, host=host, port=port, workers=workers, runtime=runtime, api_key_env=api_key_env,
                cors_origins=cors or None, batch_wait_ms=max_batch_wait_ms, max_batch=max_batch,
-               limits=Limits(**values))
+               limits=Limits(**values), threads=threads)
 
 
 @app.command()

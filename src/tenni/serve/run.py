@@ -13,9 +13,12 @@ ALL_INTERFACES = ("0.0.0.0", "::", "[::]", "")
 
 def serve(model_dirs, *, host: str = "127.0.0.1", port: int = 8000, workers: int = 1, runtime: str = "torch",
           api_key_env: str | None = None, cors_origins: list[str] | None = None, batch_wait_ms: float = 5,
-          max_batch: int = 64, limits: Limits | None = None, log_level: str = "info") -> None:
+          max_batch: int = 64, limits: Limits | None = None, threads: int | None = None,
+          log_level: str = "info") -> None:
     """Check the folders, load the models (one worker: before the port is bound, so a bad folder or backbone is a
-    one-line error), then serve until SIGINT/SIGTERM; in-flight requests get ``limits.graceful_shutdown_s``."""
+    one-line error), then serve until SIGINT/SIGTERM; in-flight requests get ``limits.graceful_shutdown_s``.
+    ``threads``: torch / onnxruntime compute threads per worker (on a busy machine, spinning threads that wait for
+    each other cost more than they give: 1 is then fastest)."""
     try:
         import uvicorn
     except ImportError:
@@ -37,7 +40,10 @@ def serve(model_dirs, *, host: str = "127.0.0.1", port: int = 8000, workers: int
                               hint=f"export {api_key_env}=<a long random string>")
     os.environ.setdefault("TENNI_NO_PROGRESS", "1")  # no progress bar per request in the server's log
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
+    if threads is not None and threads < 1:
+        raise ConfigError(f"--threads must be at least 1, not {threads}")
+    if threads is None and workers > 1:  # N workers share the cores instead of each spinning on all of them
+        threads = max(1, (os.cpu_count() or 1) // workers)
     app = create_app(model_dirs, runtime=runtime, limits=limits, api_key=api_key, cors_origins=cors_origins,
                      batch_wait_ms=batch_wait_ms, max_batch=max_batch, threads=threads)
     from .._logging import info, warn
