@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import functools
 import json
 import os
 import random
@@ -89,24 +90,47 @@ class Server:
         self.reader.join(10)
         return code
 
-    def request_lines(self) -> int:
-        return sum(1 for line in self.lines if "/v1/models/" in line and " ms" in line)
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the server process so far: on a shared machine, the cost of a request that
+        other jobs' load changes least (wall-clock latency there is mostly waiting for a core)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def server_ms(self, start: int) -> list[float]:
+        """The latencies the server logged (request read to response sent) since line ``start``."""
+        found = (re.search(r"/predict 200 ([\d.]+) ms", line) for line in self.lines[start:])
+        return [float(m[1]) for m in found if m]
 
 
-def latency(url: str, name: str, texts: list[str], n: int) -> dict:
+def measured(server: Server, run, n: int) -> dict:
+    """Runs ``run()`` and adds the server's CPU time per request and its own logged latencies."""
+    first, cpu = len(server.lines), server.cpu_seconds()
+    result = run()
+    time.sleep(0.5)  # the last log lines
+    cpu = server.cpu_seconds() - cpu
+    logged = server.server_ms(first)[-n:]
+    result.update(server_cpu_ms_per_request=1000 * cpu / n, server_logged_p50_ms=percentile(logged, 0.5),
+                  server_logged_p95_ms=percentile(logged, 0.95))
+    return result
+
+
+def latency(url: str, name: str, texts: list[str], n: int, server: Server) -> dict:
     import httpx
 
-    times, errors = [], 0
-    with httpx.Client(base_url=url, timeout=30) as client:
-        for i in range(20):  # warm-up
-            client.post(f"/v1/models/{name}/predict", json={"inputs": [texts[i % len(texts)]]})
+    def sequential() -> dict:
+        times, errors = [], 0
         for i in range(n):
             start = time.perf_counter()
             response = client.post(f"/v1/models/{name}/predict", json={"inputs": [texts[i % len(texts)]]})
             times.append((time.perf_counter() - start) * 1000)
             errors += response.status_code != 200
-    return {"requests": n, "errors": errors, "p50_ms": percentile(times, 0.5), "p95_ms": percentile(times, 0.95),
-            "mean_ms": statistics.fmean(times), "max_ms": max(times)}
+        return {"requests": n, "errors": errors, "p50_ms": percentile(times, 0.5),
+                "p95_ms": percentile(times, 0.95), "mean_ms": statistics.fmean(times), "max_ms": max(times)}
+
+    with httpx.Client(base_url=url, timeout=30) as client:
+        for i in range(20):  # warm-up
+            client.post(f"/v1/models/{name}/predict", json={"inputs": [texts[i % len(texts)]]})
+        return measured(server, sequential, n)
 
 
 def load_test(url: str, name: str, texts: list[str], n: int, concurrency: int, bound_s: float) -> dict:
@@ -241,9 +265,10 @@ def main() -> None:
         try:
             cell = {"startup_s": server.startup_s, "load_average": os.getloadavg()}
             cell["parity_max_abs_diff_vs_torch_model"] = parity(server.url, name, test_texts[:32], reference)
-            cell["latency_single_text"] = latency(server.url, name, test_texts, args.latency_requests)
-            cell["load"] = load_test(server.url, name, test_texts, args.load_requests, args.concurrency,
-                                     args.load_bound_s)
+            cell["latency_single_text"] = latency(server.url, name, test_texts, args.latency_requests, server)
+            cell["load"] = measured(server, functools.partial(load_test, server.url, name, test_texts,
+                                                              args.load_requests, args.concurrency,
+                                                              args.load_bound_s), args.load_requests)
             if runtime == "torch":
                 before = len(server.lines)
                 result = schemathesis_run(server.url, args.schemathesis_examples, work)
@@ -269,15 +294,25 @@ def markdown(r: dict) -> str:
            f"{r['server_options']['threads']}; dynamic batching 5 ms / 64 items. The machine (2 cores) was "
            "shared with other jobs during the run, "
            "and the client ran beside the server; numbers vary up to 3x between identical runs here.", "",
-           "| runtime | single text p50 | p95 | load: requests (8 concurrent) | throughput | p95 | errors | "
-           "parity (max abs diff) |", "|---|---|---|---|---|---|---|---|"]
+           "| runtime | single text p50 | p95 | server-side p50 / p95 | server CPU per request | load: requests "
+           "(8 concurrent) | throughput | p95 | errors | server CPU per request (load) | parity (max abs diff) |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
     for runtime, c in r["runtimes"].items():
         lat, load = c["latency_single_text"], c["load"]
-        out.append(f"| {runtime} | {lat['p50_ms']:.1f} ms | {lat['p95_ms']:.1f} ms | {load['completed']} of "
+        out.append(f"| {runtime} | {lat['p50_ms']:.1f} ms | {lat['p95_ms']:.1f} ms | "
+                   f"{lat['server_logged_p50_ms']:.1f} / {lat['server_logged_p95_ms']:.1f} ms | "
+                   f"{lat['server_cpu_ms_per_request']:.1f} ms | {load['completed']} of "
                    f"{load['requests']} in {load['seconds']:.1f} s | {load['throughput_rps']:.0f} req/s | "
-                   f"{load['p95_ms']:.1f} ms | {load['errors']} | {c['parity_max_abs_diff_vs_torch_model']:.1e} |")
+                   f"{load['p95_ms']:.1f} ms | {load['errors']} | {load['server_cpu_ms_per_request']:.1f} ms | "
+                   f"{c['parity_max_abs_diff_vs_torch_model']:.1e} |")
     for runtime, why in r.get("skipped", {}).items():
-        out.append(f"| {runtime} | not run: {why} | | | | | | |")
+        out.append(f"| {runtime} | not run: {why} | | | | | | | | | |")
+    la = r["meta"].get("load_average_start")
+    out += ["", f"Load average when the run started: {la[0]:.1f} on 2 cores (other agents' jobs). Wall-clock "
+                "latencies here are mostly time spent waiting for a core; the server's CPU time per request "
+                "(user + system, from /proc) is the cost that the machine's load changes least, and approximates "
+                "the single-request latency of an idle machine with one compute thread. Server-side latency is "
+                "what the server logged from reading the request to sending the answer."]
     s = r.get("schemathesis")
     if s:
         out += ["", f"schemathesis (`--checks not_a_server_error`, examples, coverage and fuzzing phases) sent "

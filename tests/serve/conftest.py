@@ -39,3 +39,9 @@ def anomaly_model(tmp_path_factory, image_folder, tiny_vit):
     shutil.copytree(image_folder / "test" / "warm", root / "test" / "defect")
     model = tenni.fit(str(root), task="anomaly", backbone=str(tiny_vit))
     return model.save(tmp_path_factory.mktemp("served-anomaly") / "inspect")
+
+
+@pytest.fixture(scope="session")
+def audio_model(tmp_path_factory, tone_folder, tiny_wav2vec2):
+    model = tenni.fit(str(tone_folder), strategy="probe", backbone=str(tiny_wav2vec2), baseline=False)
+    return model.save(tmp_path_factory.mktemp("served-audio") / "tones")

@@ -98,6 +98,24 @@ def test_anomaly_model_scores(anomaly_model, image_folder):
     assert all(p.get("probabilities") is None and p["threshold"] == pytest.approx(threshold) for p in predictions)
 
 
+def test_audio_model_multipart_and_clip_length(audio_model, tone_folder, private_tmp):
+    clips = sorted((tone_folder / "test" / "low").iterdir())[:2] + sorted((tone_folder / "test" / "high").iterdir())[:2]
+    expected = tenni.load(audio_model).predict_proba([str(p) for p in clips])
+    with TestClient(create_app([audio_model])) as c:
+        upload = [("files", (p.name, p.read_bytes(), "application/octet-stream")) for p in clips]
+        response = c.post("/v1/models/tones/predict", files=upload)
+        assert response.status_code == 200, response.text
+        got = [list(p["probabilities"].values()) for p in response.json()["predictions"]]
+        assert np.allclose(got, expected, atol=1e-5)
+        as_json = c.post("/v1/models/tones/predict", json={"inputs": [b64(p) for p in clips]})
+        assert np.allclose([list(p["probabilities"].values()) for p in as_json.json()["predictions"]], expected,
+                           atol=1e-5)
+    with TestClient(create_app([audio_model], limits=Limits(max_audio_seconds=0.1))) as c:
+        response = c.post("/v1/models/tones/predict", files=upload)
+        assert_error(response, 422, "files[0]", "the limit is 0.1 s")
+    assert list(private_tmp.iterdir()) == []
+
+
 def test_audio_checks_without_a_model(tmp_path):
     """Seconds per clip and the silence check of data.media, on the function the app calls."""
     import soundfile as sf

@@ -90,7 +90,8 @@ def test_tenni_serve_subprocess(text_model):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), API_KEY_FOR_TEST="k-123")
     proc = subprocess.Popen([sys.executable, "-m", "tenni.cli", "serve", str(text_model), "--port", "0",
                              "--api-key-env", "API_KEY_FOR_TEST", "--max-batch-wait-ms", "2"],
-                            stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+                            stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # Ctrl-C as in a shell
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(proc.stderr.readline, "")), daemon=True)
     reader.start()
@@ -113,7 +114,7 @@ def test_tenni_serve_subprocess(text_model):
     log = "".join(lines)
     assert code == 0, log
     assert re.search(r"POST /v1/models/topics/predict 200 \d+\.\d ms", log) and "Bearer" not in log
-    assert "Traceback" not in log
+    assert "Traceback" not in log and "interrupted" not in log and log.rstrip().endswith("stopped")
 
 
 def test_cli_errors_are_one_line(capsys, monkeypatch, text_model, tmp_path):
@@ -148,7 +149,7 @@ def test_uvicorn_options_and_the_all_interfaces_warning(capsys, monkeypatch, tex
     assert code == 0, stderr
     assert "warning" in stderr and "0.0.0.0" in stderr
     app, options = calls[0]
-    assert options["host"] == "0.0.0.0" and options["port"] == 8123
+    assert options["host"] == "0.0.0.0" and options["port"] == 8123 and options["http"] == "h11"
     defaults = Limits()
     assert options["timeout_keep_alive"] == defaults.keep_alive_s
     assert options["timeout_graceful_shutdown"] == defaults.graceful_shutdown_s

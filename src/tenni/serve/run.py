@@ -51,7 +51,8 @@ def serve(model_dirs, *, host: str = "127.0.0.1", port: int = 8000, workers: int
     if host in ALL_INTERFACES:
         warn(f"binding to {host or 'all interfaces'}: every machine that can reach this one can call the API"
              f"{'' if api_key else ' (no --api-key-env set)'}")
-    options = dict(host=host, port=port, timeout_keep_alive=limits.keep_alive_s,
+    # h11 even where httptools is installed: its request-head limit (h11_max_incomplete_event_size) is the one set
+    options = dict(host=host, port=port, http="h11", timeout_keep_alive=limits.keep_alive_s,
                    timeout_graceful_shutdown=limits.graceful_shutdown_s, limit_concurrency=limits.max_connections,
                    h11_max_incomplete_event_size=limits.max_header_bytes, access_log=False, server_header=False,
                    log_config=log_config(log_level), log_level=log_level)
@@ -59,7 +60,7 @@ def serve(model_dirs, *, host: str = "127.0.0.1", port: int = 8000, workers: int
         app.state.tenni.load_all()
         info(f"serving {', '.join(app.state.tenni.models)} on http://{_url_host(host)}:{port} "
              f"(docs: /docs; Ctrl-C stops)")
-        uvicorn.run(app, **options)
+        _run(uvicorn, app, options)
         return
     os.environ[CONFIG_ENV] = json.dumps({
         "model_dirs": [str(p) for p in model_dirs], "runtime": runtime, "api_key_env": api_key_env,
@@ -67,7 +68,17 @@ def serve(model_dirs, *, host: str = "127.0.0.1", port: int = 8000, workers: int
         "limits": {k: getattr(limits, k) for k in limits.__dataclass_fields__}})
     info(f"serving {', '.join(app.state.tenni.models)} on http://{_url_host(host)}:{port} with {workers} workers "
          f"(each loads the models once; docs: /docs)")
-    uvicorn.run("tenni.serve.app:app_from_env", factory=True, workers=workers, **options)
+    _run(uvicorn, "tenni.serve.app:app_from_env", dict(options, factory=True, workers=workers))
+
+
+def _run(uvicorn, app, options: dict) -> None:
+    from .._logging import info
+
+    try:
+        uvicorn.run(app, **options)
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled, once the requests in flight are answered
+        pass
+    info("stopped")
 
 
 def _url_host(host: str) -> str:
