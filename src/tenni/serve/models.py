@@ -209,9 +209,9 @@ def _serve_without_feature_cache(model):
     from ..backbones import get_backbone
 
     backbone = get_backbone(name)
-    if not hasattr(backbone, "_cache") or isinstance(backbone._cache, _MemoryFeatureCache):
+    if not hasattr(type(backbone), "cache") or isinstance(getattr(backbone, "_cache", None), _MemoryFeatureCache):
         return None
-    original = backbone._cache
+    original = getattr(backbone, "_cache", None)  # None: the disk cache is opened lazily, as before
     backbone._cache = _MemoryFeatureCache()
 
     def restore():
