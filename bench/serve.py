@@ -10,7 +10,7 @@ exported with `tenni.export.export_model`). For each runtime:
 
 and once, against the torch server: `schemathesis run` on /openapi.json (>= 200 generated requests), any 5xx.
 The client runs on the same machine as the server: on 2 cores it takes CPU from it. Writes
-bench/results/serve.json and serve.md.
+bench/results/serve.json and serve.md, and the table between the bench:serve markers of docs/benchmarks.md.
 
     nice -n 10 python bench/serve.py [--per-class 64] [--latency-requests 200] [--load-requests 1000]
 """
@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, ROOT, environment, shared_data  # noqa: E402
+from _common import RESULTS, ROOT, environment, publish, shared_data  # noqa: E402
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -220,9 +220,14 @@ def main() -> None:
     parser.add_argument("--schemathesis-examples", type=int, default=5,
                         help="per operation and phase; the coverage phase adds its own boundary cases (thousands)")
     parser.add_argument("--runtimes", default="torch,onnx")
+    parser.add_argument("--table", action="store_true", help="only rewrite serve.md and the benchmarks page from "
+                                                             "bench/results/serve.json")
     parser.add_argument("--threads", type=int, default=None,
                         help="tenni serve --threads (default: its default, torch's/onnxruntime's own choice)")
     args = parser.parse_args()
+    if args.table:
+        publish("serve", RESULTS / "serve.json", markdown(json.loads((RESULTS / "serve.json").read_text())))
+        return
 
     import tenni
 
@@ -247,6 +252,7 @@ def main() -> None:
     reference = tenni.load(model_dir)
     results = {
         "meta": {**environment(), "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine_shared": True,
+                 "command": " ".join(["python", "bench/serve.py", *sys.argv[1:]]),
                  "note": "2 cores shared with other agents' jobs during the run; client and server on the same "
                          "machine (the client's CPU is taken from the server)",
                  "load_average_start": os.getloadavg()},
@@ -282,18 +288,16 @@ def main() -> None:
         print(runtime, json.dumps(cell, indent=1), flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "serve.json").write_text(json.dumps(results, indent=1) + "\n")
-    (RESULTS / "serve.md").write_text(markdown(results))
-    print((RESULTS / "serve.md").read_text())
+    publish("serve", RESULTS / "serve.json", markdown(results))  # serve.md, and the benchmarks page
 
 
 def markdown(r: dict) -> str:
     m = r["model"]
-    out = [f"# `tenni serve` on loopback ({r['meta']['date']})", "",
-           f"Probe on {m['backbone']}, sms_spam {m['per_class']} per class (seed 0); test accuracy "
+    out = [f"Probe on {m['backbone']}, sms_spam {m['per_class']} per class (seed 0); test accuracy "
            f"{m['test_accuracy']:.3f} on {m['test_size']} texts. One uvicorn worker, threads per worker: "
            f"{r['server_options']['threads']}; dynamic batching 5 ms / 64 items. The machine (2 cores) was "
-           "shared with other jobs during the run, "
-           "and the client ran beside the server; numbers vary up to 3x between identical runs here.", "",
+           "shared with other jobs during the run, and the client ran beside the server; numbers vary up to 3x "
+           "between identical runs here.", "",
            "| runtime | single text p50 | p95 | server-side p50 / p95 | server CPU per request | load: requests "
            "(8 concurrent) | throughput | p95 | errors | server CPU per request (load) | parity (max abs diff) |",
            "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -318,8 +322,21 @@ def markdown(r: dict) -> str:
         out += ["", f"schemathesis (`--checks not_a_server_error`, examples, coverage and fuzzing phases) sent "
                     f"{s['requests_logged']} requests (counted in the server's log); status codes "
                     f"{s['statuses']}; **{s['server_errors_5xx']} server errors (5xx)**; exit code {s['exit_code']}."]
-    out += ["", "Targets (issue 18): 0 errors at 1,000 requests / 8 concurrent; single-text p95 under 50 ms "
-                "(onnx runtime, on an idle machine); no 5xx from schemathesis.", ""]
+    earlier = r.get("earlier_run_same_command")
+    if earlier:
+        cells = "; ".join(f"{k} single text p50/p95 {v['single_p50_ms']:.0f}/{v['single_p95_ms']:.0f} ms, "
+                          f"{v['load_throughput_rps']:.0f} req/s under load, {v['load_errors']} errors"
+                          for k, v in earlier["runtimes"].items())
+        out += ["", f"The same command earlier ({earlier['date']}, load average "
+                    f"{earlier['load_average_start'][0]:.0f}): {cells}; schemathesis "
+                    f"{earlier['schemathesis']['requests_logged']} requests, "
+                    f"{earlier['schemathesis']['server_errors_5xx']} 5xx."]
+    meta = r["meta"]
+    out += ["", f"Measured {meta['date']} with `{meta.get('command', 'python bench/serve.py')}`"
+                + (f"; {meta['why_threads_1']}" if meta.get("why_threads_1") else "") + "."
+                + (f" Code: {meta['code']}." if meta.get("code") else ""),
+            "", "Targets (issue 18): 0 errors at 1,000 requests / 8 concurrent; single-text p95 under 50 ms "
+                "(onnx runtime, on an idle machine); no 5xx from schemathesis."]
     return "\n".join(out)
 
 

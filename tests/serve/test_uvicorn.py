@@ -169,13 +169,15 @@ def test_workers_hand_their_options_through_the_environment(monkeypatch, text_mo
     from tenni.serve.run import serve
 
     calls = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append((app, kw)))
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append((app, kw, os.environ.get(CONFIG_ENV))))
     monkeypatch.setenv("MY_KEY_VAR", "secret-value")
-    monkeypatch.setenv(CONFIG_ENV, "")  # restored (removed) after the test
+    monkeypatch.delenv(CONFIG_ENV, raising=False)
     serve([text_model], workers=2, api_key_env="MY_KEY_VAR", limits=Limits(max_items=5))
-    target, options = calls[0]
+    target, options, handed = calls[0]
     assert target == "tenni.serve.app:app_from_env" and options["factory"] and options["workers"] == 2
-    assert "secret-value" not in os.environ[CONFIG_ENV]
+    assert handed and "secret-value" not in handed
+    assert CONFIG_ENV not in os.environ  # set only while uvicorn runs
+    monkeypatch.setenv(CONFIG_ENV, handed)  # as in a worker process
     app = app_from_env()
     assert app.state.tenni.limits.max_items == 5 and not app.state.tenni.models["topics"].loaded
     from fastapi.testclient import TestClient

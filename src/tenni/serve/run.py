@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 
+from .._context import temporary_env
 from ..errors import ConfigError
 from .limits import Limits
 
@@ -38,8 +39,6 @@ def serve(model_dirs, *, host: str = "127.0.0.1", port: int = 8000, workers: int
         if not api_key:
             raise ConfigError(f"--api-key-env {api_key_env}: the variable is not set or is empty",
                               hint=f"export {api_key_env}=<a long random string>")
-    os.environ.setdefault("TENNI_NO_PROGRESS", "1")  # no progress bar per request in the server's log
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if threads is not None and threads < 1:
         raise ConfigError(f"--threads must be at least 1, not {threads}")
     if threads is None and workers > 1:  # N workers share the cores instead of each spinning on all of them
@@ -56,19 +55,23 @@ def serve(model_dirs, *, host: str = "127.0.0.1", port: int = 8000, workers: int
                    timeout_graceful_shutdown=limits.graceful_shutdown_s, limit_concurrency=limits.max_connections,
                    h11_max_incomplete_event_size=limits.max_header_bytes, access_log=False, server_header=False,
                    log_config=log_config(log_level), log_level=log_level)
+    # while it serves (and only then): no progress bar per request in the server's log
+    env = {"TENNI_NO_PROGRESS": "1", "TOKENIZERS_PARALLELISM": os.environ.get("TOKENIZERS_PARALLELISM", "false")}
     if workers == 1:
-        app.state.tenni.load_all()
-        info(f"serving {', '.join(app.state.tenni.models)} on http://{_url_host(host)}:{port} "
-             f"(docs: /docs; Ctrl-C stops)")
-        _run(uvicorn, app, options)
+        with temporary_env(**env):
+            app.state.tenni.load_all()
+            info(f"serving {', '.join(app.state.tenni.models)} on http://{_url_host(host)}:{port} "
+                 f"(docs: /docs; Ctrl-C stops)")
+            _run(uvicorn, app, options)
         return
-    os.environ[CONFIG_ENV] = json.dumps({
+    env[CONFIG_ENV] = json.dumps({
         "model_dirs": [str(p) for p in model_dirs], "runtime": runtime, "api_key_env": api_key_env,
         "cors_origins": cors_origins, "batch_wait_ms": batch_wait_ms, "max_batch": max_batch, "threads": threads,
         "limits": {k: getattr(limits, k) for k in limits.__dataclass_fields__}})
     info(f"serving {', '.join(app.state.tenni.models)} on http://{_url_host(host)}:{port} with {workers} workers "
          f"(each loads the models once; docs: /docs)")
-    _run(uvicorn, "tenni.serve.app:app_from_env", dict(options, factory=True, workers=workers))
+    with temporary_env(**env):  # the worker processes uvicorn starts inherit it
+        _run(uvicorn, "tenni.serve.app:app_from_env", dict(options, factory=True, workers=workers))
 
 
 def _run(uvicorn, app, options: dict) -> None:
