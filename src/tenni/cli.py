@@ -631,6 +631,51 @@ def report(
 
 
 @app.command()
+def serve(
+    model_dirs: list[Path] = typer.Argument(..., help="Model directories from `tenni fit -o` (or `tenni export` with "
+                                                      "--runtime onnx); each is served under its folder name."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (0.0.0.0: every interface)."),
+    port: int = typer.Option(8000, "--port", help="Port to listen on."),
+    workers: int = typer.Option(1, "--workers", help="Worker processes; each loads the models once."),
+    runtime: str = typer.Option("torch", "--runtime", help="torch, or onnx for exported folders."),
+    api_key_env: str | None = typer.Option(None, "--api-key-env", metavar="VAR",
+                                           help="Require 'Authorization: Bearer <key>' on /v1/*, the key being "
+                                                "this environment variable's value."),
+    cors: list[str] | None = typer.Option(None, "--cors", metavar="ORIGIN",
+                                          help="Allow browser calls from this origin (repeatable; off by default)."),
+    max_batch_wait_ms: float = typer.Option(5.0, "--max-batch-wait-ms",
+                                            help="How long concurrent requests are gathered into one batch."),
+    max_batch: int = typer.Option(64, "--max-batch", help="Most inputs run as one batch."),
+    threads: int | None = typer.Option(None, "--threads",
+                                       help="Compute threads per worker (torch / onnxruntime) [default: the "
+                                            "cores shared among the workers]; 1 on a busy machine."),
+    limit: list[str] | None = typer.Option(None, "--limit", metavar="KEY=VALUE",
+                                           help="A request limit, e.g. max_items=64, max_text_chars=5000, "
+                                                "max_body_bytes, max_image_pixels, max_audio_seconds, "
+                                                "read_timeout_s (repeatable)."),
+):
+    """Serve models over HTTP: POST /v1/models/NAME/predict, /health, /ready, /docs."""
+    import dataclasses
+
+    from .serve import Limits
+    from .serve.run import serve as run_server
+
+    fields = {f.name: f for f in dataclasses.fields(Limits)}
+    values = {}
+    for item in limit or []:
+        key, _, value = (part.strip() for part in item.partition("="))
+        if key not in fields:
+            raise ConfigError(f"--limit '{item}': unknown limit or not KEY=VALUE", hint=f"keys: {', '.join(fields)}")
+        try:
+            values[key] = (int if fields[key].type in (int, "int") else float)(value)
+        except ValueError:
+            raise ConfigError(f"--limit {key}={value}: not a number") from None
+    run_server(model_dirs, host=host, port=port, workers=workers, runtime=runtime, api_key_env=api_key_env,
+               cors_origins=cors or None, batch_wait_ms=max_batch_wait_ms, max_batch=max_batch,
+               limits=Limits(**values), threads=threads)
+
+
+@app.command()
 def version():
     """Print tenni's version."""
     from . import __version__
