@@ -223,6 +223,13 @@ def predict(
     skip_bad_files: bool = typer.Option(False, "--skip-bad-files", help="Images/audio: leave out bad files."),
     max_pixels: int | None = _max_pixels(),
     max_audio_seconds: float | None = _max_audio_seconds(),
+    engine: str = typer.Option("local", "--engine",
+                               help="local (in this process), or ray: a big file or a folder of shards into "
+                                    "Parquet shards in the -o folder, resumable, on a Ray actor pool."),
+    address: str | None = typer.Option(None, "--address", help="--engine ray: a running cluster (auto or "
+                                                               "HOST:PORT); default: a local Ray on 127.0.0.1."),
+    actors: int | None = typer.Option(None, "--actors", help="--engine ray: actors in the pool [one per core, "
+                                                             "or per GPU]."),
 ):
     """Predict labels and class probabilities for new texts, images or audio."""
     from ._logging import info
@@ -232,6 +239,10 @@ def predict(
     from .outputs import prediction_rows, write_predictions
 
     _limits(max_pixels, max_audio_seconds)
+    if engine != "local" or address is not None or actors is not None:
+        _at_scale("predict", model_dir, inputs, output, engine=engine, address=address, actors=actors,
+                  text_col=text_col, backbone=backbone)
+        return
     _output_file(output, (".csv", ".jsonl", ".ndjson"))
     if output is not None:
         _refuse_overwriting_inputs(output, inputs)
@@ -279,6 +290,43 @@ def _refuse_overwriting_inputs(output: Path, inputs: Path) -> None:
         other = output.with_name(output.stem + ".predictions.csv")
         raise ConfigError("the output is the input file; writing the predictions there would overwrite it",
                           path=output, hint=f"pass -o a new file, e.g. -o {other}")
+
+
+def _at_scale(task: str, model: str | Path, data: Path, output: Path | None, **options) -> None:
+    """``predict --engine ray`` and ``embed``: shards of ``data`` into Parquet files in the ``output`` folder."""
+    from .distributed import embed_at_scale, predict_at_scale
+
+    if output is None:
+        raise ConfigError(f"{task} at scale writes Parquet shards into a folder: pass -o FOLDER",
+                          hint=f"e.g. -o {'preds' if task == 'predict' else 'features'}/")
+    if output.suffix.lower() in (".csv", ".jsonl", ".ndjson", ".parquet"):
+        raise ConfigError(f"-o {output} names a file; {task} at scale writes a folder of Parquet shards",
+                          hint=f"e.g. -o {output.with_suffix('')}/")
+    run = predict_at_scale if task == "predict" else embed_at_scale
+    summary = run(model, data, output, **options)
+    rate = f"{summary['items_per_second']:.1f} items/s" if summary["items_per_second"] else "nothing new to run"
+    out.print(f"{summary['items']} items in {summary['shards_done']} of {summary['shards']} shard(s) in {output}; "
+              f"{summary['rejects']} rejected; {summary['shards_failed']} shard(s) failed; {rate}", soft_wrap=True)
+    if summary["shards_failed"]:
+        raise TenniError(f"{summary['shards_failed']} shard(s) failed, first: {summary['failures'][0]['error']}",
+                         hint="fix the cause and run the same command again: finished shards are kept")
+
+
+@app.command()
+def embed(
+    backbone: str = typer.Argument(..., help="A registered backbone (`tenni models`), a local folder or a hub id."),
+    data: Path = typer.Argument(..., help="CSV/TSV/JSONL/Parquet/.txt, a folder of such shards, or a folder of "
+                                          "images/audio."),
+    output: Path = typer.Option(..., "-o", "--output", help="Folder for the Parquet shards (input columns + "
+                                                             "'embedding')."),
+    engine: str = typer.Option("local", "--engine", help="local (this process) or ray (an actor pool)."),
+    address: str | None = typer.Option(None, "--address", help="--engine ray: auto or HOST:PORT of a running "
+                                                               "cluster; default: a local Ray on 127.0.0.1."),
+    actors: int | None = typer.Option(None, "--actors", help="--engine ray: actors in the pool."),
+    text_col: str | None = typer.Option(None, "--text-col", help="Column holding the text."),
+):
+    """Frozen features of a backbone for every row of DATA, as Parquet shards; an interrupted run resumes."""
+    _at_scale("embed", backbone, data, output, engine=engine, address=address, actors=actors, text_col=text_col)
 
 
 @app.command()

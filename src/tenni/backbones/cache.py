@@ -10,6 +10,9 @@ shard is written under a temporary name and renamed into place, so a reader sees
 shards under it and deletes only those it merged, while readers hold a shared lock and, where locks are not
 supported, re-list the folder when a shard vanishes under them. Concurrent writers therefore never lose or corrupt
 an entry; at worst two processes encode the same item twice.
+
+``TENNI_FEATURE_CACHE=off`` keeps features in memory only, each served once to the call that encoded it: for
+one-pass jobs over millions of items (``tenni predict --engine ray``), where a cache would only grow.
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ class FeatureCache:
         safe = fingerprint.replace(":", "-").replace("/", "_")
         self.dir = (Path(root) if root else cache_dir() / "features") / safe
         self._index: dict[bytes, np.ndarray] | None = None
+        self.persist = os.environ.get("TENNI_FEATURE_CACHE", "on").strip().lower() not in ("off", "0", "false", "no")
 
     def _shards(self) -> list[Path]:
         return sorted(self.dir.glob("*.safetensors")) if self.dir.exists() else []
@@ -104,7 +108,7 @@ class FeatureCache:
     def _load(self) -> dict[bytes, np.ndarray]:
         if self._index is None:
             index: dict[bytes, np.ndarray] = {}
-            if self.dir.exists():
+            if self.persist and self.dir.exists():
                 with _locked(self.dir, exclusive=False):
                     read, damaged = self._read_all(index)
                 if len(read) + len(damaged) > self.max_shards:
@@ -141,16 +145,25 @@ class FeatureCache:
 
     def get(self, keys: list[bytes]) -> list[np.ndarray | None]:
         index = self._load()
-        return [index.get(k) for k in keys]
+        rows = [index.get(k) for k in keys]
+        if not self.persist:  # served once: memory stays bounded by one call's items
+            for k in keys:
+                index.pop(k, None)
+        return rows
 
     def put(self, keys: list[bytes], features: np.ndarray) -> None:
         from safetensors.numpy import save
 
         if not keys:
             return
+        feats = np.ascontiguousarray(features, dtype=np.float32)
+        if not self.persist:
+            index = self._load()
+            for k, row in zip(keys, feats):
+                index[k] = row
+            return
         self.dir.mkdir(parents=True, exist_ok=True)
         arr_keys = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), -1)
-        feats = np.ascontiguousarray(features, dtype=np.float32)
         # a temporary name, fsync, rename: a reader or a crash never sees half a shard
         atomic_write_bytes(self.dir / f"{uuid.uuid4().hex}.safetensors", save({"keys": arr_keys, "features": feats}))
         index = self._load()
