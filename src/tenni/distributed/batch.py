@@ -182,6 +182,10 @@ def _finish(out_dir: Path, shards, results: list[dict], seconds: float, startup:
         "shards_failed": len(failed), "failures": [{"shard": r["shard"], "error": r["error"]} for r in failed[:20]],
         "items": total_items, "items_this_run": items_run, "rejects": n_rejects,
         "seconds": round(seconds, 3), "startup_seconds": round(startup, 3),
+        # time the workers spent on shards (reading, model, writing), without actor start-up and model loading:
+        # items / busy_seconds is one worker's rate, the number to size a cluster with
+        "busy_seconds": round(sum(r["seconds"] for r in results), 3),
+        "items_per_worker_second": round(items_run / sum(r["seconds"] for r in results), 2) if items_run else None,
         "items_per_second": round(items_run / seconds, 2) if seconds > 0 and items_run else None,
         "out_dir": str(out_dir), "rejects_file": str(rejects_path) if n_rejects else None,
     }

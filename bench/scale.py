@@ -1,0 +1,205 @@
+"""Scale-out benchmark: predict throughput on 1 process vs Ray with 1 and 2 actors; training step throughput on 1
+vs 2 gloo processes.
+
+    TENNI_BENCH_DATA=/path/to/shared/data nice -n 10 python bench/scale.py [--items 20000] [--reps 1]
+        [--part predict|train|all]
+
+Predict: a probe on MiniLM (8 labels per class of banking77), over ``--items`` banking77 texts (train + test,
+repeated as needed) in one Parquet file. Every configuration runs in a fresh process with a fresh, empty
+TENNI_CACHE_DIR, so no run reads features another one encoded. Items/s counts from the moment the engine is up
+(Ray's start-up, ~13 s here, reported apart) to the last shard written, so it includes the actors' model load.
+Train: the tiny-BERT-sized fine-tune loop of ``tenni.distributed.training`` on one global batch, 1 process vs
+``torchrun --nproc_per_node 2`` (gloo), samples/s per optimizer step, and whether the ranks end identical.
+Results: bench/results/scale.json and scale.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, environment, shared_data  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = str(ROOT / "src")
+
+
+def _env(cache: Path) -> dict:
+    return dict(os.environ, TENNI_CACHE_DIR=str(cache), PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""),
+                TENNI_NO_PROGRESS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+
+
+def prepare(work: Path, items: int) -> tuple[Path, Path]:
+    """A probe model and a Parquet file of ``items`` texts."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import tenni
+    from tenni.data import read_dataset
+
+    data = shared_data() / "banking77"
+    train = read_dataset(data / "train.csv")
+    model_dir = work / "model"
+    if not model_dir.exists():
+        model = tenni.fit(train.sample_per_class(8, seed=0), strategy="probe", backbone="text/minilm",
+                          baseline=False, evaluation="holdout", test_size=0.25)
+        model.save(model_dir)
+    texts = train.inputs + read_dataset(data / "test.csv").inputs
+    texts = (texts * (items // len(texts) + 1))[:items]
+    path = work / "texts.parquet"
+    pq.write_table(pa.table({"id": pa.array(range(items), pa.int64()), "text": texts}), path, row_group_size=1000)
+    return model_dir, path
+
+
+def one_predict(config: str, model_dir: str, data: str, out: str) -> dict:
+    """Runs in its own process (fresh cache): 'local' = Model.predict_proba in this process; 'rayN' = N actors."""
+    import numpy as np
+
+    if config == "local":
+        import pyarrow.parquet as pq
+
+        import tenni
+
+        texts = pq.read_table(data).column("text").to_pylist()
+        model = tenni.load(model_dir)
+        start = time.perf_counter()
+        proba = model.predict_proba(texts)
+        seconds = time.perf_counter() - start
+        np.save(out + ".npy", proba)
+        return {"items": len(texts), "seconds": seconds, "startup_seconds": 0.0}
+    from tenni.distributed import predict_at_scale
+
+    summary = predict_at_scale(model_dir, data, out, actors=int(config[3:]), rows_per_shard=1000)
+    return {"items": summary["items_this_run"], "seconds": summary["seconds"],
+            "startup_seconds": summary["startup_seconds"], "failed": summary["shards_failed"],
+            "items_per_actor_second": summary["items_per_worker_second"]}
+
+
+def bench_predict(work: Path, items: int, reps: int) -> dict:
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    model_dir, data = prepare(work, items)
+    runs = []
+    for rep in range(reps):
+        for config in ("local", "ray1", "ray2"):
+            cache = Path(tempfile.mkdtemp(dir=work, prefix="cache-"))
+            out = work / f"out-{config}-{rep}"
+            load = os.getloadavg()[0]
+            proc = subprocess.run([sys.executable, __file__, "--one", config, str(model_dir), str(data), str(out)],
+                                  env=_env(cache), capture_output=True, text=True, timeout=3600)
+            if proc.returncode != 0:
+                raise SystemExit(f"{config} failed: {proc.stderr[-3000:]}")
+            result = json.loads(proc.stdout.strip().splitlines()[-1])
+            result.update(config=config, rep=rep, load_average_before=round(load, 1),
+                          items_per_second=round(result["items"] / result["seconds"], 1))
+            print(json.dumps(result), flush=True)
+            runs.append(result)
+    baseline = np.load(work / "out-local-0.npy")
+    labels = json.loads((model_dir / "tenni.json").read_text())["labels"]
+    agreement = {}
+    for config in ("ray1", "ray2"):
+        table = pq.read_table(work / f"out-{config}-0").sort_by("id")
+        got = np.stack([table.column(f"p_{lab}").to_numpy() for lab in labels], axis=1)
+        agreement[config] = {"max_abs_diff_proba": float(np.abs(got - baseline).max()),
+                             "same_labels": bool(table.column("prediction").to_pylist()
+                                                 == [labels[i] for i in baseline.argmax(1)])}
+
+    def best(config):
+        return max(r["items_per_second"] for r in runs if r["config"] == config)
+
+    return {"items": items, "reps": reps, "runs": runs, "agreement_with_local": agreement,
+            "best_items_per_second": {c: best(c) for c in ("local", "ray1", "ray2")},
+            "ray2_over_ray1": round(best("ray2") / best("ray1"), 2),
+            "ray_startup_seconds": [r["startup_seconds"] for r in runs if r["config"] != "local"]}
+
+
+def bench_train(work: Path, reps: int) -> dict:
+    """1 vs 2 gloo processes on the same global batch: samples/s and whether the ranks agree."""
+    from tenni.distributed.training import bench_command
+
+    runs = []
+    for rep in range(reps):
+        for procs in (1, 2):
+            out = work / f"train-{procs}-{rep}.json"
+            load = os.getloadavg()[0]
+            proc = subprocess.run(bench_command(procs, out), env=_env(work / "cache-train"), capture_output=True,
+                                  text=True, timeout=1800)
+            if proc.returncode != 0:
+                raise SystemExit(f"training with {procs} process(es) failed: {proc.stderr[-3000:]}")
+            result = json.loads(out.read_text())
+            result.update(processes=procs, rep=rep, load_average_before=round(load, 1))
+            print(json.dumps(result), flush=True)
+            runs.append(result)
+
+    def best(procs):
+        return max(r["samples_per_second"] for r in runs if r["processes"] == procs)
+
+    return {"runs": runs, "best_samples_per_second": {str(p): best(p) for p in (1, 2)},
+            "two_over_one": round(best(2) / best(1), 3),
+            "ranks_identical": all(r.get("ranks_identical", True) for r in runs if r["processes"] == 2)}
+
+
+def write_markdown(result: dict, path: Path) -> None:
+    lines = ["# Scale-out benchmark", "",
+             f"Machine: {result['env']['cpus']} cores, shared with other jobs while this ran (load averages below); "
+             "timings here vary up to 3x between identical runs, so compare ratios of runs made side by side.", ""]
+    p = result.get("predict")
+    if p:
+        lines += [f"## Predict, {p['items']} texts (probe on MiniLM, fresh feature cache per run)", "",
+                  "| engine | rep | items/s | seconds | Ray start-up s | items/s per busy actor | load avg |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in p["runs"]:
+            lines.append(f"| {r['config']} | {r['rep']} | {r['items_per_second']} | {r['seconds']:.1f} | "
+                         f"{r['startup_seconds']:.1f} | {r.get('items_per_actor_second') or ''} | "
+                         f"{r['load_average_before']} |")
+        lines += ["", f"Ray 2 actors / 1 actor: **{p['ray2_over_ray1']}x** (target >= 1.6x).",
+                  "Predictions vs the local run: " + "; ".join(
+                      f"{c}: max |Δp| {a['max_abs_diff_proba']:.1e}, same labels {a['same_labels']}"
+                      for c, a in p["agreement_with_local"].items()), ""]
+    t = result.get("train")
+    if t:
+        lines += ["## Training step throughput, 1 vs 2 gloo processes (same global batch)", "",
+                  "| processes | rep | samples/s | steps | seconds | load avg |", "|---|---|---|---|---|---|"]
+        for r in t["runs"]:
+            lines.append(f"| {r['processes']} | {r['rep']} | {r['samples_per_second']} | {r['steps']} | "
+                         f"{r['seconds']:.1f} | {r['load_average_before']} |")
+        lines += ["", f"2 processes / 1 process, per sample: **{t['two_over_one']}x** (target >= 0.9x); ranks "
+                      f"identical: {t['ranks_identical']}.", ""]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--items", type=int, default=20000)
+    parser.add_argument("--reps", type=int, default=1)
+    parser.add_argument("--part", choices=("predict", "train", "all"), default="all")
+    parser.add_argument("--one", nargs=4, metavar=("CONFIG", "MODEL", "DATA", "OUT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(one_predict(*args.one)))
+        return
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / "scale.json"
+    result = json.loads(path.read_text()) if path.exists() else {}
+    result["env"] = environment()
+    with tempfile.TemporaryDirectory(prefix="tenni-scale-") as tmp:
+        work = Path(tmp)
+        if args.part in ("predict", "all"):
+            result["predict"] = bench_predict(work, args.items, args.reps)
+        if args.part in ("train", "all"):
+            result["train"] = bench_train(work, args.reps)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    write_markdown(result, RESULTS / "scale.md")
+    print(f"written: {path}, {RESULTS / 'scale.md'}")
+
+
+if __name__ == "__main__":
+    main()
