@@ -171,6 +171,7 @@ def test_embed_local_engine_csv_with_bad_rows(tiny_backbone, tmp_path, capsys, m
     code, stdout, stderr = run(capsys, monkeypatch, "embed", tiny_backbone, tmp_path / "t.csv", "-o",
                                tmp_path / "f")
     assert code == 0, stderr
+    assert "TENNI_FEATURE_CACHE" not in os.environ  # the local engine turned the cache off for its run only
     table = pq.read_table(tmp_path / "f")
     expected = [t for i, t in enumerate(texts) if i != 7]
     expected[4] = "a text\nover two lines"

@@ -68,7 +68,12 @@ class FeatureCache:
         safe = fingerprint.replace(":", "-").replace("/", "_")
         self.dir = (Path(root) if root else cache_dir() / "features") / safe
         self._index: dict[bytes, np.ndarray] | None = None
-        self.persist = os.environ.get("TENNI_FEATURE_CACHE", "on").strip().lower() not in ("off", "0", "false", "no")
+        self._transient: dict[bytes, np.ndarray] = {}
+
+    @property
+    def persist(self) -> bool:
+        """False while ``TENNI_FEATURE_CACHE=off``: read at each call, so it can be switched for one block."""
+        return os.environ.get("TENNI_FEATURE_CACHE", "on").strip().lower() not in ("off", "0", "false", "no")
 
     def _shards(self) -> list[Path]:
         return sorted(self.dir.glob("*.safetensors")) if self.dir.exists() else []
@@ -108,7 +113,7 @@ class FeatureCache:
     def _load(self) -> dict[bytes, np.ndarray]:
         if self._index is None:
             index: dict[bytes, np.ndarray] = {}
-            if self.persist and self.dir.exists():
+            if self.dir.exists():
                 with _locked(self.dir, exclusive=False):
                     read, damaged = self._read_all(index)
                 if len(read) + len(damaged) > self.max_shards:
@@ -144,12 +149,13 @@ class FeatureCache:
                 index.setdefault(k, row)
 
     def get(self, keys: list[bytes]) -> list[np.ndarray | None]:
-        index = self._load()
-        rows = [index.get(k) for k in keys]
         if not self.persist:  # served once: memory stays bounded by one call's items
+            rows = [self._transient.get(k) for k in keys]
             for k in keys:
-                index.pop(k, None)
-        return rows
+                self._transient.pop(k, None)
+            return rows
+        index = self._load()
+        return [index.get(k) for k in keys]
 
     def put(self, keys: list[bytes], features: np.ndarray) -> None:
         from safetensors.numpy import save
@@ -158,9 +164,7 @@ class FeatureCache:
             return
         feats = np.ascontiguousarray(features, dtype=np.float32)
         if not self.persist:
-            index = self._load()
-            for k, row in zip(keys, feats):
-                index[k] = row
+            self._transient.update(zip(keys, feats))
             return
         self.dir.mkdir(parents=True, exist_ok=True)
         arr_keys = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), -1)

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import time
 from pathlib import Path
 
+from .._context import temporary_env
 from ..errors import DataError, TenniError
 from .sources import Shard, read_shard
 
@@ -36,8 +36,6 @@ class Worker:
     def __init__(self, spec: dict):
         self.spec = spec
         self.out_dir = Path(spec["out_dir"])
-        if not spec.get("cache"):
-            os.environ["TENNI_FEATURE_CACHE"] = "off"  # one pass over the data: nothing to re-read later
         if spec.get("threads"):
             import torch
 
@@ -59,6 +57,12 @@ class Worker:
         return {key: [r[key] for r in results] for key in ("shard", "items", "rejects", "seconds", "error")}
 
     def run(self, shard: Shard) -> dict:
+        if self.spec.get("cache"):
+            return self._run(shard)
+        with temporary_env(TENNI_FEATURE_CACHE="off"):  # one pass over the data: nothing to re-read later
+            return self._run(shard)
+
+    def _run(self, shard: Shard) -> dict:
         start = time.perf_counter()
         try:
             rows = read_shard(shard, self.spec.get("text_col"))

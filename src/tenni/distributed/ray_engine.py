@@ -47,19 +47,11 @@ def loopback_only():
     """
     import ray._private.ray_constants as constants
 
-    saved_env = {k: os.environ.get(k) for k in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_NODE_IP_ADDRESS")}
-    saved = constants.ENABLE_RAY_CLUSTER
-    os.environ.update(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_NODE_IP_ADDRESS="127.0.0.1")
-    constants.ENABLE_RAY_CLUSTER = False
-    try:
+    from .._context import patched, temporary_env
+
+    with temporary_env(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_NODE_IP_ADDRESS="127.0.0.1"), \
+            patched(constants, "ENABLE_RAY_CLUSTER", False):
         yield
-    finally:
-        constants.ENABLE_RAY_CLUSTER = saved
-        for key, value in saved_env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def connect(address: str | None) -> bool:

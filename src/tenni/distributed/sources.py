@@ -326,8 +326,8 @@ def _table(records: list[dict], columns: list[str]):
 def text_column(columns: list[str], requested: str | None, path: str) -> str | None:
     """The text column (``requested``, else tenni's usual names, else the only column); None for a table of media
     paths."""
+    from ..data.columns import TEXT_COLUMNS
     from ..data.media import PATH_COLUMNS
-    from ..data.readers import TEXT_COLUMNS
 
     if requested is not None:
         if requested in columns:
@@ -351,7 +351,7 @@ def clean_text(value) -> tuple[str, str | None]:
     ("", why not)."""
     import numbers
 
-    from ..data import is_missing
+    from ..data.columns import is_missing
 
     if isinstance(value, (dict, list)):
         return "", f"a JSON {type(value).__name__}, not a text"
