@@ -8,8 +8,9 @@ Predict: a probe on MiniLM (8 labels per class of banking77), over ``--items`` b
 repeated as needed) in one Parquet file. Every configuration runs in a fresh process with a fresh, empty
 TENNI_CACHE_DIR, so no run reads features another one encoded. Items/s counts from the moment the engine is up
 (Ray's start-up, ~13 s here, reported apart) to the last shard written, so it includes the actors' model load.
-Train: the tiny-BERT-sized fine-tune loop of ``tenni.distributed.training`` on one global batch, 1 process vs
-``torchrun --nproc_per_node 2`` (gloo), samples/s per optimizer step, and whether the ranks end identical.
+Train: finetune of MiniLM, 12 optimizer steps on global batches of 16 banking77 texts, 1 process (2 threads) vs
+``torch.distributed.run --nproc_per_node 2`` (gloo, 1 thread each): samples/s over the training loop (model load
+excluded), and whether the ranks end with identical weights (a hash of each rank's).
 Results: bench/results/scale.json and scale.md.
 """
 
@@ -121,21 +122,52 @@ def bench_predict(work: Path, items: int, reps: int) -> dict:
             "ray_startup_seconds": [r["startup_seconds"] for r in runs if r["config"] != "local"]}
 
 
-def bench_train(work: Path, reps: int) -> dict:
-    """1 vs 2 gloo processes on the same global batch: samples/s and whether the ranks agree."""
-    from tenni.distributed.training import bench_command
+TRAIN_CONFIG = {"epochs": 1, "min_steps": 0, "batch_size": 16, "max_length": 64, "validation_fraction": 0.0,
+                "head_init": "random"}
+TRAIN_TEXTS = 192  # 12 optimizer steps of a global batch of 16
 
+
+def one_train(out: str) -> None:
+    """Runs once per process (alone, or as a rank under torch.distributed.run): fine-tunes MiniLM for 12 steps,
+    writes this rank's record and a hash of its weights."""
+    import hashlib
+
+    from tenni.data import read_dataset
+    from tenni.strategies.registry import get_strategy_class
+
+    train = read_dataset(shared_data() / "banking77" / "train.csv").sample_per_class(3, seed=0)
+    texts, labels = train.inputs[:TRAIN_TEXTS], train.labels[:TRAIN_TEXTS]
+    est = get_strategy_class("finetune")(backbone="text/minilm", config=TRAIN_CONFIG, seed=0).fit(texts, labels)
+    tensors, meta = est.get_state()
+    digest = hashlib.sha256(b"".join(tensors[k].tobytes() for k in sorted(tensors))).hexdigest()
+    record = meta["training"]
+    rank = os.environ.get("RANK", "0")
+    Path(f"{out}.rank{rank}").write_text(json.dumps({"steps": record["steps"], "seconds": record["train_seconds"],
+                                                     "weights_sha256": digest}))
+
+
+def bench_train(work: Path, reps: int) -> dict:
+    """1 vs 2 gloo processes on the same global batches: samples/s and whether the ranks agree."""
     runs = []
     for rep in range(reps):
         for procs in (1, 2):
-            out = work / f"train-{procs}-{rep}.json"
+            out = work / f"train-{procs}-{rep}"
             load = os.getloadavg()[0]
-            proc = subprocess.run(bench_command(procs, out), env=_env(work / "cache-train"), capture_output=True,
-                                  text=True, timeout=1800)
+            command = [sys.executable, __file__, "--train-one", str(out)]
+            if procs > 1:
+                command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                           str(procs), *command[1:]]
+            env = dict(_env(work / "cache-train"), GLOO_SOCKET_IFNAME="lo",
+                       OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 1) // procs)))
+            proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=3600)
             if proc.returncode != 0:
                 raise SystemExit(f"training with {procs} process(es) failed: {proc.stderr[-3000:]}")
-            result = json.loads(out.read_text())
-            result.update(processes=procs, rep=rep, load_average_before=round(load, 1))
+            ranks = [json.loads(Path(f"{out}.rank{r}").read_text()) for r in range(procs)]
+            seconds = max(r["seconds"] for r in ranks)
+            result = {"processes": procs, "rep": rep, "steps": ranks[0]["steps"], "seconds": seconds,
+                      "samples_per_second": round(ranks[0]["steps"] * TRAIN_CONFIG["batch_size"] / seconds, 2),
+                      "ranks_identical": len({r["weights_sha256"] for r in ranks}) == 1,
+                      "load_average_before": round(load, 1)}
             print(json.dumps(result), flush=True)
             runs.append(result)
 
@@ -182,7 +214,11 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=1)
     parser.add_argument("--part", choices=("predict", "train", "all"), default="all")
     parser.add_argument("--one", nargs=4, metavar=("CONFIG", "MODEL", "DATA", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument("--train-one", metavar="OUT", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.train_one:
+        one_train(args.train_one)
+        return
     if args.one:
         print(json.dumps(one_predict(*args.one)))
         return

@@ -8,6 +8,7 @@ after one line saying what was saved and how to resume.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -121,22 +122,52 @@ def fit(
                                                         "instead of the names for zero-shot."),
     label_names: bool = typer.Option(True, "--label-names/--no-label-names",
                                      help="auto: use label names that are words as a zero-shot prior."),
+    processes: int = typer.Option(1, "--processes", min=1,
+                                  help="Train data-parallel on N processes (finetune, lora): relaunches this "
+                                       "command with torch.distributed.run; gloo on CPU, NCCL on GPUs."),
+    device: str | None = typer.Option(None, "--device", help="Where training runs: cpu, cuda or auto [cpu]."),
+    precision: str | None = typer.Option(None, "--precision",
+                                         help="Mixed precision for training: no, bf16, fp16 or auto (bf16 on GPUs "
+                                              "that have it) [auto]."),
 ):
     """Fit a model on DATA and compare it with training from scratch."""
     from . import api
+    from ._context import temporary_env
+    from .distributed.launch import check_parallel_fit, in_launched_run, relaunch
 
     _limits(max_pixels, max_audio_seconds)
     if output is not None:  # a folder that cannot take the model is refused now, not after training
         from .artifacts import check_model_target
 
         check_model_target(output)
+    settings = {k: v for k, v in (("TENNI_DEVICE", device), ("TENNI_PRECISION", precision)) if v}
+    if processes > 1 and not in_launched_run():
+        check_parallel_fit(strategy, budget)
+        with temporary_env(**settings):
+            code = relaunch(processes, sys.argv[1:])
+        if code:
+            sys.exit(code)
+        return
+    main_process = True
+    if in_launched_run():
+        check_parallel_fit(strategy, budget)
+        main_process = os.environ.get("RANK", "0") == "0"
+        if not main_process:  # the other ranks train in step, silently; the main one prints and saves
+            from ._logging import set_quiet
+
+            set_quiet(True)
+            settings["TENNI_NO_PROGRESS"] = "1"
     _on_interrupt(f"no model was saved{f' to {output}' if output else ''}, and nothing there was changed; features "
                   "encoded so far are cached, so running the same command again resumes from there")
-    model = api.fit(data, test=test, strategy=strategy, backbone=backbone, config=_parse_set(set_), seed=seed,
-                    baseline=baseline, test_size=test_size, text_col=text_col, label_col=label_col,
-                    encoding=encoding, budget=parse_duration(budget) if budget else None, evaluation=evaluation,
-                    skip_bad_files=skip_bad_files, task=task, unlabeled=unlabeled, rounds=rounds, student=student,
-                    labels=labels, label_descriptions=label_descriptions, label_names=label_names)
+    with temporary_env(**settings):
+        model = api.fit(data, test=test, strategy=strategy, backbone=backbone, config=_parse_set(set_), seed=seed,
+                        baseline=baseline, test_size=test_size, text_col=text_col, label_col=label_col,
+                        encoding=encoding, budget=parse_duration(budget) if budget else None,
+                        evaluation=evaluation, skip_bad_files=skip_bad_files, task=task, unlabeled=unlabeled,
+                        rounds=rounds, student=student, labels=labels, label_descriptions=label_descriptions,
+                        label_names=label_names)
+    if not main_process:
+        return
     if output is not None:
         _on_interrupt(f"the model in {output} is either the new one, complete, or the earlier one: run the same "
                       "command again if unsure")

@@ -9,6 +9,7 @@ images/audio: augmented views) and ``eval_logits(model, idx)``.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -106,7 +107,15 @@ def train_classifier(model: nn.Module, inputs, y: np.ndarray, *, param_groups, p
                      class_weight: np.ndarray | None, seed: int, description: str,
                      head_warmup_epochs: int = 0) -> dict:
     """Train ``model`` (an encoder + head with ``model.encoder`` and ``model.head``) on ``inputs`` (an adapter, see
-    the module docstring) for the labels ``y``; returns the training record (epochs run, history)."""
+    the module docstring) for the labels ``y``; returns the training record (epochs run, history).
+
+    Launched on several processes (torchrun, accelerate launch, ``tenni fit --processes``), each rank runs its
+    slice of every global batch and the gradients are summed before the step (see :mod:`._parallel`): the ranks
+    end with the same weights, those one process would train on the same global batches (dropout aside).
+    """
+    from . import _parallel
+
+    par = _parallel.current()  # None: one process on the CPU, the plain loop below
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -123,6 +132,11 @@ def train_classifier(model: nn.Module, inputs, y: np.ndarray, *, param_groups, p
     y_t = torch.as_tensor(y, dtype=torch.long)
     body = [p for p in model.encoder.parameters() if p.requires_grad]
     stopper, history = EarlyStopping(model, plan.patience, weight), []
+    detach = par.attach(model) if par else None
+    if par is not None and par.distributed:
+        par.broadcast_from_main(model)
+    scaler = torch.amp.GradScaler("cuda") if par and par.precision == "fp16" else None
+    started, steps = time.perf_counter(), 0
     with progress(description, total) as bar:
         for epoch in range(epochs):
             head_only = epoch < warm
@@ -135,13 +149,25 @@ def train_classifier(model: nn.Module, inputs, y: np.ndarray, *, param_groups, p
             for start in range(0, len(order), plan.batch_size):
                 check_deadline()
                 idx = order[start:start + plan.batch_size]
-                loss = loss_fn(inputs.train_logits(model, idx, gen), y_t[idx])
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                optimizer.step()
+                if par is None:
+                    loss = loss_fn(inputs.train_logits(model, idx, gen), y_t[idx])
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                    optimizer.step()
+                else:
+                    loss = _parallel_backward(par, model, inputs, idx, y_t, weight, gen, scaler)
+                    if scaler is not None:
+                        scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                    if scaler is not None:
+                        scaler.step(optimizer)
+                        scaler.update()
+                    else:
+                        optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 running += float(loss.detach()) * len(idx)
+                steps += 1
                 bar.advance(1)
             record = {"epoch": epoch + 1, "train_loss": running / len(order)}
             if warm:
@@ -152,8 +178,33 @@ def train_classifier(model: nn.Module, inputs, y: np.ndarray, *, param_groups, p
             if val_idx is not None and stopper.exhausted:
                 bar.update(completed=total)
                 break
+    seconds = time.perf_counter() - started
+    if detach is not None:
+        detach()  # back on the CPU, where prediction and saving expect it
     for p in body:
         p.requires_grad_(True)
     stopper.restore()
     model.eval()
-    return {"epochs_run": len(history), "history": history, "early_stopping": val_idx is not None}
+    record = {"epochs_run": len(history), "history": history, "early_stopping": val_idx is not None,
+              "steps": steps, "train_seconds": round(seconds, 3)}
+    if par is not None:
+        record.update(world_size=par.world, device=par.device, precision=par.precision)
+    return record
+
+
+def _parallel_backward(par, model, inputs, idx, y_t, weight, gen, scaler):
+    """One step's forward and backward on this rank's slice of the global batch ``idx``, gradients summed over
+    the ranks; returns the global batch's loss (the same number one process would compute)."""
+    from ._parallel import weighted_loss_share
+
+    mine = par.shard(idx) if par.distributed else idx
+    share = torch.zeros(())
+    if len(mine):  # a last batch smaller than the world leaves a rank without rows: it still joins the sum
+        with par.autocast():
+            logits = inputs.train_logits(model, mine, gen)
+        share = weighted_loss_share(logits.float(), y_t[mine], weight, y_t[idx])
+        (scaler.scale(share) if scaler is not None else share).backward()
+    if not par.distributed:
+        return share
+    par.sum_gradients(model.parameters())
+    return torch.tensor(par.sum_scalar(float(share.detach())))

@@ -113,10 +113,13 @@ class FineTune(Strategy):
         return TextInputs(Tokenized(self._tokenizer, items, cfg.max_length))
 
     def _fit(self, texts, y, cfg) -> None:
+        import torch
+
         from ._training import TrainPlan, train_classifier
 
         cfg = self._effective_config(cfg)
         n_classes = len(self.classes_)
+        torch.manual_seed(self.seed)  # the new head (and LoRA's adapters) drawn from the seed, not the process's state
         self._tokenizer, self._model = self._build(n_classes, cfg)
         if cfg.head_init == "probe":
             self._init_head_from_probe(texts, y, cfg)

@@ -1,0 +1,187 @@
+"""Data-parallel training, device and mixed precision for the training loop (:mod:`._training`).
+
+A run started by ``torchrun`` / ``python -m torch.distributed.run``, ``accelerate launch`` or ``tenni fit
+--processes N`` has ``WORLD_SIZE`` > 1 in its environment: Hugging Face Accelerate's ``PartialState`` then sets up
+the process group (gloo on CPU, NCCL on GPUs; its launcher's options and config files apply as usual), every rank
+draws the same shuffled global batch (same seed), runs its own slice of it, and the gradients are summed across
+ranks before each optimizer step. Each rank's loss is its share of the global batch's (class-weighted) mean, so
+the summed gradient is the single-process gradient of the same global batch, and every rank steps to the same
+weights. One all-reduce of the flattened gradients per step, not DDP's hooks: the text adapter runs a batch in
+several length groups, and encoders return outputs (BERT's pooler) that take no part in the loss.
+
+``TENNI_DEVICE`` (cpu | cuda | auto) and ``TENNI_PRECISION`` (no | bf16 | fp16 | auto; else Accelerate's
+``ACCELERATE_MIXED_PRECISION``) choose where and how a model trains. When none of this applies (one process,
+CPU, full precision) :func:`current` returns None and the loop runs exactly as it always has.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+
+DEVICES = ("cpu", "cuda", "auto")
+PRECISIONS = ("no", "bf16", "fp16", "auto")
+
+
+def world_size() -> int:
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        return 1
+
+
+def rank() -> int:
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
+def is_main_process() -> bool:
+    return rank() == 0
+
+
+def resolve_device(value: str | None = None) -> str:
+    value = (value or os.environ.get("TENNI_DEVICE") or "cpu").strip().lower()
+    if value not in DEVICES:
+        raise ConfigError(f"unknown device '{value}'", hint=f"choose one of: {', '.join(DEVICES)}")
+    if value == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if value == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda, but torch sees no CUDA device here",
+                          hint="use --device auto (a GPU where there is one) or cpu")
+    return value
+
+
+def resolve_precision(device: str, value: str | None = None) -> str:
+    value = (value or os.environ.get("TENNI_PRECISION") or os.environ.get("ACCELERATE_MIXED_PRECISION")
+             or "auto").strip().lower()
+    if value not in PRECISIONS:
+        raise ConfigError(f"unknown precision '{value}'", hint=f"choose one of: {', '.join(PRECISIONS)}")
+    if value == "auto":  # bf16 where the GPU has it; full precision on CPU (bf16 there is slower on most CPUs)
+        return "bf16" if device == "cuda" and torch.cuda.is_bf16_supported() else "no"
+    if value == "fp16" and device != "cuda":
+        raise ConfigError("fp16 mixed precision needs a GPU", hint="use --precision bf16 or no on CPU")
+    return value
+
+
+@dataclass
+class Parallel:
+    """How this process trains: its rank among ``world`` processes, on ``device``, in ``precision``."""
+
+    world: int
+    rank: int
+    device: str
+    precision: str
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+    def shard(self, idx: np.ndarray) -> np.ndarray:
+        """This rank's contiguous slice of a global batch (the slices of all ranks make the whole batch)."""
+        return np.array_split(idx, self.world)[self.rank]
+
+    def autocast(self):
+        if self.precision == "no":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(device_type=self.device, dtype=dtype)
+
+    def sum_gradients(self, params) -> None:
+        """Gradients summed over the ranks, in one all-reduce of a flat buffer; a parameter that got no gradient
+        counts as zeros (the same on every rank, so all ranks keep the same set of gradients)."""
+        import torch.distributed as dist
+
+        params = [p for p in params if p.requires_grad]
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        offset = 0
+        for p, g in zip(params, grads):
+            p.grad = flat[offset:offset + g.numel()].view_as(p).clone()
+            offset += g.numel()
+
+    def broadcast_from_main(self, model: torch.nn.Module) -> None:
+        """Every rank starts from the main process's weights (as DDP does): a head initialised at random, or
+        anything else drawn from a process's own random state, is the same everywhere from here on."""
+        import torch.distributed as dist
+
+        with torch.no_grad():
+            for tensor in model.state_dict().values():
+                dist.broadcast(tensor, src=0)
+
+    def sum_scalar(self, value: float) -> float:
+        import torch.distributed as dist
+
+        t = torch.tensor([value], dtype=torch.float64)
+        dist.all_reduce(t)
+        return float(t[0])
+
+    def attach(self, model: torch.nn.Module):
+        """Move ``model`` to the device; its inputs follow it and its outputs come back to the CPU (in float32),
+        so the loop's labels, losses and metrics stay where they were. Returns a function that undoes it."""
+        if self.device == "cpu":
+            return lambda: None
+        device = torch.device(self.device)
+        model.to(device)
+
+        def to_device(module, args, kwargs):
+            def move(v):
+                return v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+
+            return tuple(move(a) for a in args), {k: move(v) for k, v in kwargs.items()}
+
+        def to_cpu(module, args, kwargs, output):
+            return output.float().cpu() if isinstance(output, torch.Tensor) else output
+
+        handles = [model.register_forward_pre_hook(to_device, with_kwargs=True),
+                   model.register_forward_hook(to_cpu, with_kwargs=True)]
+
+        def detach():
+            for h in handles:
+                h.remove()
+            model.to("cpu")
+
+        return detach
+
+
+_STATE = None
+
+
+def current() -> Parallel | None:
+    """The training setup of this process, or None for the plain path (one process, CPU, full precision)."""
+    global _STATE
+    world = world_size()
+    device = resolve_device()
+    precision = resolve_precision(device)
+    if world == 1 and device == "cpu" and precision == "no":
+        return None
+    if world > 1 and _STATE is None:
+        # Accelerate reads its launcher's environment (torchrun's too) and starts the process group: gloo on CPU,
+        # NCCL on GPUs
+        from accelerate import PartialState
+
+        _STATE = PartialState(cpu=device == "cpu")
+        if _STATE.num_processes != world:
+            raise ConfigError(f"WORLD_SIZE is {world} but the process group has {_STATE.num_processes} processes",
+                              hint="start the run with torchrun, accelerate launch or tenni fit --processes")
+    if device == "cuda" and world > 1:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    return Parallel(world=world, rank=rank(), device=device, precision=precision)
+
+
+def weighted_loss_share(logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None,
+                        global_y: torch.Tensor) -> torch.Tensor:
+    """This rank's part of the global batch's class-weighted mean cross-entropy: sum(w_i * l_i) over its rows,
+    divided by sum(w_i) over the whole global batch (``global_y``); the parts of all ranks add up to the mean."""
+    losses = torch.nn.functional.cross_entropy(logits, y, reduction="none")
+    if weight is None:
+        return losses.sum() / len(global_y)
+    return (weight[y] * losses).sum() / weight[global_y].sum()

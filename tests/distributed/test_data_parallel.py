@@ -1,0 +1,113 @@
+"""Data-parallel fine-tuning on 2 gloo processes (torch.distributed.run, loopback): the ranks end with identical
+weights, equal within float tolerance to what one process trains on the same global batches."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ..conftest import make_texts, write_csv
+
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+TIMEOUT = 300
+
+SCRIPT = """
+import json, os, sys
+from pathlib import Path
+from safetensors.numpy import save_file
+from tenni.strategies.registry import get_strategy_class
+
+backbone, data, out = sys.argv[1], json.loads(Path(sys.argv[2]).read_text()), Path(sys.argv[3])
+config = {"epochs": 2, "min_steps": 0, "batch_size": 10, "max_length": 32, "dropout": 0.0,
+          "validation_fraction": 0.0, "head_init": "probe", "class_weight": "balanced"}
+est = get_strategy_class("finetune")(backbone=backbone, config=config, seed=3).fit(data["texts"], data["labels"])
+tensors, meta = est.get_state()
+rank = os.environ.get("RANK", "single")
+save_file(tensors, str(out / f"{rank}.safetensors"))
+(out / f"{rank}.json").write_text(json.dumps(meta["training"]))
+"""
+
+
+@pytest.fixture(scope="module")
+def still_backbone(tiny_backbone, tmp_path_factory) -> Path:
+    """The tiny BERT without dropout, so that one process and two draw no different random masks."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("still") / "bert"
+    shutil.copytree(tiny_backbone, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def _env() -> dict:
+    return dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1",
+                GLOO_SOCKET_IFNAME="lo", TENNI_NO_PROGRESS="1")
+
+
+def _weights(path: Path) -> dict:
+    from safetensors.numpy import load_file
+
+    return load_file(str(path))
+
+
+def test_two_gloo_processes_train_what_one_process_trains(still_backbone, tmp_path):
+    texts, labels = make_texts(14, seed=4)
+    keep = [i for i, lab in enumerate(labels) if lab != "food" or i % 3]  # unequal classes: weighted loss shares
+    data = tmp_path / "data.json"
+    data.write_text(json.dumps({"texts": [texts[i] for i in keep], "labels": [labels[i] for i in keep]}))
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT)
+    args = [str(script), str(still_backbone), str(data), str(tmp_path)]
+    one = subprocess.run([sys.executable, *args], env=_env(), capture_output=True, text=True, timeout=TIMEOUT)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          *args], env=_env(), capture_output=True, text=True, timeout=TIMEOUT)
+    assert two.returncode == 0, two.stderr[-3000:]
+    rank0, rank1, single = (_weights(tmp_path / f"{r}.safetensors") for r in ("0", "1", "single"))
+    assert rank0.keys() == rank1.keys() == single.keys()
+    for name in rank0:
+        np.testing.assert_array_equal(rank0[name], rank1[name], err_msg=name)  # the ranks agree bit for bit
+    before = _weights_of_fresh_head_differ(single, still_backbone)
+    assert before  # training moved the weights, so the comparison below means something
+    for name in single:
+        np.testing.assert_allclose(rank0[name], single[name], rtol=1e-4, atol=2e-5, err_msg=name)
+    record0 = json.loads((tmp_path / "0.json").read_text())
+    record1 = json.loads((tmp_path / "single.json").read_text())
+    assert record0["world_size"] == 2 and record0["steps"] == record1["epochs_run"] * 4
+    losses0 = [h["train_loss"] for h in record0["history"]]
+    losses1 = [h["train_loss"] for h in record1["history"]]
+    np.testing.assert_allclose(losses0, losses1, rtol=1e-4)
+
+
+def _weights_of_fresh_head_differ(trained: dict, backbone: Path) -> bool:
+    from safetensors.numpy import load_file
+
+    base = load_file(str(backbone / "model.safetensors"))
+    moved = [k for k in base if f"model.encoder.model.{k}" in trained
+             and not np.allclose(base[k], trained[f"model.encoder.model.{k}"])]
+    return len(moved) > 0
+
+
+def test_fit_processes_2_saves_once_and_prints_once(still_backbone, tmp_path):
+    texts, labels = make_texts(12, seed=5)
+    csv_path = write_csv(tmp_path / "train.csv", texts, labels)
+    out = tmp_path / "model"
+    proc = subprocess.run([sys.executable, "-m", "tenni", "fit", str(csv_path), "-s", "finetune", "-b",
+                           str(still_backbone), "--no-baseline", "--processes", "2", "-o", str(out),
+                           "--set", "epochs=1", "--set", "min_steps=0", "--set", "max_length=32"],
+                          env=_env(), capture_output=True, text=True, timeout=TIMEOUT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("saved to") == 1 and (out / "tenni.json").exists()
+    training = json.loads((out / "tenni.json").read_text())["strategy"]["state"]["training"]
+    assert training["world_size"] == 2
+    refused = subprocess.run([sys.executable, "-m", "tenni", "fit", str(csv_path), "-s", "probe", "--processes",
+                              "2"], env=_env(), capture_output=True, text=True, timeout=TIMEOUT)
+    assert refused.returncode == 2 and "runs --strategy finetune or lora, not probe" in refused.stderr
