@@ -92,6 +92,20 @@ def card_languages(folder: Path) -> tuple[str, ...] | None:
     return tuple(langs) if langs else None
 
 
+def inference_device() -> str:
+    """Where the frozen text encoder runs: ``TENNI_DEVICE`` (cpu | cuda | auto: a GPU where there is one), cpu by
+    default; Ray's GPU actors set it to cuda."""
+    import os
+
+    value = os.environ.get("TENNI_DEVICE", "cpu").strip().lower()
+    if value in ("cuda", "auto"):
+        import torch
+
+        if torch.cuda.is_available():
+            return "cuda"
+    return "cpu"
+
+
 class TextBackbone(CachedEncoder):
     """A frozen or trainable text encoder from a local folder (registry entry, hub snapshot or user path)."""
 
@@ -160,7 +174,7 @@ class TextBackbone(CachedEncoder):
                     # the libraries' own warnings and bars: the error below says it in one line, tenni shows progress
                     with warnings.catch_warnings(), quiet_transformers():
                         warnings.simplefilter("ignore")
-                        model = SentenceTransformer(str(self.path), device="cpu",
+                        model = SentenceTransformer(str(self.path), device=inference_device(),
                                                     trust_remote_code=self.trust_remote_code)
                 except Exception as err:
                     first = next((line.strip() for line in str(err).splitlines() if line.strip()), "")
