@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-LIMIT_S = 420
+LIMIT_S = 900
 
 
 @pytest.fixture(autouse=True)

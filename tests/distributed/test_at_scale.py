@@ -120,7 +120,7 @@ def test_a_killed_ray_run_resumes_without_redoing_finished_shards(ray_cluster, p
     proc = subprocess.Popen([sys.executable, "-c", script, str(probe_model), str(path), str(out), ray_cluster],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     try:
-        deadline = time.monotonic() + 150
+        deadline = time.monotonic() + 400
         while not list(out.glob("*.parquet")) and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
     finally:
