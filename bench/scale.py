@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, environment, shared_data  # noqa: E402
+from _common import RESULTS, environment, publish, shared_data  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = str(ROOT / "src")
@@ -180,12 +180,12 @@ def bench_train(work: Path, reps: int) -> dict:
 
 
 def write_markdown(result: dict, path: Path) -> None:
-    lines = ["# Scale-out benchmark", "",
-             f"Machine: {result['env']['cpus']} cores, shared with other jobs while this ran (load averages below); "
+    """The tables, in ``scale.md`` and in docs/benchmarks.md between the ``scale`` markers."""
+    lines = [f"Machine: {result['env']['cpus']} cores, shared with other jobs while this ran (load averages below); "
              "timings here vary up to 3x between identical runs, so compare ratios of runs made side by side.", ""]
     p = result.get("predict")
     if p:
-        lines += [f"## Predict, {p['items']} texts (probe on MiniLM, fresh feature cache per run)", "",
+        lines += [f"**Predict, {p['items']} texts (probe on MiniLM, fresh feature cache per run)**", "",
                   "| engine | rep | items/s | seconds | Ray start-up s | items/s per busy actor | load avg |",
                   "|---|---|---|---|---|---|---|"]
         for r in p["runs"]:
@@ -198,14 +198,14 @@ def write_markdown(result: dict, path: Path) -> None:
                       for c, a in p["agreement_with_local"].items()), ""]
     t = result.get("train")
     if t:
-        lines += ["## Training step throughput, 1 vs 2 gloo processes (same global batch)", "",
+        lines += ["**Training step throughput, 1 vs 2 gloo processes (same global batches)**", "",
                   "| processes | rep | samples/s | steps | seconds | load avg |", "|---|---|---|---|---|---|"]
         for r in t["runs"]:
             lines.append(f"| {r['processes']} | {r['rep']} | {r['samples_per_second']} | {r['steps']} | "
                          f"{r['seconds']:.1f} | {r['load_average_before']} |")
         lines += ["", f"2 processes / 1 process, per sample: **{t['two_over_one']}x** (target >= 0.9x); ranks "
                       f"identical: {t['ranks_identical']}.", ""]
-    path.write_text("\n".join(lines) + "\n")
+    publish("scale", path.with_suffix(".json"), "\n".join(lines).rstrip() + "\n")
 
 
 def main() -> None:
@@ -215,12 +215,16 @@ def main() -> None:
     parser.add_argument("--part", choices=("predict", "train", "all"), default="all")
     parser.add_argument("--one", nargs=4, metavar=("CONFIG", "MODEL", "DATA", "OUT"), help=argparse.SUPPRESS)
     parser.add_argument("--train-one", metavar="OUT", help=argparse.SUPPRESS)
+    parser.add_argument("--table", action="store_true", help="Only rewrite the tables from scale.json.")
     args = parser.parse_args()
     if args.train_one:
         one_train(args.train_one)
         return
     if args.one:
         print(json.dumps(one_predict(*args.one)))
+        return
+    if args.table:
+        write_markdown(json.loads((RESULTS / "scale.json").read_text()), RESULTS / "scale.md")
         return
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / "scale.json"
