@@ -211,6 +211,31 @@ def test_media_folder_rejects_undecodable_files(tiny_vit, image_folder, tmp_path
     assert reject["source"].endswith("broken.jpg") and "cannot decode the image" in reject["reason"]
 
 
+def test_a_model_the_actors_cannot_load_fails_the_shards_not_the_job(ray_cluster, probe_model, tmp_path,
+                                                                      monkeypatch):
+    """The driver loads the model, the actors do not (here: its weights vanish in between): every shard fails
+    with the reason, quickly, and a re-run retries them."""
+    import shutil
+
+    import tenni.api
+    from tenni.distributed import predict_at_scale
+
+    model = tmp_path / "model"
+    shutil.copytree(probe_model, model)
+    (tmp_path / "t.txt").write_text("a text\nanother text\n")
+    real_load = tenni.api.load
+
+    def load_then_break(path, **kw):
+        loaded = real_load(path, **kw)
+        (model / "weights.safetensors").write_bytes(b"gone")
+        return loaded
+
+    monkeypatch.setattr(tenni.api, "load", load_then_break)
+    summary = predict_at_scale(model, tmp_path / "t.txt", tmp_path / "out", actors=1)
+    assert summary["shards_failed"] == 1 and summary["items"] == 0
+    assert "the actor could not load the model" in summary["failures"][0]["error"]
+
+
 def test_ray_missing_is_one_line_naming_the_extra(monkeypatch):
     from tenni.distributed.ray_engine import require_ray
     from tenni.errors import ConfigError

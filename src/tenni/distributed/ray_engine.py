@@ -122,9 +122,22 @@ class _Actor:
 
         if ray.get_gpu_ids():
             os.environ.setdefault("TENNI_DEVICE", "cuda")
-        self.worker = Worker(spec)
+        # a model that cannot load here (a folder this node does not see, a missing backbone) fails the shards
+        # with its message: raised from the constructor, Ray Data would restart the actor again and again
+        self.worker, self.error = None, None
+        try:
+            self.worker = Worker(spec)
+        except Exception as err:
+            first = next((line for line in str(err).splitlines() if line.strip()), "")
+            self.error = f"the actor could not load the model: {type(err).__name__}: {first}"
 
     def __call__(self, batch):
+        if self.worker is None:
+            from .sources import Shard
+
+            names = [Shard.from_dict(json.loads(s)).name for s in batch["shard"]]
+            return {"shard": names, "items": [0] * len(names), "rejects": [0] * len(names),
+                    "seconds": [0.0] * len(names), "error": [self.error] * len(names)}
         return self.worker(batch)
 
 
