@@ -261,16 +261,20 @@ def predict(
                                                                "HOST:PORT); default: a local Ray on 127.0.0.1."),
     actors: int | None = typer.Option(None, "--actors", help="--engine ray: actors in the pool [one per core, "
                                                              "or per GPU]."),
+    runtime: str = typer.Option("torch", "--runtime", help="torch (a `tenni fit` folder), or onnx (a `tenni export` "
+                                                           "folder, run by onnxruntime without PyTorch)."),
 ):
     """Predict labels and class probabilities for new texts, images or audio."""
     from ._logging import info
-    from .api import load
     from .data import read_dataset
     from .data.media import split_folder
     from .outputs import prediction_rows, write_predictions
 
     _limits(max_pixels, max_audio_seconds)
     if engine != "local" or address is not None or actors is not None:
+        if runtime != "torch":
+            raise ConfigError("--runtime onnx runs in this process; --engine ray runs the torch model",
+                              hint="leave out --engine/--address/--actors, or --runtime")
         _at_scale("predict", model_dir, inputs, output, engine=engine, address=address, actors=actors,
                   text_col=text_col, backbone=backbone)
         return
@@ -285,7 +289,16 @@ def predict(
     columns = [c.strip() for c in keep.split(",") if c.strip()] if keep else []
     _on_interrupt(f"no predictions were written{f' to {output}' if output else ''}; features encoded so far are "
                   "cached, so running the same command again resumes from there")
-    model = load(model_dir, backbone=backbone)
+    if runtime == "onnx":
+        from .export.runtime import load_onnx_model
+
+        model = load_onnx_model(model_dir)
+    elif runtime == "torch":
+        from .api import load
+
+        model = load(model_dir, backbone=backbone)
+    else:
+        raise ConfigError(f"unknown runtime '{runtime}'", hint="--runtime torch or --runtime onnx")
     if inputs.is_dir() and split_folder(inputs)[1] is not None:  # a dataset folder: its test/, as evaluate reads
         inputs = split_folder(inputs)[1]
         info(f"the folder has train/ and test/: predicting the files under {inputs}")
@@ -358,6 +371,45 @@ def embed(
 ):
     """Frozen features of a backbone for every row of DATA, as Parquet shards; an interrupted run resumes."""
     _at_scale("embed", backbone, data, output, engine=engine, address=address, actors=actors, text_col=text_col)
+
+
+@app.command()
+def export(
+    model_dir: Path = typer.Argument(..., help="A model directory from `tenni fit -o`."),
+    output: Path = typer.Option(..., "-o", "--output", help="New folder for model.onnx, tokenizer.json, the "
+                                                            "manifest and parity.json."),
+    format: str = typer.Option("onnx", "--format", help="Export format (onnx)."),
+    quantize: str | None = typer.Option(None, "--quantize", help="int8: dynamic quantization (smaller, faster), "
+                                                                 "gated by --check."),
+    check: Path | None = typer.Option(None, "--check", help="Labeled data: accuracy and macro-F1 of the original "
+                                                            "and the export side by side; gates --quantize."),
+    max_drop: float = typer.Option(0.5, "--max-drop", help="Accuracy points int8 may lose on --check data."),
+    text_col: str | None = typer.Option(None, "--text-col"),
+    label_col: str | None = typer.Option(None, "--label-col"),
+    encoding: str = typer.Option("auto", "--encoding"),
+    backbone: str | None = typer.Option(None, "--backbone", help="Where the base backbone is, if it moved."),
+):
+    """Export a model to ONNX (input ids to probabilities) with its tokenizer, manifest and parity report."""
+    from .export import export_model
+
+    manifest = export_model(model_dir, output, format=format, quantize=quantize, check=check, max_drop=max_drop,
+                            backbone=backbone, text_col=text_col, label_col=label_col, encoding=encoding)
+    parity = manifest["parity"]
+    size = manifest["graph"]["bytes"] / 1e6
+    kind = "int8" if manifest["quantization"] else "float32"
+    out.print(f"exported {manifest['exported_strategy']} ({manifest['source']['backbone']}) to {output}: "
+              f"{manifest['graph']['file']} {size:.1f} MB {kind}", soft_wrap=True)
+    diffs = f"max |Δp| float32 {parity['max_abs_diff_fp32']:.1e}"
+    if "max_abs_diff_int8" in parity:
+        diffs += f", int8 {parity['max_abs_diff_int8']:.1e}"
+    out.print(f"parity on {parity['samples']} {parity['source']}: {diffs}", soft_wrap=True)
+    if "check" in parity:
+        c = parity["check"]
+        cells = "; ".join(f"{name} {m['accuracy']:.3f} / {m['macro_f1']:.3f}"
+                          for name, m in c.items() if isinstance(m, dict))
+        out.print(f"accuracy / macro-F1 on {c['n']} check inputs: {cells}", soft_wrap=True)
+    if manifest.get("features"):
+        out.print(f"head only: {manifest['features']['front']}", soft_wrap=True)
 
 
 @app.command()
