@@ -107,6 +107,16 @@ def test_int8_gate_refuses_an_accuracy_drop_and_writes_nothing(saved, tmp_path, 
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".q")]
 
 
+def test_int8_gate_lets_an_equal_accuracy_through_at_max_drop_0(saved, tmp_path, check_csv, monkeypatch):
+    import shutil
+
+    from tenni.export import onnx as exporter
+
+    monkeypatch.setattr(exporter, "quantize_int8", lambda source, target: shutil.copy(source, target))
+    manifest = export_model(saved("probe"), tmp_path / "q", quantize="int8", check=check_csv, max_drop=0)
+    assert manifest["quantization"]["accuracy_drop_points"] == 0
+
+
 def test_int8_gate_passes_within_max_drop(saved, tmp_path, check_csv):
     manifest = export_model(saved("finetune"), tmp_path / "q", quantize="int8", check=check_csv, max_drop=100)
     gate = manifest["quantization"]
@@ -114,11 +124,26 @@ def test_int8_gate_passes_within_max_drop(saved, tmp_path, check_csv):
     assert "onnx_int8" in manifest["parity"]["check"]
 
 
-def test_scratch_and_hybrid_are_refused_in_one_line(saved, tmp_path):
+@pytest.mark.parametrize("strategy", ["scratch", "hybrid"])
+def test_scratch_and_hybrid_are_refused_in_one_line(strategy, saved, tmp_path):
     with pytest.raises(ConfigError, match="TF-IDF") as err:
-        export_model(saved("scratch"), tmp_path / "x")
+        export_model(saved(strategy), tmp_path / "x")
     assert "\n" not in str(err.value)
     assert not (tmp_path / "x").exists()
+
+
+def test_auto_exports_the_strategy_it_chose(saved, tmp_path, test_data):
+    from tenni.strategies.auto import AutoStrategy
+
+    probe = tenni.load(saved("probe")).estimator
+    auto = AutoStrategy(backbone=probe.backbone, seed=0)
+    auto.classes_, auto.chosen_ = probe.classes_, probe
+    auto.race_, auto.reason_ = {"probe": {"status": "chosen"}}, "chose probe: a test"
+    path = tenni.Model(auto).save(tmp_path / "auto")
+    manifest = export_model(path, tmp_path / "onnx")
+    assert manifest["strategy"] == "auto" and manifest["exported_strategy"] == "probe"
+    np.testing.assert_allclose(load_onnx_model(tmp_path / "onnx").predict_proba(test_data[0]),
+                               tenni.load(path).predict_proba(test_data[0]), atol=1e-4)
 
 
 def test_never_over_a_foreign_folder(saved, tmp_path):
@@ -211,3 +236,34 @@ def test_cli_errors_exit_2_in_one_line(case, saved, tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert words in proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+# --- images and frozen engines --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("strategy", ["probe", "lora"])
+def test_image_export_runs_files_as_the_original(strategy, image_folder, tiny_vit, tmp_path):
+    config = {"epochs": 1, "min_steps": 2, "max_epochs": 1, "batch_size": 8} if strategy == "lora" else None
+    model = tenni.fit(str(image_folder), strategy=strategy, backbone=str(tiny_vit), config=config, baseline=False)
+    path = model.save(tmp_path / "m")
+    manifest = export_model(path, tmp_path / "onnx", check=str(image_folder / "test"))
+    assert manifest["input"] == "pixels" and manifest["preprocessing"]["image_size"] == 32
+    assert manifest["preprocessing"]["mean"] == [0.5, 0.5, 0.5]
+    assert manifest["parity"]["max_abs_diff_fp32"] < 1e-4
+    files = sorted(str(p) for p in (image_folder / "test").rglob("*.*"))
+    np.testing.assert_allclose(load_onnx_model(tmp_path / "onnx").predict_proba(files),
+                               tenni.load(path).predict_proba(files), atol=1e-4)
+
+
+def test_frozen_audio_probe_exports_its_head_and_says_what_runs_in_front(tone_folder, tiny_wav2vec2, tmp_path):
+    from tenni.backbones import get_backbone
+
+    model = tenni.fit(str(tone_folder), strategy="probe", backbone=str(tiny_wav2vec2), baseline=False)
+    path = model.save(tmp_path / "m")
+    manifest = export_model(path, tmp_path / "onnx")
+    assert manifest["input"] == "features" and "encode" in manifest["features"]["front"]
+    files = sorted(str(p) for p in (tone_folder / "test").rglob("*.*"))
+    feats = get_backbone(str(tiny_wav2vec2)).encode(files)
+    exported = load_onnx_model(tmp_path / "onnx")
+    np.testing.assert_allclose(exported.predict_proba(feats), tenni.load(path).predict_proba(files), atol=1e-5)
+    with pytest.raises(tenni.TenniError, match="head only"):
+        exported.predict_proba(feats[:, :3])

@@ -269,12 +269,26 @@ def _torch_export(plan: Plan, path: Path, opset: int = OPSET) -> None:
 
 
 def quantize_int8(source: Path, target: Path) -> None:
-    """onnxruntime dynamic quantization: int8 weights, activations quantized per batch at run time."""
+    """onnxruntime dynamic quantization: int8 weights, activations quantized per batch at run time.
+
+    Only the matrix products, with one scale per output channel: quantizing the embedding table too (the default)
+    and one scale per matrix changed 2% of a MiniLM probe's sms_spam predictions against float32, this 0% (max
+    probability difference 0.036 -> 0.017), at the same speed; the file is 59 MB instead of 23 (float32: 90).
+    """
+    import logging
+
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # its advice to pre-process, logged on the root logger, is for static quantization
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True,
+                             op_types_to_quantize=["MatMul"])
+    finally:
+        root.setLevel(level)
 
 
 def _write_tokenizer(tokenizer, settings: dict, folder: Path) -> None:
@@ -293,10 +307,14 @@ def _metrics(y_true, proba: np.ndarray, labels: list[str]) -> dict:
     return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
 
 
-def _check_data(model, check, text_col, label_col, encoding):
-    from ..data import read_dataset
+def _name(check) -> str:
+    return str(check) if isinstance(check, (str, Path)) else f"the {type(check).__name__} given as check data"
 
-    dataset = read_dataset(check, text_col=text_col, label_col=label_col, encoding=encoding)
+
+def _check_data(model, check, text_col, label_col, encoding):
+    from ..data import as_dataset
+
+    dataset = as_dataset(check, text_col=text_col, label_col=label_col, encoding=encoding)
     dataset.require_modality(model.modality, "the model's input")
     dataset.require_labels(min_classes=1)
     return dataset
@@ -308,8 +326,9 @@ def export_model(model_dir: str | Path, out: str | Path, format: str = "onnx", q
                  threads: int | None = None) -> dict:
     """Export the model in ``model_dir`` to ``out`` and return the manifest written there (with its parity).
 
-    ``check``: labeled data to compare accuracy and macro-F1 of the original and the export on, and to gate
-    ``quantize="int8"``: an int8 graph losing more than ``max_drop`` accuracy points is refused (nothing written).
+    ``check``: labeled data (a file, folder or ``(inputs, labels)`` pair) to compare accuracy and macro-F1 of the
+    original and the export on, and to gate ``quantize="int8"``: an int8 graph losing more than ``max_drop``
+    accuracy points is refused (nothing written).
     """
     if format != "onnx":
         raise ConfigError(f"unknown export format '{format}'", hint="--format onnx (the only one so far)")
@@ -317,6 +336,12 @@ def export_model(model_dir: str | Path, out: str | Path, format: str = "onnx", q
         raise ConfigError(f"unknown quantization '{quantize}'", hint="--quantize int8, or leave it out for float32")
     if not isinstance(max_drop, (int, float)) or not 0 <= max_drop <= 100:
         raise ConfigError(f"--max-drop is in accuracy points from 0 to 100, got {max_drop}", hint="--max-drop 0.5")
+    import importlib.util
+
+    missing = [name for name in ("onnx", "onnxruntime") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigError(f"exporting needs {' and '.join(missing)}, which is not installed",
+                          hint="pip install 'tenni[export]'")
     out = Path(out)
     target = AtomicDirectory(out, marker=EXPORT_MANIFEST)
     target.check()  # before any slow work: never over a file or someone else's folder
@@ -331,7 +356,7 @@ def export_model(model_dir: str | Path, out: str | Path, format: str = "onnx", q
     plan = plan_export(model)
 
     if dataset is not None:
-        samples, sample_source = list(dataset.inputs), f"check data ({check})"
+        samples, sample_source = list(dataset.inputs), f"check data ({_name(check)})"
     elif plan.input_kind == "tokens":
         samples, sample_source = list(SAMPLE_TEXTS), "built-in sample texts"
     else:
@@ -372,7 +397,7 @@ def export_model(model_dir: str | Path, out: str | Path, format: str = "onnx", q
         got = _run(OnnxModel(tmp, threads=threads), plan, inputs)
         parity = {"samples": len(expected), "source": sample_source, "max_abs_diff_fp32": _diff(got, expected)}
         if dataset is not None:
-            parity["check"] = {"data": str(check), "n": len(dataset),
+            parity["check"] = {"data": _name(check), "n": len(dataset),
                                "torch": _metrics(dataset.labels, expected, model.labels),
                                "onnx_fp32": _metrics(dataset.labels, got, model.labels)}
         if quantize == "int8":
@@ -380,7 +405,8 @@ def export_model(model_dir: str | Path, out: str | Path, format: str = "onnx", q
             info("quantizing to int8 (onnxruntime dynamic quantization)")
             quantize_int8(graph_path, int8_path)
             int8_path.replace(graph_path)
-            manifest["quantization"] = {"method": "onnxruntime quantize_dynamic", "weights": "int8",
+            manifest["quantization"] = {"method": "onnxruntime quantize_dynamic", "weights": "int8 per channel, "
+                                        "matrix products only (embeddings stay float32)",
                                         "activations": "int8, quantized per batch at run time"}
             finish(manifest)
             got = _run(OnnxModel(tmp, threads=threads), plan, inputs)
@@ -388,12 +414,13 @@ def export_model(model_dir: str | Path, out: str | Path, format: str = "onnx", q
             if dataset is not None:
                 int8 = _metrics(dataset.labels, got, model.labels)
                 parity["check"]["onnx_int8"] = int8
-                drop = 100 * (parity["check"]["torch"]["accuracy"] - int8["accuracy"])
+                # rounded: 94.9% -> 94.4% is a drop of 0.5 points, not 0.5000000000000004 (more than 0.5)
+                drop = round(100 * (parity["check"]["torch"]["accuracy"] - int8["accuracy"]), 9)
                 gate = {"gated": True, "max_drop_points": max_drop, "accuracy_drop_points": round(drop, 3),
-                        "check_data": str(check)}
+                        "check_data": _name(check)}
                 if drop > max_drop:
                     raise ConfigError(
-                        f"int8 export refused: accuracy on {check} drops {drop:.2f} points "
+                        f"int8 export refused: accuracy on {_name(check)} drops {drop:.2f} points "
                         f"({100 * parity['check']['torch']['accuracy']:.2f}% -> {100 * int8['accuracy']:.2f}%), more "
                         f"than --max-drop {max_drop:g}",
                         hint="export without --quantize (float32), or raise --max-drop")

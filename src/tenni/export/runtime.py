@@ -71,8 +71,11 @@ class OnnxModel:
 
     def __init__(self, folder: str | Path, *, threads: int | None = None, batch_size: int = 64,
                  verify: bool = True):
-        import onnxruntime as ort
-
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ModelFileError("running an exported model needs onnxruntime", path=folder,
+                                 hint="pip install 'tenni[runtime]'") from None
         self.folder = Path(folder)
         self.manifest = read_export_manifest(self.folder)
         graph = self.manifest.get("graph") or {}
@@ -149,8 +152,11 @@ class OnnxModel:
 
     # --- texts ----------------------------------------------------------------------------------------------
     def _load_tokenizer(self):
-        from tokenizers import Tokenizer
-
+        try:
+            from tokenizers import Tokenizer
+        except ImportError:
+            raise ModelFileError("running an exported text model needs the tokenizers library", path=self.folder,
+                                 hint="pip install 'tenni[runtime]'") from None
         settings = self.manifest.get("tokenizer") or {}
         path = self.folder / str(settings.get("file", "tokenizer.json"))
         if path.parent != self.folder or not path.is_file():

@@ -1,0 +1,194 @@
+"""Inference speed on 2 threads: sentence-transformers' ``encode`` + the same head (the anchor), ``tenni predict``
+(torch), and the ONNX export in float32 and int8, each with its accuracy on the test split.
+
+    nice -n 10 python bench/inference.py [--datasets sms_spam,banking77] [--per-class 64] [--reps 3]
+
+Per dataset: a probe and a SetFit model are fitted (``tenni.fit``) on ``--per-class`` examples per class from the
+train split, saved, and exported twice (float32; int8 gated on 1,000 other train texts, ``--max-drop`` points).
+Throughput is the median over ``--reps`` passes over the same ``--timing-texts`` test texts (their order shuffled
+once), with each runtime's turn interleaved within a repetition so that load from other jobs spreads over all of
+them; the probe's torch path gets an empty feature cache on every pass (otherwise it would read, not compute, the
+features). Accuracy is over the whole test split. Writes bench/results/inference.json and inference.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, environment, shared_data  # noqa: E402
+
+THREADS = 2
+
+
+def read_csv(path: Path) -> tuple[list[str], list[str]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    return [r["text"] for r in rows], [r["label"] for r in rows]
+
+
+def sample(texts, labels, per_class: int, seed: int):
+    rng = random.Random(seed)
+    by_class: dict[str, list[int]] = {}
+    for i, lab in enumerate(labels):
+        by_class.setdefault(lab, []).append(i)
+    picked = sorted(i for idx in by_class.values() for i in rng.sample(idx, min(per_class, len(idx))))
+    rest = sorted(set(range(len(texts))) - set(picked))
+    rng.shuffle(rest)
+    return picked, rest
+
+
+def accuracy(labels, predicted) -> float:
+    return sum(a == b for a, b in zip(labels, predicted)) / len(labels)
+
+
+def macro_f1(labels, predicted) -> float:
+    from sklearn.metrics import f1_score
+
+    return float(f1_score(labels, predicted, average="macro"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", default="sms_spam,banking77",
+                        help="NAME[:PER_CLASS[:STRATEGIES]] items, e.g. sms_spam:64:probe+setfit,banking77:16:probe")
+    parser.add_argument("--per-class", type=int, default=64)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--timing-texts", type=int, default=1000)
+    parser.add_argument("--max-drop", type=float, default=0.5)
+    parser.add_argument("--strategies", default="probe,setfit")
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "tenni-bench-inference")
+    args = parser.parse_args()
+
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(THREADS)
+    import tenni
+    from tenni.backbones import get_backbone
+    from tenni.errors import TenniError
+    from tenni.export import export_model, load_onnx_model
+    from tenni.strategies import get_strategy_class
+    from tenni.strategies._linear import logistic_proba
+
+    results = {"meta": {"threads": THREADS, "per_class": args.per_class, "reps": args.reps,
+                        "timing_texts": args.timing_texts, "max_drop": args.max_drop, "env": environment(),
+                        "note": "2-core machine shared with other jobs (~9 agents) for every cell: absolute "
+                                "texts/s are low and noisy, compare the ratios within a repetition"},
+               "runs": []}
+    out_json = RESULTS / "inference.json"
+    args.work.mkdir(parents=True, exist_ok=True)
+    for item in args.datasets.split(","):
+        dataset, *rest = item.split(":")
+        per_class = int(rest[0]) if rest else args.per_class
+        strategies = rest[1].split("+") if len(rest) > 1 else args.strategies.split(",")
+        root = shared_data() / dataset
+        train_texts, train_labels = read_csv(root / "train.csv")
+        test_texts, test_labels = read_csv(root / "test.csv")
+        picked, others = sample(train_texts, train_labels, per_class, seed=0)
+        fit_data = ([train_texts[i] for i in picked], [train_labels[i] for i in picked])
+        check = ([train_texts[i] for i in others[:1000]], [train_labels[i] for i in others[:1000]])
+        order = list(range(len(test_texts)))
+        random.Random(1).shuffle(order)
+        timing = [test_texts[i] for i in order[:args.timing_texts]]
+        for strategy in strategies:
+            model_dir = args.work / f"{dataset}-{strategy}-{per_class}"
+            started = time.perf_counter()
+            if not (model_dir / "tenni.json").exists():  # the estimator alone: tenni.fit's own evaluation is redundant
+                est = get_strategy_class(strategy)(backbone="text/minilm", seed=0)
+                tenni.Model(est.fit(*fit_data)).save(model_dir)
+            fit_seconds = time.perf_counter() - started
+            exports = {f"onnx {kind}": args.work / f"{model_dir.name}-{kind}" for kind in ("fp32", "int8")}
+            gate = None
+            if not (exports["onnx fp32"] / "tenni-export.json").exists():
+                export_model(model_dir, exports["onnx fp32"])
+            if not (exports["onnx int8"] / "tenni-export.json").exists():
+                try:
+                    export_model(model_dir, exports["onnx int8"], quantize="int8", check=check,
+                                 max_drop=args.max_drop)
+                except TenniError as err:  # refused by the gate: measure it anyway, and say so
+                    gate = str(err)
+                    print(f"{dataset} {strategy}: {gate}", flush=True)
+                    export_model(model_dir, exports["onnx int8"], quantize="int8", check=check, max_drop=100)
+            int8_manifest = load_onnx_model(exports["onnx int8"], verify=False).manifest
+            model = tenni.load(model_dir)
+            runners = {}
+            if strategy == "probe":
+                st = get_backbone("text/minilm").sentence_transformer()
+                coef, intercept = model.estimator.coef_, model.estimator.intercept_
+
+                def anchor(texts, st=st, coef=coef, intercept=intercept):
+                    feats = st.encode(texts, batch_size=64, convert_to_numpy=True, show_progress_bar=False)
+                    return logistic_proba(feats, coef, intercept)
+
+                runners["anchor: sentence-transformers encode + head"] = anchor
+
+            def tenni_torch(texts, model=model):
+                if model.strategy == "probe":  # an empty feature cache: compute, do not read, the features
+                    backbone = get_backbone("text/minilm")
+                    os.environ["TENNI_CACHE_DIR"] = tempfile.mkdtemp(dir=args.work, prefix="cache-")
+                    backbone._cache = None
+                return model.predict_proba(texts)
+
+            runners["tenni predict (torch)"] = tenni_torch
+            for name, folder in exports.items():
+                runners[f"tenni {name}"] = load_onnx_model(folder, threads=THREADS).predict_proba
+            for fn in runners.values():  # warm-up: load the models, plan the graphs
+                fn(timing[:16])
+            seconds = {name: [] for name in runners}
+            load = []
+            for _ in range(args.reps):
+                for name, fn in runners.items():
+                    start = time.perf_counter()
+                    fn(timing)
+                    seconds[name].append(time.perf_counter() - start)
+                load.append(os.getloadavg()[0])
+            labels = model.labels
+            for name, fn in runners.items():
+                predicted = [labels[i] for i in np.argmax(fn(test_texts), axis=1)]
+                run = {"dataset": dataset, "strategy": strategy, "runtime": name, "per_class": per_class,
+                       "train_size": len(fit_data[0]), "test_size": len(test_texts),
+                       "texts_per_s": len(timing) / statistics.median(seconds[name]),
+                       "seconds": seconds[name], "accuracy": accuracy(test_labels, predicted),
+                       "macro_f1": macro_f1(test_labels, predicted), "load_avg_1min": load,
+                       "fit_seconds": round(fit_seconds, 1)}
+                if name == "tenni onnx int8":
+                    run["int8_gate"] = gate or int8_manifest["quantization"]
+                results["runs"].append(run)
+                print(f"{dataset:10s} {strategy:7s} {name:45s} {run['texts_per_s']:7.1f} texts/s  "
+                      f"acc {run['accuracy']:.4f}", flush=True)
+            RESULTS.mkdir(parents=True, exist_ok=True)
+            out_json.write_text(__import__("json").dumps(results, indent=1) + "\n")
+    write_table(results, RESULTS / "inference.md")
+
+
+def write_table(results: dict, path: Path) -> None:
+    lines = ["# Inference speed (2 threads)", "",
+             "`bench/inference.py`: models fitted on `per class` examples per class of the train split; median of "
+             f"{results['meta']['reps']} passes over {results['meta']['timing_texts']} test texts; accuracy on the "
+             "whole test split. " + results["meta"]["note"] + ".", "",
+             "| dataset | model | per class | runtime | texts/s | x anchor | accuracy | macro-F1 | int8 gate |",
+             "|---|---|---:|---|---:|---:|---:|---:|---|"]
+    anchors = {r["dataset"]: r["texts_per_s"] for r in results["runs"] if r["runtime"].startswith("anchor")}
+    for r in results["runs"]:
+        ratio = r["texts_per_s"] / anchors[r["dataset"]] if r["dataset"] in anchors else float("nan")
+        gate = r.get("int8_gate")
+        if isinstance(gate, dict):
+            gate = (f"passed: {gate['accuracy_drop_points']:.2f} pts drop on 1,000 held-out train texts"
+                    if gate.get("gated") else "not gated")
+        lines.append(f"| {r['dataset']} | {r['strategy']} | {r['per_class']} | {r['runtime']} | "
+                     f"{r['texts_per_s']:.0f} | {ratio:.2f} | "
+                     f"{r['accuracy']:.4f} | {r['macro_f1']:.4f} | {gate or ''} |")
+    path.write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
