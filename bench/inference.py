@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import random
 import statistics
@@ -24,7 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, environment, shared_data  # noqa: E402
+from _common import RESULTS, environment, publish, shared_data  # noqa: E402
 
 THREADS = 2
 
@@ -64,9 +65,16 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--timing-texts", type=int, default=1000)
     parser.add_argument("--max-drop", type=float, default=0.5)
+    parser.add_argument("--check-texts", type=int, default=1000, help="held-out train texts gating int8")
+    parser.add_argument("--test-limit", type=int, default=None, help="score accuracy on at most this many test "
+                                                                       "texts (a fixed shuffled subset)")
     parser.add_argument("--strategies", default="probe,setfit")
+    parser.add_argument("--table", action="store_true", help="only rewrite the tables from inference.json")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "tenni-bench-inference")
     args = parser.parse_args()
+    if args.table:
+        publish("inference", RESULTS / "inference.json", table(json.loads((RESULTS / "inference.json").read_text())))
+        return
 
     import numpy as np
     import torch
@@ -80,7 +88,8 @@ def main() -> None:
     from tenni.strategies._linear import logistic_proba
 
     results = {"meta": {"threads": THREADS, "per_class": args.per_class, "reps": args.reps,
-                        "timing_texts": args.timing_texts, "max_drop": args.max_drop, "env": environment(),
+                        "timing_texts": args.timing_texts, "max_drop": args.max_drop,
+                        "check_texts": args.check_texts, "test_limit": args.test_limit, "env": environment(),
                         "note": "2-core machine shared with other jobs (~9 agents) for every cell: absolute "
                                 "texts/s are low and noisy, compare the ratios within a repetition"},
                "runs": []}
@@ -95,10 +104,14 @@ def main() -> None:
         test_texts, test_labels = read_csv(root / "test.csv")
         picked, others = sample(train_texts, train_labels, per_class, seed=0)
         fit_data = ([train_texts[i] for i in picked], [train_labels[i] for i in picked])
-        check = ([train_texts[i] for i in others[:1000]], [train_labels[i] for i in others[:1000]])
+        held = others[:args.check_texts]
+        check = ([train_texts[i] for i in held], [train_labels[i] for i in held])
         order = list(range(len(test_texts)))
         random.Random(1).shuffle(order)
         timing = [test_texts[i] for i in order[:args.timing_texts]]
+        if args.test_limit:  # accuracy on a fixed shuffled subset of the test split
+            test_texts = [test_texts[i] for i in order[:args.test_limit]]
+            test_labels = [test_labels[i] for i in order[:args.test_limit]]
         for strategy in strategies:
             model_dir = args.work / f"{dataset}-{strategy}-{per_class}"
             started = time.perf_counter()
@@ -166,15 +179,15 @@ def main() -> None:
                 print(f"{dataset:10s} {strategy:7s} {name:45s} {run['texts_per_s']:7.1f} texts/s  "
                       f"acc {run['accuracy']:.4f}", flush=True)
             RESULTS.mkdir(parents=True, exist_ok=True)
-            out_json.write_text(__import__("json").dumps(results, indent=1) + "\n")
-    write_table(results, RESULTS / "inference.md")
+            out_json.write_text(json.dumps(results, indent=1) + "\n")
+    publish("inference", out_json, table(results))
 
 
-def write_table(results: dict, path: Path) -> None:
-    lines = ["# Inference speed (2 threads)", "",
-             "`bench/inference.py`: models fitted on `per class` examples per class of the train split; median of "
-             f"{results['meta']['reps']} passes over {results['meta']['timing_texts']} test texts; accuracy on the "
-             "whole test split. " + results["meta"]["note"] + ".", "",
+def table(results: dict) -> str:
+    lines = ["`bench/inference.py`: models fitted on `per class` examples per class of the train split; median of "
+             f"{results['meta']['reps']} passes over {results['meta']['timing_texts']} test texts; accuracy on "
+             f"{results['meta'].get('test_limit') or 'all'} test texts. int8 gated on "
+             f"{results['meta']['check_texts']} held-out train texts. " + results["meta"]["note"] + ".", "",
              "| dataset | model | per class | runtime | texts/s | x anchor | accuracy | macro-F1 | int8 gate |",
              "|---|---|---:|---|---:|---:|---:|---:|---|"]
     anchors = {r["dataset"]: r["texts_per_s"] for r in results["runs"] if r["runtime"].startswith("anchor")}
@@ -182,12 +195,12 @@ def write_table(results: dict, path: Path) -> None:
         ratio = r["texts_per_s"] / anchors[r["dataset"]] if r["dataset"] in anchors else float("nan")
         gate = r.get("int8_gate")
         if isinstance(gate, dict):
-            gate = (f"passed: {gate['accuracy_drop_points']:.2f} pts drop on 1,000 held-out train texts"
+            gate = (f"passed: {gate['accuracy_drop_points']:.2f} pts drop on held-out train texts"
                     if gate.get("gated") else "not gated")
         lines.append(f"| {r['dataset']} | {r['strategy']} | {r['per_class']} | {r['runtime']} | "
                      f"{r['texts_per_s']:.0f} | {ratio:.2f} | "
                      f"{r['accuracy']:.4f} | {r['macro_f1']:.4f} | {gate or ''} |")
-    path.write_text("\n".join(lines) + "\n")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
