@@ -3,12 +3,15 @@
 
     nice -n 10 python bench/inference.py [--datasets sms_spam,banking77] [--per-class 64] [--reps 3]
 
-Per dataset: a probe and a SetFit model are fitted (``tenni.fit``) on ``--per-class`` examples per class from the
-train split, saved, and exported twice (float32; int8 gated on 1,000 other train texts, ``--max-drop`` points).
-Throughput is the median over ``--reps`` passes over the same ``--timing-texts`` test texts (their order shuffled
+Per dataset: a probe and a SetFit model (the strategies' estimators, saved as tenni models) are fitted on
+``--per-class`` examples per class from the train split, and exported twice (float32; int8 gated on
+``--check-texts`` other train texts, ``--max-drop`` points).
+Throughput is the best of ``--reps`` passes (wall time, and CPU time of the process: other jobs on a shared
+machine disturb it less) over the same ``--timing-texts`` test texts (their order shuffled
 once), with each runtime's turn interleaved within a repetition so that load from other jobs spreads over all of
 them; the probe's torch path gets an empty feature cache on every pass (otherwise it would read, not compute, the
-features). Accuracy is over the whole test split. Writes bench/results/inference.json and inference.md.
+features). Accuracy is over the test split (``--test-limit``: a fixed shuffled subset). Writes
+bench/results/inference.json and inference.md, and the table into docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -206,10 +209,11 @@ def main() -> None:
 
 
 def table(results: dict) -> str:
-    lines = ["`bench/inference.py`: models fitted on `per class` examples per class of the train split; median of "
+    lines = ["`bench/inference.py`: models fitted on `per class` examples per class of the train split; best of "
              f"{results['meta']['reps']} passes over {results['meta']['timing_texts']} test texts; accuracy on "
              f"{results['meta'].get('test_limit') or 'all'} test texts. int8 gated on "
-             f"{results['meta']['check_texts']} held-out train texts. " + results["meta"]["note"] + ".", "",
+             f"{results['meta']['check_texts']} held-out train texts; x anchor compares CPU time. "
+             + results["meta"]["note"] + ".", "",
              "| dataset | model | per class | runtime | texts/s (wall) | texts/CPU-s | x anchor (CPU) | accuracy | "
              "macro-F1 | int8 gate |",
              "|---|---|---:|---|---:|---:|---:|---:|---:|---|"]
@@ -219,7 +223,7 @@ def table(results: dict) -> str:
         ratio = f"{cpu / anchors[r['dataset']]:.2f}" if cpu and anchors.get(r["dataset"]) else "–"
         gate = r.get("int8_gate")
         if isinstance(gate, dict):
-            gate = (f"passed: {gate['accuracy_drop_points']:.2f} pts drop on held-out train texts"
+            gate = (f"passed (held-out train texts: {-gate['accuracy_drop_points']:+.2f} pts)"
                     if gate.get("gated") else "not gated")
         lines.append(f"| {r['dataset']} | {r['strategy']} | {r['per_class']} | {r['runtime']} | "
                      f"{r['texts_per_s']:.1f} | {f'{cpu:.1f}' if cpu else '–'} | {ratio} | "
