@@ -267,3 +267,18 @@ def test_frozen_audio_probe_exports_its_head_and_says_what_runs_in_front(tone_fo
     np.testing.assert_allclose(exported.predict_proba(feats), tenni.load(path).predict_proba(files), atol=1e-5)
     with pytest.raises(tenni.TenniError, match="head only"):
         exported.predict_proba(feats[:, :3])
+
+
+def test_served_with_the_onnx_runtime(saved, tmp_path, test_data):
+    """`tenni serve --runtime onnx` runs an export folder through this runtime: same labels as the torch model."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from tenni.serve import create_app
+
+    export_model(saved("probe"), tmp_path / "onnx")
+    texts = test_data[0][:5]
+    with TestClient(create_app([tmp_path / "onnx"], runtime="onnx")) as client:
+        reply = client.post("/v1/models/onnx/predict", json={"inputs": texts})
+    assert reply.status_code == 200, reply.text
+    assert [p["label"] for p in reply.json()["predictions"]] == tenni.load(saved("probe")).predict(texts)
