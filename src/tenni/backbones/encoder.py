@@ -117,6 +117,8 @@ class CachedEncoder:
                 todo.setdefault(key, str(item))
         if todo:
             pending = list(todo.items())
+            if getattr(self, "modality", "text") == "text":  # chunks of similar length: less padding per batch
+                pending.sort(key=lambda kv: len(kv[1]))
             step = batch_size or self.default_batch_size
             chunk = self.chunk_size(step)
             label = f"embedding ({self.name.rsplit('/', 1)[-1]})"

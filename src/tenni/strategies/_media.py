@@ -146,7 +146,7 @@ def discriminative_groups(model: nn.Module, lr: float, head_lr: float, weight_de
     return groups
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def media_logits(model: nn.Module, inputs, idx=None, batch_size: int = 32) -> torch.Tensor:
     was_training = model.training
     model.eval()

@@ -51,7 +51,7 @@ class TextInputs:
         return predict_logits(model, self.data, idx)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def predict_logits(model: nn.Module, data: Tokenized, idx=None, batch_size: int = 64) -> torch.Tensor:
     """Batched inference, grouped by length so padding is short."""
     was_training = model.training
