@@ -102,7 +102,7 @@ def test_frozen_features_of_each_reading_have_their_own_cache(tiny_backbone):
     np.testing.assert_allclose(windows[0], default[0], atol=1e-5)  # nothing to cut: the same features
     assert not np.allclose(windows[1], default[1], atol=1e-4)
     assert not np.allclose(head_tail[1], default[1], atol=1e-4)
-    assert backbone.cache_for(64, "windows").dir != backbone.cache.dir
+    assert backbone.reading(64, "windows").cache.dir != backbone.cache.dir
 
 
 def test_probe_says_and_records_its_length(tiny_backbone, train_data, capsys):
