@@ -229,8 +229,8 @@ NAMES = {"anchor:setfit": "SetFit lib (defaults, max_seq_length 256)",
 def render_table(data: dict) -> str:
     rows = summarise(data["runs"])
     cells = {(r["dataset"], r["n"], r["method"]): r for r in rows}
-    skipped = {(r["dataset"], r["n"], r["method"]): r.get("reason", "") for r in data["runs"]
-               if r.get("status") == "skipped"}
+    skipped = {(r["dataset"], r["n"], r["method"]): r.get("status") for r in data["runs"]
+               if r.get("status", "ok") != "ok"}
     keys = set(cells) | set(skipped)
     lines = []
     for dataset in [d for d in DATASETS if any(k[0] == d for k in keys)]:
@@ -243,7 +243,8 @@ def render_table(data: dict) -> str:
             for n in ns:
                 r = cells.get((dataset, n, method))
                 if r is None:
-                    row.append("skipped (too slow)" if (dataset, n, method) in skipped else "")
+                    row.append(f"{skipped[(dataset, n, method)]} (too slow here; see the JSON)"
+                               if (dataset, n, method) in skipped else "")
                     continue
                 std = f" ± {r['accuracy_std']:.3f} ({r['seeds']} seeds)" if r["seeds"] > 1 else " (1 seed)"
                 row.append(f"{r['accuracy_mean']:.3f}{std}, {r['seconds_mean']:.0f} s")

@@ -69,8 +69,8 @@ class AutoConfig:
                               "strategy auto can race", hint=f"choose among {', '.join(known)}")
 
 
-# seconds per token through MiniLM on 2 idle cores (forward + backward for training, forward for inference), kept
-# pessimistic; measured in docs/guides/long-texts.md
+# seconds per token through MiniLM on 2 idle cores (forward + backward for training, forward for inference), ~1.4x
+# the measured ones (docs/guides/long-texts.md) to stay pessimistic
 TRAIN_SECONDS_PER_TOKEN = {"setfit": 1.0e-3, "lora": 6e-4, "finetune": 9e-4}
 INFER_SECONDS_PER_TOKEN = 2.5e-4
 CAP_TOKENS = 256  # the text backbones' default maximum, where the length policy cuts
