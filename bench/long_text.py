@@ -250,8 +250,10 @@ def render_table(data: dict) -> str:
                 row.append(f"{r['accuracy_mean']:.3f}{std}, {r['seconds_mean']:.0f} s")
             lines.append(f"| {NAMES.get(method, 'tenni ' + method)} | " + " | ".join(row) + " |")
         lines.append("")
-    lines.append("Cells: test accuracy, mean ± std over seeds, and fit + predict seconds (mean). One 2-core machine "
-                 f"shared with other jobs throughout (timings vary up to 3x); updated {data['meta'].get('updated')}.")
+    lines.append("Cells: test accuracy, mean ± std over seeds, and fit + predict seconds (mean); a probe's seconds "
+                 "include its first encoding of the test set, later cells (auto) read it from the feature cache. "
+                 "One 2-core machine shared with other jobs throughout (load average 15-65: timings vary several-fold); "
+                 f"updated {data['meta'].get('updated')}.")
     return "\n".join(lines)
 
 
