@@ -252,7 +252,7 @@ def render_table(data: dict) -> str:
         lines.append("")
     lines.append("Cells: test accuracy, mean ± std over seeds, and fit + predict seconds (mean); a probe's seconds "
                  "include its first encoding of the test set, later cells (auto) read it from the feature cache. "
-                 "One 2-core machine shared with other jobs throughout (load average 15-65: timings vary several-fold); "
+                 "One 2-core machine shared with other jobs throughout (load average 15-65: timings vary a lot); "
                  f"updated {data['meta'].get('updated')}.")
     return "\n".join(lines)
 
