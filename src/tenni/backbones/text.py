@@ -132,6 +132,13 @@ class TextBackbone(CachedEncoder):
         return f"len{self.max_length}-p{pipeline_tag(self.path)}"
 
     @property
+    def token_cap(self) -> int:
+        """The most tokens a text is read to: ``max_length``, or less where the folder's sentence-transformers
+        config says so (what ``encode`` has always used)."""
+        own = read_json(self.path / "sentence_bert_config.json").get("max_seq_length")
+        return min(self.max_length, int(own)) if own else self.max_length
+
+    @property
     def dim(self) -> int:
         cfg = read_json(self.transformer_dir() / "config.json", strict=True)
         return int(cfg.get("hidden_size") or cfg.get("d_model") or cfg.get("dim") or 0)
@@ -193,3 +200,75 @@ class TextBackbone(CachedEncoder):
         texts = clip_texts(texts, self.max_length)  # characters first, then tokens
         return self.sentence_transformer().encode(texts, batch_size=batch_size, convert_to_numpy=True,
                                                   show_progress_bar=False)
+
+    def encode(self, items: list[str], *, batch_size: int | None = None, show_progress: bool = True,
+               max_length: int | None = None, truncation: str = "head") -> np.ndarray:
+        """Frozen sentence embeddings through the cache. ``max_length`` / ``truncation`` (see :mod:`.length`) say
+        how a long text is read; the default, its first ``token_cap`` tokens, is sentence-transformers' own. Each
+        reading has its own cache."""
+        if (max_length is None or max_length == self.token_cap) and truncation == "head":
+            return super().encode(items, batch_size=batch_size, show_progress=show_progress)
+        return self.reading(max_length or self.token_cap, truncation).encode(
+            items, batch_size=batch_size, show_progress=show_progress)
+
+    def reading(self, max_length: int, truncation: str) -> TextReading:
+        readings = self.__dict__.setdefault("_readings", {})
+        if (max_length, truncation) not in readings:
+            readings[(max_length, truncation)] = TextReading(self, max_length, truncation)
+        return readings[(max_length, truncation)]
+
+
+class TextReading(CachedEncoder):
+    """A text backbone reading long texts its own way (another length, head + tail, or pooled windows): rows through
+    the sentence-transformers modules (their pooling and normalisation), windows mean-pooled and re-normalised when
+    the pipeline normalises. Its length and truncation are in its cache key."""
+
+    modality = "text"
+    default_batch_size = 64
+
+    def __init__(self, backbone: TextBackbone, max_length: int, truncation: str):
+        from .length import check_truncation
+
+        self.backbone, self.max_length, self.truncation = backbone, int(max_length), check_truncation(truncation)
+        self.name, self.path = backbone.name, backbone.path
+
+    @property
+    def fingerprint(self) -> str:
+        return self.backbone.fingerprint
+
+    @property
+    def dim(self) -> int:
+        return self.backbone.dim
+
+    def cache_tag(self) -> str:
+        return f"len{self.max_length}-{self.truncation}-p{pipeline_tag(self.path)}"
+
+    def chunk_size(self, batch_size: int) -> int:
+        return self.backbone.chunk_size(batch_size)
+
+    def embed(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        import torch
+
+        from .length import pool_rows, tokenize_rows
+
+        model = self.backbone.sentence_transformer()
+        tokenizer = model.tokenizer
+        rows, owner = tokenize_rows(tokenizer, texts, self.max_length, self.truncation)
+        if not rows:
+            return np.zeros((0, self.dim), np.float32)
+        order = np.argsort([len(r) for r in rows], kind="stable")
+        out: list = [None] * len(rows)
+        with torch.no_grad():
+            for start in range(0, len(order), batch_size):
+                idx = order[start:start + batch_size]
+                enc = tokenizer.pad({"input_ids": [rows[i] for i in idx]}, return_tensors="pt")
+                features = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+                if "token_type_ids" in getattr(tokenizer, "model_input_names", ()):
+                    features["token_type_ids"] = torch.zeros_like(enc["input_ids"])
+                emb = model(features)["sentence_embedding"].float().numpy()
+                for j, i in enumerate(idx):
+                    out[i] = emb[j]
+        feats = pool_rows(np.stack(out), owner, len(texts))
+        if self.truncation == "windows" and self.backbone.pooling()[1]:
+            feats = feats / np.linalg.norm(feats, axis=1, keepdims=True).clip(min=1e-12)
+        return feats.astype(np.float32)

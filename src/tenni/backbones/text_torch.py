@@ -62,18 +62,29 @@ def load_encoder(backbone, *, normalise: bool | None = None):
 
 
 class Tokenized:
-    """Texts tokenized once; batches are padded on demand."""
+    """Texts tokenized once under a length policy (:mod:`.length`); batches are padded on demand.
 
-    def __init__(self, tokenizer, texts: list[str], max_length: int):
-        from .text import clip_texts
+    ``truncation`` "head" and "head_tail" give each text one row; "windows" gives a long text several rows, run
+    through the model like any others and mean-pooled back into one output per text.
+    """
+
+    def __init__(self, tokenizer, texts: list[str], max_length: int, truncation: str = "head"):
+        from .length import tokenize_rows
 
         self.tokenizer = tokenizer
-        enc = tokenizer(clip_texts(texts, max_length), truncation=True, max_length=max_length)  # characters first
-        self.ids = enc["input_ids"]
-        self.type_ids = enc.get("token_type_ids")
+        self.rows, self.owner = tokenize_rows(tokenizer, list(texts), max_length, truncation)
+        self.n = len(texts)
+        starts = np.searchsorted(self.owner, np.arange(self.n + 1))
+        self.row_spans = np.stack([starts[:-1], starts[1:]], axis=1) if self.n else np.zeros((0, 2), np.int64)
+        self.ids = [self.rows[s] for s, _ in self.row_spans]  # each text's first row
+        self.type_ids = True if "token_type_ids" in getattr(tokenizer, "model_input_names", ()) else None
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return self.n
+
+    @property
+    def windowed(self) -> bool:
+        return len(self.rows) != self.n
 
     def batch(self, idx) -> dict[str, torch.Tensor]:
         return self.pad([self.ids[i] for i in idx])
@@ -83,8 +94,21 @@ class Tokenized:
 
     def forward_grouped(self, model: nn.Module, idx, group: int = 8) -> torch.Tensor:
         """``model`` on the texts ``idx`` (rows in that order), run in groups of similar length (see
-        ``forward_in_groups``). Inference runs a whole set through it in groups of the batch size."""
-        return forward_in_groups(model, [self.ids[i] for i in np.asarray(idx)], self.pad, group)
+        ``forward_in_groups``); a text read as several windows gets the mean of their outputs. Inference runs a
+        whole set through it in groups of the batch size."""
+        from .length import pool_rows
+
+        idx = np.asarray(idx, dtype=np.int64)
+        if not self.windowed:
+            return forward_in_groups(model, [self.rows[i] for i in idx], self.pad, group)
+        row_idx = [r for i in idx for r in range(*self.row_spans[i])]
+        owner = np.repeat(np.arange(len(idx)), self.row_spans[idx, 1] - self.row_spans[idx, 0])
+        out = forward_in_groups(model, [self.rows[r] for r in row_idx], self.pad, group)
+        return pool_rows(out, owner, len(idx))
+
+    def tokens(self) -> int:
+        """Tokens the model reads for one pass over all texts (rows as cut, special tokens included)."""
+        return int(sum(len(r) for r in self.rows))
 
 
 def pad_rows(tokenizer, rows: list[list[int]], type_ids: bool = False) -> dict[str, torch.Tensor]:

@@ -69,22 +69,46 @@ class AutoConfig:
                               "strategy auto can race", hint=f"choose among {', '.join(known)}")
 
 
+# seconds per token through MiniLM on 2 idle cores (forward + backward for training, forward for inference), ~1.4x
+# the measured ones (docs/guides/long-texts.md) to stay pessimistic
+TRAIN_SECONDS_PER_TOKEN = {"setfit": 1.0e-3, "lora": 6e-4, "finetune": 9e-4}
+INFER_SECONDS_PER_TOKEN = 2.5e-4
+CAP_TOKENS = 256  # the text backbones' default maximum, where the length policy cuts
+
+
+def text_tokens(n_train: int, characters: int, unspaced: bool = False) -> float:
+    """Tokens a text strategy reads per text, from the characters: ~4 characters a WordPiece token in English,
+    ~1.3 in unspaced scripts, plus the two special tokens; capped where the length policy cuts."""
+    if n_train <= 0 or characters <= 0:
+        return 32.0  # unknown: a short text
+    per_text = characters / n_train / (1.3 if unspaced else 4.0) + 2
+    return float(min(CAP_TOKENS, max(8.0, per_text)))
+
+
 def estimate_seconds(name: str, n_train: int, n_classes: int, characters: int = 0, unspaced: bool = False) -> float:
     """A deliberately pessimistic prior for 2 CPU cores, replaced by measured times once a candidate has run.
 
     The hybrid's TF-IDF part scales with the amount of text (character n-grams, ``unspaced``, cost ~10x more per
-    character than word n-grams), its logistic fits with examples x classes; the measurements behind the constants
-    are in docs/design/auto-race.md.
+    character than word n-grams), its logistic fits with examples x classes; the trained strategies with tokens x
+    steps, texts being read up to the length policy's cap (a fold of long documents costs several times one of
+    short texts). The measurements behind the constants are in docs/design/auto-race.md and
+    docs/guides/long-texts.md.
     """
     if name == "probe":
         return 0.02 * n_train + 1.0
     if name == "hybrid":
         return 1e-4 * n_train * n_classes + (4e-4 if unspaced else 3e-5) * characters + 3.0
+    tokens = text_tokens(n_train, characters, unspaced)
+    # the fold's own inference: features for the head and the validation share, about 1.5 passes over the data
+    infer = INFER_SECONDS_PER_TOKEN * 1.5 * n_train * tokens
     if name == "setfit":
-        pairs = min(1280, 40 * n_train)
-        return 1.0 * pairs / 16 + 0.02 * n_train + 5.0  # ~1 s per 16-pair step on 2 idle cores (ag_news, N=8)
-    steps = max(100, 10 * math.ceil(n_train / 16))  # lora / finetune: min_steps and epochs defaults
-    return (0.35 if name == "finetune" else 0.25) * steps + 5.0
+        from .setfit import examples_seen
+
+        encoded = examples_seen(n_train) * n_train  # loss=batch: each example encoded this many times
+        return TRAIN_SECONDS_PER_TOKEN["setfit"] * encoded * tokens + infer + 5.0
+    steps = max(100, 10 * math.ceil(0.85 * n_train / 16))  # lora / finetune: min_steps and epochs defaults
+    per_token = TRAIN_SECONDS_PER_TOKEN.get(name, TRAIN_SECONDS_PER_TOKEN["finetune"])
+    return per_token * steps * min(16, n_train) * tokens + infer + 5.0
 
 
 class AutoStrategy(Strategy):
@@ -122,8 +146,9 @@ class AutoStrategy(Strategy):
                     if name == "probe":
                         continue
                     entry = race[name]
+                    chars = sum(len(texts[i]) for i in train_idx)
                     fold_est = (np.mean(entry["seconds"]) if entry["seconds"] else estimate_seconds(
-                        name, len(train_idx), len(self.classes_), sum(len(texts[i]) for i in train_idx), unspaced))
+                        name, len(train_idx), len(self.classes_), chars, unspaced))
                     refit_est = refit_seconds(fold_est, len(texts), len(train_idx))
                     # keep time to refit the challenger leading so far too: otherwise several folds that each
                     # fit can, together, leave no time to refit whichever of them wins
@@ -132,6 +157,13 @@ class AutoStrategy(Strategy):
                     if elapsed + fold_est + reserve > budget:
                         entry["status"] = (f"stopped: this fold and the final refit would not finish within the "
                                            f"{budget:.0f} s budget")
+                        if not entry["seconds"]:  # never ran: say what it would take
+                            need = math.ceil((elapsed + fold_est + reserve) * 1.1 / 60)
+                            size = (f" (texts of ~{text_tokens(len(train_idx), chars, unspaced):.0f} tokens)"
+                                    if backbone.modality == "text" else "")
+                            info(f"auto: {name} not tried: a fold (~{fold_est:.0f} s) and its refit (~{refit_est:.0f} "
+                                 f"s) do not fit in the {max(budget - elapsed, 0):.0f} s left{size}; --budget {need}m "
+                                 "would let it run")
                         continue
                     try:
                         self._run_fold(name, entry, texts, labels, train_idx, val_idx,

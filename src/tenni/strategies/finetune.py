@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..backbones.length import TRUNCATIONS
 from ..config import NON_NEGATIVE, POSITIVE, SHARE, option
 from ._linear import CLASS_WEIGHTS
 from .base import Strategy, balanced_class_weight
@@ -27,7 +28,11 @@ class FinetuneConfig:
                                  "to learn", **NON_NEGATIVE)
     max_epochs: int = option(40, "upper bound on epochs after the min_steps rule", **POSITIVE)
     batch_size: int = option(16, "examples per optimizer step", **POSITIVE)
-    max_length: int = option(128, "tokens per text; longer texts are truncated", **POSITIVE)
+    max_length: int | None = option(None, "text: tokens per text; None: the 95th percentile of the training texts' "
+                                          "token counts, capped by the backbone", **POSITIVE)
+    truncation: str = option("head", "text longer than max_length: 'head' (its opening), 'head_tail' (opening "
+                                     "quarter + end) or 'windows' (read whole, outputs mean-pooled)",
+                             choices=TRUNCATIONS)
     warmup_ratio: float = option(0.1, "share of steps with linear learning-rate warm-up", **SHARE)
     weight_decay: float = option(0.01, "AdamW weight decay", **NON_NEGATIVE)
     patience: int = option(3, "epochs without validation gain before stopping", **NON_NEGATIVE)
@@ -108,9 +113,11 @@ class FineTune(Strategy):
             from ._media import media_inputs
 
             return media_inputs(self._backbone(), items, augment=augment and cfg.augment)
+        from ..backbones.length import saved_choice
         from ._torch import TextInputs, Tokenized
 
-        return TextInputs(Tokenized(self._tokenizer, items, cfg.max_length))
+        length, truncation = saved_choice(getattr(self, "length_", None), cfg)
+        return TextInputs(Tokenized(self._tokenizer, items, length, truncation))
 
     def _fit(self, texts, y, cfg) -> None:
         import torch
@@ -121,18 +128,28 @@ class FineTune(Strategy):
         n_classes = len(self.classes_)
         torch.manual_seed(self.seed)  # the new head (and LoRA's adapters) drawn from the seed, not the process's state
         self._tokenizer, self._model = self._build(n_classes, cfg)
+        if not self._is_media():
+            from ..backbones.length import choose_for
+
+            self.length_ = choose_for(self._tokenizer, texts, cfg, self._backbone().token_cap, who=self.name,
+                                      model_config=self._model.encoder.model.config).as_dict()
         if cfg.head_init == "probe":
             self._init_head_from_probe(texts, y, cfg)
         plan = TrainPlan(epochs=cfg.epochs, batch_size=cfg.batch_size, min_steps=cfg.min_steps,
                          max_epochs=cfg.max_epochs, warmup_ratio=cfg.warmup_ratio, patience=cfg.patience,
                          validation_fraction=cfg.validation_fraction)
         weight = balanced_class_weight(y, n_classes) if cfg.class_weight == "balanced" else None
-        self.training_ = train_classifier(self._model, self._inputs(texts, cfg), y,
+        inputs = self._inputs(texts, cfg)
+        self.training_ = train_classifier(self._model, inputs, y,
                                           param_groups=self._param_groups(self._model, cfg), plan=plan,
                                           class_weight=weight, seed=self.seed, description=f"training ({self.name})",
                                           head_warmup_epochs=cfg.head_warmup_epochs if self._is_media() else 0)
         if self._is_media():
             self.training_["effective_config"] = dataclasses.asdict(cfg)  # with the image/audio defaults applied
+        else:  # tokens through the model in training: auto's time prior is calibrated on it
+            share = 1 - plan.validation_fraction if self.training_.get("early_stopping") else 1.0
+            self.training_["token_steps"] = int(round(inputs.data.tokens() * share
+                                                      * self.training_.get("epochs_run", 1)))
 
     def _init_head_from_probe(self, texts, y, cfg) -> None:
         """Logistic regression on the frozen features becomes the head's starting point."""
@@ -144,7 +161,9 @@ class FineTune(Strategy):
             pooling, normalise = self._backbone().pooling()
             if self._model.encoder.pooling != pooling or self._model.encoder.normalise != normalise:
                 return  # frozen features would not match what the encoder outputs
-        feats = self._backbone().encode(texts)
+        length = getattr(self, "length_", None) if not self._is_media() else None
+        feats = (self._backbone().encode(texts, max_length=length["max_length"], truncation=length["truncation"])
+                 if length else self._backbone().encode(texts))
         coef, intercept, _ = fit_logistic(feats, y, seed=self.seed, C=None, class_weight=cfg.class_weight)
         if coef.shape[0] == 1:  # binary: sigmoid(w.x + b) == softmax([-w/2, w/2] . x + [-b/2, b/2])
             coef = np.concatenate([-coef / 2, coef / 2])
@@ -161,7 +180,8 @@ class FineTune(Strategy):
     def get_state(self):
         from ._torch import to_numpy_state
 
-        return to_numpy_state(self._model.state_dict(), self._state_prefix), {"training": self.training_}
+        return to_numpy_state(self._model.state_dict(), self._state_prefix), {"training": self.training_,
+                                                                               "length": self._length()}
 
     def _set_state(self, tensors, meta) -> None:
         from ._torch import from_numpy_state
@@ -170,3 +190,7 @@ class FineTune(Strategy):
         self._model.load_state_dict(from_numpy_state(tensors, self._state_prefix))
         self._model.eval()
         self.training_ = meta.get("training", {})
+        self.length_ = meta.get("length")
+
+    def _length(self) -> dict | None:
+        return getattr(self, "length_", None)

@@ -62,7 +62,7 @@ class LoRA(FineTune):
 
         tensors = to_numpy_state(get_peft_model_state_dict(self._model.encoder.model), "lora.")
         tensors.update(to_numpy_state(self._model.head.state_dict(), "head."))
-        return tensors, {"training": self.training_}
+        return tensors, {"training": self.training_, "length": self._length()}
 
     def _set_state(self, tensors, meta) -> None:
         from peft import set_peft_model_state_dict
@@ -74,6 +74,7 @@ class LoRA(FineTune):
         self._model.head.load_state_dict(from_numpy_state(tensors, "head."))
         self._model.eval()
         self.training_ = meta.get("training", {})
+        self.length_ = meta.get("length")
 
 
 DEFAULT_TARGETS = ("query", "value")

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..backbones.length import TRUNCATIONS
 from ..config import POSITIVE, option
 from ._linear import CLASS_WEIGHTS, fit_logistic, fit_logistic_soft, logistic_proba
 from .base import Strategy
@@ -22,6 +23,12 @@ class ProbeConfig:
     class_weight: str | None = option("balanced", "'balanced' re-weights classes by inverse frequency (imbalanced "
                                                   "data); None for equal weights", choices=CLASS_WEIGHTS)
     batch_size: int = option(64, "texts per encoder batch", **POSITIVE)
+    max_length: int | None = option(None, "tokens per text; None: the backbone's most (frozen features are cached, "
+                                          "so reading more costs once); the training texts' 95th percentile is "
+                                          "reported", **POSITIVE)
+    truncation: str = option("head", "texts longer than max_length: 'head' (their opening), 'head_tail' (opening "
+                                     "quarter + end) or 'windows' (read whole, embeddings mean-pooled)",
+                             choices=TRUNCATIONS)
 
 
 class LinearProbe(Strategy):
@@ -31,7 +38,8 @@ class LinearProbe(Strategy):
     Config = ProbeConfig
 
     def _fit(self, texts, y, cfg: ProbeConfig) -> None:
-        feats = self._backbone().encode(texts, batch_size=cfg.batch_size)
+        self.length_ = self._choose_length(texts, cfg)
+        feats = self._encode(texts)
         self.coef_, self.intercept_, self.C_ = fit_logistic(feats, y, seed=self.seed, C=cfg.C,
                                                             class_weight=cfg.class_weight)
 
@@ -39,18 +47,46 @@ class LinearProbe(Strategy):
         """Fit on soft targets (one probability per class in ``classes`` order): distillation of a teacher."""
         cfg = self.config_
         self.classes_ = np.asarray(classes)
-        feats = self._backbone().encode(list(inputs), batch_size=cfg.batch_size)
+        self.length_ = self._choose_length(list(inputs), cfg)
+        feats = self._encode(list(inputs))
         self.C_ = cfg.C if cfg.C is not None else 1.0
         self.coef_, self.intercept_ = fit_logistic_soft(feats, targets, C=self.C_, class_weight=cfg.class_weight)
         return self
 
     def _predict_proba(self, texts) -> np.ndarray:
-        feats = self._backbone().encode(texts, batch_size=self.config_.batch_size)
+        feats = self._encode(texts)
         return logistic_proba(feats, self.coef_, self.intercept_)
 
+    def _choose_length(self, texts, cfg: ProbeConfig) -> dict | None:
+        """The length policy where the backbone reads tokens (transformers folders); None for engines that cut
+        texts their own way (the e5 C engine's character windows)."""
+        from ..backbones.length import choose_length, folder_position_limit, light_token_counts, say
+
+        backbone = self._backbone()
+        if not hasattr(backbone, "token_cap"):
+            if cfg.max_length is not None or cfg.truncation != "head":
+                from ..errors import ConfigError
+
+                raise ConfigError(f"backbone '{backbone.name}' cuts texts its own way: max_length and truncation "
+                                  "do not apply", hint="leave them unset, or use a transformers text backbone")
+            return None
+        counts = light_token_counts(backbone.transformer_dir(), texts)
+        choice = choose_length(counts if counts is not None else [], backbone.token_cap,
+                               max_length=cfg.max_length, truncation=cfg.truncation, use_cap=True,
+                               limit=folder_position_limit(backbone.transformer_dir()))
+        if counts is not None:
+            say(choice, "probe")
+        return choice.as_dict()
+
+    def _encode(self, texts):
+        length = getattr(self, "length_", None)
+        kwargs = {"max_length": length["max_length"], "truncation": length["truncation"]} if length else {}
+        return self._backbone().encode(texts, batch_size=self.config_.batch_size, **kwargs)
+
     def get_state(self):
-        return {"head.coef": self.coef_, "head.intercept": self.intercept_}, {"C": self.C_}
+        return {"head.coef": self.coef_, "head.intercept": self.intercept_}, {"C": self.C_, "length": self.length_}
 
     def _set_state(self, tensors, meta) -> None:
         self.coef_, self.intercept_ = tensors["head.coef"], tensors["head.intercept"]
         self.C_ = meta.get("C")
+        self.length_ = meta.get("length")

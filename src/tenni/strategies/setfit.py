@@ -1,10 +1,14 @@
-"""SetFit-style few-shot tuning: contrastive pairs tune the sentence encoder, then a logistic head.
+"""SetFit-style few-shot tuning: contrastive tuning of the sentence encoder, then a logistic head.
 
-The recipe of Tunstall et al. (2022) — pairs of same-class (target cosine 1) and different-class (target 0)
-examples, cosine-similarity loss, then logistic regression on the tuned embeddings — written on plain PyTorch so
-it runs offline and shares tenni's training code. Each batch encodes every distinct text once, in groups of similar
-length, and the number of pairs is capped (``max_pairs``) so that larger label sets do not cost quadratically more
-time than they return. Measured against the ``setfit`` library: docs/benchmarks.md.
+The recipe of Tunstall et al. (2022) — same-class pairs pulled to cosine 1, different-class pairs pushed to 0,
+then logistic regression on the tuned embeddings — written on plain PyTorch so it runs offline and shares tenni's
+training code. The default loss (``loss="batch"``) spends each encoding on every pair it can make: a step draws a
+batch of examples (a few per class), encodes each once, and applies the same cosine loss to all pairs within the
+batch (positives and negatives weighted alike), so 16 encodings give 120 pairs where independent pairs give 8-16.
+The number of steps follows the data size (``examples_seen``), not a fixed cap. ``loss="pairs"`` keeps the
+independent-pair recipe (one positive and one negative partner per example per round, capped at ``max_pairs``).
+Batches run in groups of similar length (less padding), and the sequence length follows the data
+(:mod:`tenni.backbones.length`). Measured against the ``setfit`` library: docs/guides/long-texts.md, docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -16,21 +20,33 @@ import numpy as np
 
 from .._deadline import check_deadline
 from .._logging import progress
+from ..backbones.length import TRUNCATIONS
 from ..config import POSITIVE, SHARE, option
 from ._linear import CLASS_WEIGHTS, fit_logistic, logistic_proba
 from .base import Strategy
 
+LOSSES = ("batch", "pairs")
+
 
 @dataclass
 class SetFitConfig:
-    num_iterations: int = option(20, "pair-generation rounds: each example gets one positive and one negative "
-                                     "pair per round", **POSITIVE)
-    max_pairs: int = option(1280, "upper bound on the number of training pairs", **POSITIVE)
-    epochs: int = option(1, "passes over the pairs", **POSITIVE)
-    batch_size: int = option(16, "pairs per optimizer step", **POSITIVE)
+    loss: str = option("batch", "'batch': cosine loss over all pairs within batches of examples, each encoded once; "
+                                "'pairs': independent pairs (the original recipe; num_iterations, max_pairs)",
+                       choices=LOSSES)
+    examples_seen: float | None = option(None, "loss=batch: times each example is encoded in tuning; None: 16 up to "
+                                               "32 examples, then falling as 1/sqrt(n) to 4", **POSITIVE)
+    num_iterations: int = option(20, "loss=pairs: pair-generation rounds: each example gets one positive and one "
+                                     "negative pair per round", **POSITIVE)
+    max_pairs: int = option(1280, "loss=pairs: upper bound on the number of training pairs", **POSITIVE)
+    epochs: int = option(1, "passes over the pairs (loss=pairs) or the steps (loss=batch)", **POSITIVE)
+    batch_size: int = option(16, "examples (loss=batch) or pairs (loss=pairs) per optimizer step", **POSITIVE)
     learning_rate: float = option(2e-5, "learning rate of the encoder", **POSITIVE)
     warmup_ratio: float = option(0.1, "share of steps with linear warm-up", **SHARE)
-    max_length: int = option(128, "tokens per text", **POSITIVE)
+    max_length: int | None = option(None, "tokens per text; None: the 95th percentile of the training texts' token "
+                                          "counts, capped by the backbone", **POSITIVE)
+    truncation: str = option("head", "texts longer than max_length: 'head' (their opening), 'head_tail' (opening "
+                                     "quarter + end) or 'windows' (read whole, embeddings mean-pooled)",
+                             choices=TRUNCATIONS)
     tune_embeddings: bool = option(True, "also tune the token-embedding table; off: ~25% faster steps on MiniLM "
                                          "(its table is half the weights)")
     C: float | None = option(None, "head's inverse L2 strength; None picks it by CV", **POSITIVE)
@@ -57,6 +73,53 @@ def make_pairs(y: np.ndarray, num_iterations: int, max_pairs: int, seed: int) ->
     return pairs[:max_pairs]
 
 
+def examples_seen(n: int, value: float | None = None) -> float:
+    """Encodings per example during tuning: 16 for up to 32 examples, then 16 * sqrt(32 / n), at least 4."""
+    if value is not None:
+        return float(value)
+    return float(min(16.0, max(4.0, 16.0 * math.sqrt(32.0 / max(n, 1)))))
+
+
+def batch_steps(n: int, batch_size: int, seen: float) -> int:
+    return max(1, math.ceil(seen * n / batch_size))
+
+
+def class_batches(y: np.ndarray, batch_size: int, steps: int, seed: int) -> list[np.ndarray]:
+    """``steps`` batches of about ``batch_size`` examples: K of each of P classes (K = max(2, batch / classes)),
+    classes drawn at random, examples cycling through a shuffled order per class, so every batch has positives."""
+    rng = np.random.default_rng(seed)
+    classes = np.unique(y)
+    per_class = max(2, batch_size // len(classes))
+    n_classes = max(2, min(len(classes), batch_size // per_class))
+    pools = {c: [] for c in classes}
+    batches = []
+    for _ in range(steps):
+        batch = []
+        for c in rng.choice(classes, size=n_classes, replace=False):
+            members = np.flatnonzero(y == c)
+            take = min(per_class, len(members))
+            if len(pools[c]) < take:  # a new round, without the examples the old one still holds (no repeats)
+                pools[c].extend(m for m in rng.permutation(members).tolist() if m not in pools[c])
+            batch.extend(pools[c][:take])
+            del pools[c][:take]
+        batches.append(np.asarray(batch, dtype=np.int64))
+    return batches
+
+
+def in_batch_cosine_loss(emb, labels):
+    """MSE of the cosine of every pair in the batch against 1 (same class) or 0, positives and negatives
+    weighted alike (``emb`` rows are unit vectors)."""
+    import torch
+
+    cos = emb @ emb.T
+    same = labels[:, None] == labels[None, :]
+    upper = torch.triu(torch.ones_like(cos, dtype=torch.bool), diagonal=1)
+    pos, neg = same & upper, ~same & upper
+    err = (cos - same.to(cos.dtype)) ** 2
+    parts = [err[m].mean() for m in (pos, neg) if bool(m.any())]
+    return sum(parts) / len(parts)
+
+
 class SetFitStrategy(Strategy):
     """Contrastive tuning of the sentence encoder on label pairs + a logistic head."""
 
@@ -72,53 +135,85 @@ class SetFitStrategy(Strategy):
         return tokenizer, encoder
 
     def _embed(self, texts) -> np.ndarray:
+        from ..backbones.length import saved_choice
         from ._torch import Tokenized, predict_logits
 
-        data = Tokenized(self._tokenizer, texts, self.config_.max_length)
-        return predict_logits(self._encoder, data).numpy()
+        length, truncation = saved_choice(getattr(self, "length_", None), self.config_)
+        data = Tokenized(self._tokenizer, texts, length, truncation)
+        emb = predict_logits(self._encoder, data).numpy()
+        if data.windowed:  # mean of unit vectors: back to unit length
+            emb = emb / np.linalg.norm(emb, axis=1, keepdims=True).clip(min=1e-12)
+        return emb
 
     def _fit(self, texts, y, cfg: SetFitConfig) -> None:
         import torch
         from transformers import get_linear_schedule_with_warmup
 
+        from ..backbones.length import choose_for
         from ._torch import Tokenized
 
         torch.manual_seed(self.seed)
         self._tokenizer, self._encoder = self._load()
-        data = Tokenized(self._tokenizer, texts, cfg.max_length)
-        pairs = make_pairs(y, cfg.num_iterations, cfg.max_pairs, self.seed)
-        steps = cfg.epochs * math.ceil(len(pairs) / cfg.batch_size)
+        choice = choose_for(self._tokenizer, texts, cfg, self._backbone().token_cap, who="setfit",
+                            model_config=self._encoder.model.config)
+        self.length_ = choice.as_dict()
+        data = Tokenized(self._tokenizer, texts, choice.max_length, choice.truncation)
+        if cfg.loss == "batch":
+            seen = examples_seen(len(y), cfg.examples_seen)
+            steps = cfg.epochs * batch_steps(len(y), cfg.batch_size, seen)
+            batches = class_batches(y, cfg.batch_size, steps, self.seed)
+        else:
+            pairs = make_pairs(y, cfg.num_iterations, cfg.max_pairs, self.seed)
+            rng = np.random.default_rng(self.seed)
+            batches = [pairs[order[i:i + cfg.batch_size]] for order in
+                       (rng.permutation(len(pairs)) for _ in range(cfg.epochs))
+                       for i in range(0, len(pairs), cfg.batch_size)]
+            steps = len(batches)
         if not cfg.tune_embeddings:
             self._encoder.model.get_input_embeddings().weight.requires_grad_(False)
         params = [p for p in self._encoder.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
         scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * steps), steps)
-        rng = np.random.default_rng(self.seed)
+        y_t = torch.as_tensor(y)
         self._encoder.train()
-        losses = []
-        with progress("contrastive tuning (setfit)", steps) as bar:
-            for _ in range(cfg.epochs):
-                order = rng.permutation(len(pairs))
-                for start in range(0, len(order), cfg.batch_size):
-                    check_deadline()
-                    batch = pairs[order[start:start + cfg.batch_size]]
+        losses, encoded = [], 0
+        with progress(f"contrastive tuning (setfit, {cfg.loss} loss)", steps) as bar:
+            for batch in batches:
+                check_deadline()
+                if cfg.loss == "batch":
+                    emb = self._unit(data.forward_grouped(self._encoder, batch), data)
+                    loss = in_batch_cosine_loss(emb, y_t[batch])
+                    encoded += len(batch)
+                else:
                     unique, inverse = np.unique(batch[:, :2], return_inverse=True)
-                    emb = data.forward_grouped(self._encoder, unique)
+                    emb = self._unit(data.forward_grouped(self._encoder, unique), data)
                     inverse = torch.as_tensor(inverse.reshape(-1, 2))
                     cos = (emb[inverse[:, 0]] * emb[inverse[:, 1]]).sum(-1)
                     loss = torch.nn.functional.mse_loss(cos, torch.as_tensor(batch[:, 2], dtype=cos.dtype))
-                    loss.backward()
-                    optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    losses.append(float(loss.detach()))
-                    bar.advance(1)
+                    encoded += len(unique)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                losses.append(float(loss.detach()))
+                bar.advance(1)
         self._encoder.eval()
         feats = self._embed(texts)
         self.coef_, self.intercept_, self.C_ = fit_logistic(feats, y, seed=self.seed, C=cfg.C,
                                                             class_weight=cfg.class_weight)
-        self.training_ = {"pairs": int(len(pairs)), "steps": steps,
+        tokens_per_text = data.tokens() / max(len(data), 1)
+        self.training_ = {"loss": cfg.loss, "steps": steps, "texts_encoded": encoded,
+                          "token_steps": int(round(encoded * tokens_per_text)),
                           "final_loss": float(np.mean(losses[-10:])) if losses else None}
+        if cfg.loss == "pairs":
+            self.training_["pairs"] = int(len(pairs))
+
+    @staticmethod
+    def _unit(emb, data):
+        """Windows' pooled embeddings back to unit length (one-row texts already are)."""
+        import torch
+
+        return torch.nn.functional.normalize(emb, dim=-1) if data.windowed else emb
 
     def _predict_proba(self, texts) -> np.ndarray:
         return logistic_proba(self._embed(texts), self.coef_, self.intercept_)
@@ -128,7 +223,7 @@ class SetFitStrategy(Strategy):
 
         tensors = to_numpy_state(self._encoder.state_dict(), "encoder.")
         tensors.update({"head.coef": self.coef_, "head.intercept": self.intercept_})
-        return tensors, {"C": self.C_, "training": self.training_}
+        return tensors, {"C": self.C_, "training": self.training_, "length": self.length_}
 
     def _set_state(self, tensors, meta) -> None:
         from ._torch import from_numpy_state
@@ -139,3 +234,4 @@ class SetFitStrategy(Strategy):
         self.coef_, self.intercept_ = tensors["head.coef"], tensors["head.intercept"]
         self.C_ = meta.get("C")
         self.training_ = meta.get("training", {})
+        self.length_ = meta.get("length")
