@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..config import POSITIVE, option
 from ..errors import ConfigError
 
 TRUNCATIONS = ("head", "head_tail", "windows")
@@ -22,6 +23,27 @@ MAX_WINDOWS = 8
 """A text longer than this many windows is cut to them (head): the cost stays bounded on a stray book."""
 COUNT_LIMIT = 2048
 """Token counts for the percentile stop here: no backbone's cap is near it, and the work stays bounded."""
+CHARS_PER_TOKEN = 16
+"""Texts are cut to ``max_length * CHARS_PER_TOKEN`` characters before tokenising: no token is that long, so the
+tokens kept are the same, and a 50 MB text costs what its first few kilobytes cost instead of gigabytes."""
+
+
+def clip_texts(texts: list[str], max_length: int) -> list[str]:
+    """``texts`` cut to the characters ``max_length`` tokens can cover (see ``CHARS_PER_TOKEN``)."""
+    limit = max(int(max_length), 1) * CHARS_PER_TOKEN
+    return [t if len(t) <= limit else t[:limit] for t in texts]
+
+
+@dataclass
+class LengthOptions:
+    """How much of each text a strategy that encodes text reads: the two options every such strategy shares."""
+
+    max_length: int | None = option(None, "tokens per text; None: from the data, capped by the backbone (strategies "
+                                          "that train: the 95th percentile of the training texts' token counts; the "
+                                          "probe: the backbone's most, since its features are cached)", **POSITIVE)
+    truncation: str = option("head", "texts longer than max_length: 'head' (their opening), 'head_tail' (opening "
+                                     "quarter + end) or 'windows' (read whole, outputs mean-pooled)",
+                             choices=TRUNCATIONS)
 
 
 def check_truncation(value: str) -> str:
@@ -152,8 +174,6 @@ def fit_rows(body: list[int], length: int, truncation: str, prefix: list[int], s
 def clip_for(texts: list[str], length: int, truncation: str) -> list[str]:
     """Texts cut, before tokenising, to the characters the reading can use (bounded work on a stray book): the
     opening for ``head``, the opening and the end for ``head_tail``, ``MAX_WINDOWS`` windows' worth for ``windows``."""
-    from .text import CHARS_PER_TOKEN
-
     limit = max(int(length), 1) * CHARS_PER_TOKEN
     if truncation == "windows":
         limit *= MAX_WINDOWS

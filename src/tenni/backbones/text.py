@@ -15,19 +15,9 @@ import numpy as np
 from .._context import quiet_transformers
 from ..errors import BackboneError
 from .encoder import CachedEncoder, read_json, weights_fingerprint  # noqa: F401  (weights_fingerprint: where it was)
+from .length import clip_texts
 
 _PICKLE_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle", "*.ckpt")
-CHARS_PER_TOKEN = 16
-"""Texts are cut to ``max_length * CHARS_PER_TOKEN`` characters before tokenising: no token is that long, so the
-tokens kept are the same, and a 50 MB text costs what its first few kilobytes cost instead of gigabytes."""
-
-
-def clip_texts(texts: list[str], max_length: int) -> list[str]:
-    """``texts`` cut to the characters ``max_length`` tokens can cover (see ``CHARS_PER_TOKEN``)."""
-    limit = max(int(max_length), 1) * CHARS_PER_TOKEN
-    return [t if len(t) <= limit else t[:limit] for t in texts]
-
-
 def refuse_pickles(folder: Path, name: str) -> None:
     """tenni never unpickles: a backbone folder whose weights exist only as pickles (``pytorch_model.bin``, ``.pt``)
     is refused in one line of its own, before a library would try (and advise ``weights_only=False``)."""

@@ -12,14 +12,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..backbones.length import TRUNCATIONS
+from ..backbones.length import LengthOptions
 from ..config import NON_NEGATIVE, POSITIVE, SHARE, option
 from ._linear import CLASS_WEIGHTS
 from .base import Strategy, balanced_class_weight
 
 
 @dataclass
-class FinetuneConfig:
+class FinetuneConfig(LengthOptions):
     learning_rate: float = option(5e-5, "learning rate of the backbone", **POSITIVE)
     head_learning_rate: float = option(2e-3, "learning rate of the new head (discriminative: the head starts from "
                                              "random, the body does not)", **POSITIVE)
@@ -28,11 +28,6 @@ class FinetuneConfig:
                                  "to learn", **NON_NEGATIVE)
     max_epochs: int = option(40, "upper bound on epochs after the min_steps rule", **POSITIVE)
     batch_size: int = option(16, "examples per optimizer step", **POSITIVE)
-    max_length: int | None = option(None, "text: tokens per text; None: the 95th percentile of the training texts' "
-                                          "token counts, capped by the backbone", **POSITIVE)
-    truncation: str = option("head", "text longer than max_length: 'head' (its opening), 'head_tail' (opening "
-                                     "quarter + end) or 'windows' (read whole, outputs mean-pooled)",
-                             choices=TRUNCATIONS)
     warmup_ratio: float = option(0.1, "share of steps with linear learning-rate warm-up", **SHARE)
     weight_decay: float = option(0.01, "AdamW weight decay", **NON_NEGATIVE)
     patience: int = option(3, "epochs without validation gain before stopping", **NON_NEGATIVE)

@@ -10,14 +10,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..backbones.length import TRUNCATIONS
+from ..backbones.length import LengthOptions
 from ..config import POSITIVE, option
 from ._linear import CLASS_WEIGHTS, fit_logistic, fit_logistic_soft, logistic_proba
 from .base import Strategy
 
 
 @dataclass
-class ProbeConfig:
+class ProbeConfig(LengthOptions):
     C: float | None = option(1.0, "inverse L2 strength of the logistic regression; None picks it by stratified "
                                   "CV on log-loss (no better than 1.0 on few-shot sets, and 20x slower)", **POSITIVE)
     class_weight: str | None = option("balanced", "'balanced' re-weights classes by inverse frequency (imbalanced "
@@ -26,9 +26,6 @@ class ProbeConfig:
     max_length: int | None = option(None, "tokens per text; None: the backbone's most (frozen features are cached, "
                                           "so reading more costs once); the training texts' 95th percentile is "
                                           "reported", **POSITIVE)
-    truncation: str = option("head", "texts longer than max_length: 'head' (their opening), 'head_tail' (opening "
-                                     "quarter + end) or 'windows' (read whole, embeddings mean-pooled)",
-                             choices=TRUNCATIONS)
 
 
 class LinearProbe(Strategy):

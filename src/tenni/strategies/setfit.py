@@ -20,7 +20,7 @@ import numpy as np
 
 from .._deadline import check_deadline
 from .._logging import progress
-from ..backbones.length import TRUNCATIONS
+from ..backbones.length import LengthOptions
 from ..config import POSITIVE, SHARE, option
 from ._linear import CLASS_WEIGHTS, fit_logistic, logistic_proba
 from .base import Strategy
@@ -29,7 +29,7 @@ LOSSES = ("batch", "pairs")
 
 
 @dataclass
-class SetFitConfig:
+class SetFitConfig(LengthOptions):
     loss: str = option("batch", "'batch': cosine loss over all pairs within batches of examples, each encoded once; "
                                 "'pairs': independent pairs (the original recipe; num_iterations, max_pairs)",
                        choices=LOSSES)
@@ -42,11 +42,6 @@ class SetFitConfig:
     batch_size: int = option(16, "examples (loss=batch) or pairs (loss=pairs) per optimizer step", **POSITIVE)
     learning_rate: float = option(2e-5, "learning rate of the encoder", **POSITIVE)
     warmup_ratio: float = option(0.1, "share of steps with linear warm-up", **SHARE)
-    max_length: int | None = option(None, "tokens per text; None: the 95th percentile of the training texts' token "
-                                          "counts, capped by the backbone", **POSITIVE)
-    truncation: str = option("head", "texts longer than max_length: 'head' (their opening), 'head_tail' (opening "
-                                     "quarter + end) or 'windows' (read whole, embeddings mean-pooled)",
-                             choices=TRUNCATIONS)
     tune_embeddings: bool = option(True, "also tune the token-embedding table; off: ~25% faster steps on MiniLM "
                                          "(its table is half the weights)")
     C: float | None = option(None, "head's inverse L2 strength; None picks it by CV", **POSITIVE)
