@@ -279,27 +279,37 @@ def _odd_quotes(text: str, first: int, last: int) -> bool:
     return "".join(lines[first - 1:last]).count('"') % 2 == 1
 
 
-def _read_jsonl(path: Path, encoding: str):
-    text = _decode(path, encoding)
-    rows, columns = [], []
-    seen = set()
-    for line_no, line in enumerate(text.splitlines(), start=1):
+def jsonl_records(lines, first: int = 1):
+    """(line number, record, why not) for each non-blank line of a JSONL text: the record is a dict, or None with
+    the reason (invalid JSON, not an object) — the readers refuse such a line, streaming jobs reject it."""
+    for line_no, line in enumerate(lines, start=first):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as err:
-            raise DataError(f"invalid JSON at column {err.colno}: {err.msg}", path=path, row=line_no,
-                            hint="each line must be one JSON object") from None
+            yield line_no, None, f"invalid JSON at column {err.colno}: {err.msg}"
+            continue
         if not isinstance(record, dict):
-            raise DataError("the line is not a JSON object", path=path, row=line_no,
-                            hint='write {"text": ..., "label": ...} on each line')
-        for key in record:
-            if key not in seen:
-                seen.add(key)
-                columns.append(key)
+            yield line_no, None, "the line is not a JSON object"
+            continue
+        yield line_no, record, None
+
+
+def record_columns(records) -> list[str]:
+    """Every key of the records, in the order they first appear."""
+    return list(dict.fromkeys(key for record in records for key in record))
+
+
+def _read_jsonl(path: Path, encoding: str):
+    rows = []
+    for line_no, record, problem in jsonl_records(_decode(path, encoding).splitlines()):
+        if record is None:
+            hint = ("each line must be one JSON object" if problem.startswith("invalid") else
+                    'write {"text": ..., "label": ...} on each line')
+            raise DataError(problem, path=path, row=line_no, hint=hint)
         rows.append((line_no, record))
-    return rows, columns
+    return rows, record_columns(r for _, r in rows)
 
 
 def _read_parquet(path: Path):

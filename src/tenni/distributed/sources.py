@@ -281,30 +281,18 @@ def _csv_records(shard: Shard, text: str):
 
 
 def _line_records(shard: Shard, text: str):
-    jsonl = not shard.path.lower().endswith(".txt")
-    rows, columns, seen = [], [] if jsonl else ["text"], set()
-    for i, line in enumerate(text.split("\n")[: shard.stop - shard.start]):
-        row_no = shard.first_row + i
-        if not line.strip():
-            continue
-        if not jsonl:
-            rows.append((row_no, {"text": line.rstrip("\r")}))
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            rows.append((row_no, {"__error__": f"invalid JSON at column {err.colno}: {err.msg}",
-                                  "__line__": line[:200]}))
-            continue
-        if not isinstance(record, dict):
-            rows.append((row_no, {"__error__": "the line is not a JSON object", "__line__": line[:200]}))
-            continue
-        for key in record:
-            if key not in seen:
-                seen.add(key)
-                columns.append(key)
+    from ..data.readers import jsonl_records, record_columns
+
+    lines = text.split("\n")[: shard.stop - shard.start]
+    if shard.path.lower().endswith(".txt"):
+        rows = [(shard.first_row + i, {"text": line.rstrip("\r")}) for i, line in enumerate(lines) if line.strip()]
+        return rows, ["text"]
+    rows = []
+    for row_no, record, problem in jsonl_records(lines, first=shard.first_row):
+        if record is None:  # a rejected line, with its reason and a preview
+            record = {"__error__": problem, "__line__": lines[row_no - shard.first_row][:200]}
         rows.append((row_no, record))
-    return rows, columns
+    return rows, record_columns(r for _, r in rows if "__error__" not in r)
 
 
 def _table(records: list[dict], columns: list[str]):
