@@ -232,3 +232,26 @@ def test_cli_bad_input_is_one_line(tmp_path, tiny_llm):
                            str(tiny_llm)], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "no output column" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_fit_measures_the_prompt_baseline_beside_lora(tiny_llm, tiny_backbone):
+    from tenni.generate import fit
+
+    train = copy_pairs(40, 1, length=1)
+    model = fit(train, test=copy_pairs(10, 2, length=1), backbone=str(tiny_llm), instruction="copy :",
+                config=dict(FAST, epochs=4, retriever=str(tiny_backbone)), decoding=DECODE)
+    names = [r["strategy"] for r in model.metrics["results"]]
+    assert names == ["lora", "prompt (3-shot)"]
+    assert model.metrics["transfer_gain"]["rougeL"] == pytest.approx(
+        model.metrics["results"][0]["rougeL"] - model.metrics["results"][1]["rougeL"])
+    assert model._conversation([{"role": "user", "content": "red"}])[-1]["content"] == "copy :\n\nred"
+
+
+def test_assess_reports_prompting_and_base_loss(tiny_llm, tiny_backbone):
+    from tenni.generate import assess
+
+    result = assess(copy_pairs(16, 1, length=1), backbone=str(tiny_llm), retriever=str(tiny_backbone),
+                    decoding=DECODE, max_examples=6)
+    assert result["n_scored"] == 6 and result["base_loss_per_token"] > 0
+    assert {"prompt_0shot", "prompt_3shot"} <= result.keys()
+    assert result["recommendation"]["strategy"] in ("prompt", "lora")

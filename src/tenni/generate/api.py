@@ -15,7 +15,7 @@ from ..errors import DataError
 from .backbone import DEFAULT_LLM, load_causal_lm, locate_llm
 from .data import Pairs, as_pairs, with_instruction  # noqa: F401  (with_instruction: public helper)
 from .engine import Decoding
-from .model import Generator, is_generate_model  # noqa: F401
+from .model import DEFAULT_RETRIEVER, Generator, is_generate_model  # noqa: F401
 
 BASELINE_SHOTS = 3
 
@@ -66,7 +66,9 @@ def fit(data, *, test=None, strategy: str | None = None, backbone: str | None = 
     if baseline and strategy != "prompt":
         started = time.perf_counter()
         shots = min(BASELINE_SHOTS, len(train))
-        prompt = Generator("prompt", backbone, {"k": shots}, instruction=instruction, decoding=decoding, seed=seed)
+        retriever = (config or {}).get("retriever", DEFAULT_RETRIEVER)
+        prompt = Generator("prompt", backbone, {"k": shots, "retriever": retriever}, instruction=instruction,
+                           decoding=decoding, seed=seed)
         prompt.fit(train, base=base or load_causal_lm(locate_llm(backbone)[1]))
         scores = prompt.evaluate(held)
         prompt_row = _row(prompt, scores, time.perf_counter() - started - scores["generate_seconds"])
@@ -95,7 +97,7 @@ def merge(model_dir: str | Path, output: str | Path, *, backbone: str | None = N
 
 def assess(data, *, backbone: str | None = None, instruction: str | None = None, input_col: str | None = None,
            output_col: str | None = None, encoding: str = "auto", k: int = BASELINE_SHOTS, max_examples: int = 64,
-           seed: int = 0, decoding: Decoding | dict | None = None) -> dict:
+           seed: int = 0, decoding: Decoding | dict | None = None, retriever: str = DEFAULT_RETRIEVER) -> dict:
     """Before training: how well the base model does the task by prompting alone (zero- and k-shot, scored on up
     to ``max_examples`` pairs with the rest as the shot pool), and its per-token loss on the reference outputs —
     high loss means outputs unlike what the model expects (a domain gap that training can close)."""
@@ -116,8 +118,9 @@ def assess(data, *, backbone: str | None = None, instruction: str | None = None,
     out["base_loss_per_token"] = round(loss, 4)
     out["base_perplexity"] = round(math.exp(min(loss, 50)), 2)
     for shots in sorted({0, min(k, len(pool))}):
-        gen = zero if shots == 0 else Generator("prompt", backbone, {"k": shots}, instruction=instruction,
-                                                decoding=decoding, seed=seed).fit(pool, base=base)
+        gen = zero if shots == 0 else Generator("prompt", backbone, {"k": shots, "retriever": retriever},
+                                                instruction=instruction, decoding=decoding,
+                                                seed=seed).fit(pool, base=base)
         scores = gen.evaluate(held, examples=5)
         out[f"prompt_{shots}shot"] = {k2: scores[k2] for k2 in ("rougeL", "exact_match", "chrf",
                                                                "generate_seconds", "examples")}
