@@ -46,7 +46,7 @@ def fit(data, *, test=None, strategy: str | None = None, backbone: str | None = 
 
     ``strategy``: lora (default), qlora or prompt. Without ``test`` a ``test_size`` share is held out; ``max_test``
     caps the test pairs (generation is the slow part on a CPU)."""
-    strategy = strategy or "lora"
+    strategy = "lora" if strategy in (None, "auto") else strategy
     backbone = backbone if backbone and backbone != "auto" else DEFAULT_LLM
     pairs = as_pairs(data, input_col=input_col, output_col=output_col, encoding=encoding)
     if test is not None:
