@@ -255,3 +255,16 @@ def test_assess_reports_prompting_and_base_loss(tiny_llm, tiny_backbone):
     assert result["n_scored"] == 6 and result["base_loss_per_token"] > 0
     assert {"prompt_0shot", "prompt_3shot"} <= result.keys()
     assert result["recommendation"]["strategy"] in ("prompt", "lora")
+
+
+def test_cli_fit_table_and_instruction_needs_generate(tiny_llm, tmp_path, capsys):
+    from tenni.cli import app
+
+    train = copy_pairs(24, 1, length=1)
+    data = write(tmp_path / "train.csv", "input,output\n" + "".join(f"{i},{o}\n" for i, o in zip(*train)))
+    app(["fit", str(data), "--task", "generate", "--backbone", str(tiny_llm), "--no-baseline", "--set", "epochs=1",
+         "--set", "min_steps=0", "--instruction", "copy :"], standalone_mode=False)
+    text = capsys.readouterr().out
+    assert "ROUGE-L" in text and "lora" in text and "not saved" in text
+    with pytest.raises(ConfigError, match="--instruction is for --task generate"):
+        app(["fit", str(data), "--instruction", "copy :"], standalone_mode=False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,34 +134,19 @@ def _converted(spec: LLMSpec) -> Path:
 
 
 def fingerprint(folder: Path) -> str:
-    from ..backbones.text import weights_fingerprint
+    from ..backbones.encoder import weights_fingerprint
 
     return weights_fingerprint(folder, ("*.safetensors",))
 
 
-class _quiet_transformers:
-    """Silence transformers' loading chatter (progress bars, deprecation notices) and restore it after."""
+@contextmanager
+def _quiet_transformers():
+    """transformers' chatter (progress bars, deprecation notices) off for the block, restored after."""
+    from .._context import quiet_transformers
 
-    def __enter__(self):
-        from transformers.utils import logging as tlog
-
-        self._level = tlog.get_verbosity()
-        tlog.set_verbosity_error()
-        self._bars = tlog.is_progress_bar_enabled()
-        tlog.disable_progress_bar()
-        self._warnings = warnings.catch_warnings()
-        self._warnings.__enter__()
+    with quiet_transformers(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return self
-
-    def __exit__(self, *exc):
-        from transformers.utils import logging as tlog
-
-        self._warnings.__exit__(*exc)
-        tlog.set_verbosity(self._level)
-        if self._bars:
-            tlog.enable_progress_bar()
-        return False
+        yield
 
 
 def bitsandbytes_problem() -> str | None:
@@ -168,7 +154,9 @@ def bitsandbytes_problem() -> str | None:
     if importlib.util.find_spec("bitsandbytes") is None:
         return "qlora needs bitsandbytes, which is not installed — pip install bitsandbytes (its CPU backend works)"
     try:
-        with warnings.catch_warnings():
+        from .._context import quiet_logging
+
+        with warnings.catch_warnings(), quiet_logging("bitsandbytes"):
             warnings.simplefilter("ignore")
             import bitsandbytes  # noqa: F401
     except Exception as err:  # a broken native library raises many kinds

@@ -140,8 +140,9 @@ class Generator:
     def _peft(self, model):
         import warnings
 
-        import peft
+        from .._context import import_peft
 
+        peft = import_peft()
         cfg = self.config
         targets = cfg.target_modules if cfg.target_modules == "all-linear" else \
             [t.strip() for t in cfg.target_modules.split(",") if t.strip()]
@@ -381,10 +382,10 @@ class Generator:
         if self.strategy == "prompt":
             raise ConfigError("a prompt model has no trained weights to merge",
                               hint="the base model itself is the merged model; merge a lora or qlora model")
-        import peft
-        from peft import get_peft_model_state_dict, set_peft_model_state_dict
+        from .._context import import_peft
 
-        state = get_peft_model_state_dict(self._model)
+        peft = import_peft()
+        state = peft.get_peft_model_state_dict(self._model)
         base, tokenizer = load_causal_lm(self.backbone_path)
         cfg = self.config
         targets = cfg.target_modules if cfg.target_modules == "all-linear" else \
@@ -392,7 +393,7 @@ class Generator:
         wrapped = peft.get_peft_model(base, peft.LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=0.0,
                                                             target_modules=targets, bias="none",
                                                             task_type="CAUSAL_LM"))
-        set_peft_model_state_dict(wrapped, {k: v.float() for k, v in state.items()})
+        peft.set_peft_model_state_dict(wrapped, {k: v.float() for k, v in state.items()})
         merged = wrapped.merge_and_unload()
         merged.generation_config.max_new_tokens = self.decoding.max_new_tokens
         merged.generation_config.eos_token_id = self._formatter.stop_ids
