@@ -79,6 +79,7 @@ def run_cell(cell: dict) -> dict:
                                                                   "val_loss", "train_examples", "val_examples")}
     scores = text_metrics(outputs, test.outputs)
     scores.pop("per_example")
+    scores["test_n"] = scores.pop("n")
     out.update(scores, train_seconds=round(train_s, 2), generate_seconds=round(gen_s, 2),
                peak_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
                start_mb=round(start_mb, 1),
@@ -180,17 +181,34 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per cell (1 on a shared machine)")
     parser.add_argument("--epochs", default="64:3,256:1", help="training epochs per size, N:E pairs")
     parser.add_argument("--budget-minutes", type=float, default=80.0)
+    parser.add_argument("--lora-checkpointing", action="store_true",
+                        help="tenni lora with gradient checkpointing (less memory, ~30%% more compute)")
     parser.add_argument("--out", default=str(RESULTS / "generate.json"))
+    parser.add_argument("--merge", nargs="*", default=None,
+                        help="only merge the runs of these result files (cells run in parallel) into --out")
+    parser.add_argument("--note", action="append", default=[], help="a line for the notes (repeatable)")
     args = parser.parse_args()
     if args.cell:
         result = run_cell(json.loads(args.cell))
         print("RESULT " + json.dumps(result))
         return
-    from _common import environment
-
     from tenni._paths import atomic_write_bytes, atomic_write_json
 
     out = Path(args.out)
+    if args.merge is not None:
+        data = json.loads(out.read_text())
+        for other in args.merge:
+            for run in json.loads(Path(other).read_text())["runs"]:
+                run["n"] = run.get("train_pairs", run["n"])
+                key = (run["n"], run["seed"], run["method"])
+                data["runs"] = [r for r in data["runs"] if (r["n"], r["seed"], r["method"]) != key] + [run]
+        data["meta"]["notes"] = [n for n in data["meta"].get("notes", []) if not n.startswith("not run")]
+        data["meta"]["notes"] += args.note
+        atomic_write_json(out, data)
+        atomic_write_bytes(out.with_suffix(".md"), _markdown(data).encode("utf-8"))
+        return
+    from _common import environment
+
     data = json.loads(out.read_text()) if out.exists() else {"meta": {}, "runs": []}
     env = environment()
     data["meta"].update(test_n=args.test_n, seeds=args.seeds, threads=args.threads, environment=env,
@@ -215,6 +233,8 @@ def main() -> None:
                 cell = {"n": n, "seed": seed, "method": method, "test_n": args.test_n, "threads": args.threads,
                         "peft_epochs": e, "lora": {"epochs": e, "min_steps": 0, "learning_rate": 5e-4,
                                                    "batch_size": 8}}
+                if args.lora_checkpointing and method == "lora":
+                    cell["lora"]["gradient_checkpointing"] = True
                 print(f"[{time.strftime('%H:%M:%S')}] N={n} seed={seed} {method} ...", flush=True)
                 proc = subprocess.run([sys.executable, __file__, "--cell", json.dumps(cell)], capture_output=True,
                                       text=True, env=dict(os.environ, OMP_NUM_THREADS=str(args.threads)))
@@ -224,6 +244,7 @@ def main() -> None:
                     run["error"] = (proc.stderr.strip().splitlines() or ["no output"])[-1]
                 else:
                     run.update(json.loads(line[7:]))
+                    run["n"] = n
                 data["runs"] = [r for r in data["runs"] if (r["n"], r["seed"], r["method"]) != (n, seed, method)]
                 data["runs"].append(run)
                 data["meta"]["start_mb"] = run.get("start_mb", data["meta"].get("start_mb"))

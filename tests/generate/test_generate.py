@@ -268,3 +268,15 @@ def test_cli_fit_table_and_instruction_needs_generate(tiny_llm, tmp_path, capsys
     assert "ROUGE-L" in text and "lora" in text and "not saved" in text
     with pytest.raises(ConfigError, match="--instruction is for --task generate"):
         app(["fit", str(data), "--instruction", "copy :"], standalone_mode=False)
+
+
+def test_k_shot_prompt_model_saves_its_pool(tiny_llm, tiny_backbone, tmp_path):
+    train = copy_pairs(10, 1)
+    gen = Generator("prompt", str(tiny_llm), {"k": 2, "retriever": str(tiny_backbone)}, decoding=DECODE,
+                    instruction="copy :").fit(train)
+    gen.save(tmp_path / "p")
+    loaded = Generator.load(tmp_path / "p")
+    assert loaded.shots.outputs == gen.shots.outputs and loaded.instruction == "copy :"
+    assert loaded.generate(["red cat"]) == gen.generate(["red cat"])
+    with pytest.raises(ConfigError, match="no trained weights to merge"):
+        loaded.merge(tmp_path / "merged")
