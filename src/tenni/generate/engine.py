@@ -306,6 +306,7 @@ def train_adapter(model, encoded_train, encoded_val, pad_id: int, cfg, *, checkp
     lengths = [len(p) + len(a) for p, a in encoded_train]
     started = time.perf_counter()
     stopped = "epochs"
+    loss = None
     model.train()
     with progress("training (lora)", total_steps) as bar:
         bar.advance(state["step"])
@@ -331,7 +332,8 @@ def train_adapter(model, encoded_train, encoded_val, pad_id: int, cfg, *, checkp
                     stopped = "budget"
                     break
             state["epoch"] += 1
-            record = {"epoch": state["epoch"], "step": state["step"], "train_loss": round(loss.item(), 5)}
+            record = {"epoch": state["epoch"], "step": state["step"],
+                      "train_loss": None if loss is None else round(loss.item(), 5)}
             if encoded_val:
                 val = mean_token_loss(model, encoded_val, pad_id, cfg.batch_size)
                 model.train()
