@@ -433,7 +433,9 @@ def check_generate_manifest(manifest: dict, where: Path) -> None:
 def is_generate_model(path: str | Path) -> bool:
     """Whether ``path`` is a saved model folder whose manifest says task 'generate' (read without loading)."""
     manifest = Path(path) / "tenni.json"
-    try:
+    try:  # a FIFO or device named tenni.json would block a read: only a regular file is looked at
+        if not manifest.is_file() or manifest.stat().st_size > 50_000_000:
+            return False
         return json.loads(manifest.read_text(encoding="utf-8")).get("task") == "generate"
     except (OSError, ValueError, AttributeError):
         return False
