@@ -192,6 +192,12 @@ def non_finite(tensors: dict[str, np.ndarray]) -> list[str]:
 def check_manifest(manifest: dict, tensors: dict[str, np.ndarray], where: Path) -> None:
     """What loading relies on, checked before any strategy reads it: a hash only proves the weights are the ones the
     manifest names, not that the manifest itself was written by tenni (hand edits, other tools)."""
+    if manifest.get("task") == "generate":  # text-to-text: no labels; tenni.generate.model checks the rest
+        diverged = non_finite(tensors)
+        if diverged:
+            raise ModelFileError(f"tensor {diverged[0]!r} holds NaN or infinite values", path=where.parent / WEIGHTS,
+                                 hint="re-fit the model (a diverged training run, or damaged weights)")
+        return
     labels = manifest.get("labels")
     if (not isinstance(labels, list) or not all(isinstance(x, str) for x in labels)
             or len(set(labels)) != len(labels) or not labels):

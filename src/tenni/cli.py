@@ -103,7 +103,8 @@ def fit(
                                         help="Images/audio: leave out corrupt, empty or silent files (counted) "
                                              "instead of stopping."),
     task: str = typer.Option("classify", "--task",
-                             help="classify, or anomaly: fit on normal images only, flag defects."),
+                             help="classify; anomaly: fit on normal images only, flag defects; generate: "
+                                  "text-to-text (input/output columns) with a causal LM (prompt, lora, qlora)."),
     unlabeled: Path | None = typer.Option(None, "--unlabeled",
                                           help="Unlabeled pool of the same kind for self-training (a .txt file, "
                                                "a CSV/JSONL/Parquet column, or a folder)."),
@@ -111,6 +112,8 @@ def fit(
     student: str | None = typer.Option(None, "--student",
                                        help="Also distil a faster model on the pool: probe or scratch (saved to "
                                             "OUTPUT-student)."),
+    instruction: str | None = typer.Option(None, "--instruction",
+                                           help="--task generate: text put before every input."),
     json_out: bool = typer.Option(False, "--json", help="Print the results as JSON."),
     max_pixels: int | None = _max_pixels(),
     max_audio_seconds: float | None = _max_audio_seconds(),
@@ -134,6 +137,14 @@ def fit(
     from . import api
     from ._context import temporary_env
     from .distributed.launch import check_parallel_fit, in_launched_run, relaunch
+
+    if task == "generate":
+        _fit_generate(data, output=output, test=test, strategy=strategy, backbone=backbone, config=_parse_set(set_),
+                      seed=seed, baseline=baseline, test_size=test_size, input_col=text_col, output_col=label_col,
+                      encoding=encoding, instruction=instruction, json_out=json_out)
+        return
+    if instruction is not None:
+        raise ConfigError("--instruction is for --task generate", hint="add --task generate, or drop --instruction")
 
     _limits(max_pixels, max_audio_seconds)
     if output is not None:  # a folder that cannot take the model is refused now, not after training
@@ -263,8 +274,14 @@ def predict(
                                                              "or per GPU]."),
     runtime: str = typer.Option("torch", "--runtime", help="torch (a `tenni fit` folder), or onnx (a `tenni export` "
                                                            "folder, run by onnxruntime without PyTorch)."),
+    max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", help="Generation models: most new tokens."),
+    temperature: float | None = typer.Option(None, "--temperature", help="Generation models: 0 greedy, > 0 sample."),
+    top_p: float | None = typer.Option(None, "--top-p", help="Generation models: nucleus sampling share."),
+    stop: list[str] | None = typer.Option(None, "--stop", help="Generation models: cut outputs at this text "
+                                                                "(repeatable)."),
 ):
-    """Predict labels and class probabilities for new texts, images or audio."""
+    """Predict labels and class probabilities for new texts, images or audio (or generate outputs with a
+    text-to-text model)."""
     from ._logging import info
     from .data import read_dataset
     from .data.media import split_folder
@@ -295,7 +312,13 @@ def predict(
         model = load_onnx_model(model_dir)
     elif runtime == "torch":
         from .api import load
+        from .generate.model import is_generate_model
 
+        if is_generate_model(model_dir):
+            _predict_generate(model_dir, inputs, output, text_col=text_col, encoding=encoding, backbone=backbone,
+                              decoding={"max_new_tokens": max_new_tokens, "temperature": temperature,
+                                        "top_p": top_p, "stop": stop or None})
+            return
         model = load(model_dir, backbone=backbone)
     else:
         raise ConfigError(f"unknown runtime '{runtime}'", hint="--runtime torch or --runtime onnx")
@@ -431,9 +454,14 @@ def evaluate(
     from .api import load
     from .data import read_dataset
     from .data.media import split_folder
+    from .generate.model import is_generate_model
 
     _limits(max_pixels, max_audio_seconds)
 
+    if is_generate_model(model_dir):
+        _evaluate_generate(model_dir, test, input_col=text_col, output_col=label_col, encoding=encoding,
+                           backbone=backbone, json_out=json_out)
+        return
     model = load(model_dir, backbone=backbone)
     if test.is_dir() and split_folder(test)[1] is not None:
         test = split_folder(test)[1]  # a dataset folder with train/ and test/: evaluate on test/
@@ -558,6 +586,8 @@ def assess(
     skip_bad_files: bool = typer.Option(False, "--skip-bad-files", help="Images/audio: leave out bad files."),
     unlabeled: Path | None = typer.Option(None, "--unlabeled", help="An unlabeled pool: is self-training on it "
                                                                      "likely to help?"),
+    task: str = typer.Option("classify", "--task", help="classify, or generate (input/output pairs)."),
+    instruction: str | None = typer.Option(None, "--instruction", help="--task generate: text put before inputs."),
     json_out: bool = typer.Option(False, "--json", help="Print the assessment as JSON."),
     max_pixels: int | None = _max_pixels(),
     max_audio_seconds: float | None = _max_audio_seconds(),
@@ -568,6 +598,10 @@ def assess(
     _limits(max_pixels, max_audio_seconds)
     _on_interrupt("nothing was written; features encoded so far are cached, so running the same command again "
                   "resumes from there")
+    if task == "generate":
+        _assess_generate(data, backbone=backbones, instruction=instruction, input_col=text_col,
+                         output_col=label_col, encoding=encoding, seed=seed, json_out=json_out)
+        return
 
     names = [b.strip() for b in backbones.split(",") if b.strip()] if backbones else None
     result = run_assess(data, backbones=names, test=test, seed=seed, text_col=text_col, label_col=label_col,
@@ -804,6 +838,124 @@ def serve(
     run_server(model_dirs, host=host, port=port, workers=workers, runtime=runtime, api_key_env=api_key_env,
                cors_origins=cors or None, batch_wait_ms=max_batch_wait_ms, max_batch=max_batch,
                limits=Limits(**values), threads=threads)
+
+
+@app.command()
+def merge(
+    model_dir: Path = typer.Argument(..., help="A text-to-text model from `tenni fit --task generate` (lora/qlora)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Folder for the merged Hugging Face model."),
+    backbone: str | None = typer.Option(None, "--backbone", help="Where the base model is, if it moved."),
+):
+    """Fold a LoRA/QLoRA adapter into its base model: a plain Hugging Face folder (safetensors + tokenizer)."""
+    from .generate import merge as run_merge
+    from .generate.model import is_generate_model
+
+    if not is_generate_model(model_dir):
+        raise ConfigError(f"{model_dir} is not a text-to-text (generate) model",
+                          hint="merge takes the -o folder of `tenni fit --task generate --strategy lora`")
+    path = run_merge(model_dir, output, backbone=backbone)
+    out.print(f"merged model written to {path} (load it with transformers' AutoModelForCausalLM)", soft_wrap=True)
+
+
+def _fit_generate(data, *, output, test, strategy, backbone, config, seed, baseline, test_size, input_col,
+                  output_col, encoding, instruction, json_out) -> None:
+    from .generate import fit as fit_generate
+
+    if output is not None:
+        from ._paths import AtomicDirectory
+
+        AtomicDirectory(output, marker="tenni.json").check()  # refuse a bad -o before the long work
+    model = fit_generate(data, test=test, strategy=strategy, backbone=backbone, config=config, seed=seed,
+                         baseline=baseline, test_size=test_size, input_col=input_col, output_col=output_col,
+                         encoding=encoding, instruction=instruction)
+    if output is not None:
+        model.save(output)
+    results = model.metrics["results"]
+    if json_out:
+        out.print_json(json.dumps({"results": results, "transfer_gain": model.metrics.get("transfer_gain"),
+                                   "saved_to": str(output) if output else None}))
+        return
+    table = Table(title=f"{model.metrics['train_size']} training pairs, evaluated on {model.metrics['test_size']} "
+                        f"({model.metrics['test_source']})")
+    for col in ("strategy", "backbone", "ROUGE-L", "exact match", "chrF", "train s", "generate s"):
+        table.add_column(col, justify="left" if col in ("strategy", "backbone") else "right")
+    for r in results:
+        table.add_row(r["strategy"], r["backbone"], f"{100 * r['rougeL']:.1f}", f"{100 * r['exact_match']:.1f}",
+                      f"{100 * r['chrf']:.1f}", f"{r['train_seconds']:.1f}", f"{r['generate_seconds']:.1f}")
+    out.print(table)
+    gain = model.metrics.get("transfer_gain")
+    if gain:
+        out.print(f"gain over prompting ({results[-1]['strategy']}): {100 * gain['rougeL']:+.1f} ROUGE-L points, "
+                  f"{100 * gain['exact_match']:+.1f} exact-match points")
+    out.print(f"saved to {output}" if output else "not saved (pass -o DIR to keep the model)", soft_wrap=True)
+
+
+def _predict_generate(model_dir, inputs, output, *, text_col, encoding, backbone, decoding) -> None:
+    import csv
+
+    from ._paths import atomic_write_bytes
+    from .generate import load as load_generate
+    from .generate import read_pairs
+
+    model = load_generate(model_dir, backbone=backbone)
+    pairs = read_pairs(inputs, input_col=text_col, labeled=False, encoding=encoding)
+    outputs = model.generate(pairs, **decoding)
+    rows = [{"input": i, "output": o} for i, o in zip(pairs.inputs, outputs)]
+    if output is not None and output.suffix.lower() in (".jsonl", ".ndjson"):
+        atomic_write_bytes(output, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8"))
+    else:
+        import io
+
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=["input", "output"])
+        writer.writeheader()
+        writer.writerows(rows)
+        if output is None:
+            sys.stdout.write(buffer.getvalue())
+        else:
+            atomic_write_bytes(output, buffer.getvalue().encode("utf-8"))
+    if output is not None:
+        err.print(f"{len(rows)} outputs written to {output}")
+
+
+def _evaluate_generate(model_dir, test, *, input_col, output_col, encoding, backbone, json_out) -> None:
+    from rich.markup import escape
+
+    from .generate import load as load_generate
+
+    model = load_generate(model_dir, backbone=backbone)
+    metrics = model.evaluate(test, input_col=input_col, output_col=output_col, encoding=encoding)
+    if json_out:
+        out.print_json(json.dumps(metrics, ensure_ascii=False))
+        return
+    out.print(f"[bold]ROUGE-L[/] {100 * metrics['rougeL']:.1f}   [bold]exact match[/] "
+              f"{100 * metrics['exact_match']:.1f}   [bold]chrF[/] {100 * metrics['chrf']:.1f}   (n = {metrics['n']})")
+    table = Table(title="examples")
+    for col in ("input", "reference", "output", "ROUGE-L"):
+        table.add_column(col, justify="right" if col == "ROUGE-L" else "left")
+    for e in metrics["examples"][:10]:
+        table.add_row(escape(e["input"][:80]), escape(e["reference"]), escape(e["output"]), f"{100 * e['rougeL']:.0f}")
+    out.print(table)
+
+
+def _assess_generate(data, *, backbone, instruction, input_col, output_col, encoding, seed, json_out) -> None:
+    from .generate import assess as assess_generate
+
+    result = assess_generate(data, backbone=backbone, instruction=instruction, input_col=input_col,
+                             output_col=output_col, encoding=encoding, seed=seed)
+    if json_out:
+        out.print_json(json.dumps(result, ensure_ascii=False))
+        return
+    out.print(f"{result['n_pairs']} pairs; {result['backbone']}: per-token loss on the outputs "
+              f"{result['base_loss_per_token']:.3f} nats (perplexity {result['base_perplexity']:.1f})")
+    for key in sorted(k for k in result if k.startswith("prompt_")):
+        r = result[key]
+        out.print(f"{key.replace('_', ' ')}: ROUGE-L {100 * r['rougeL']:.1f}, exact match "
+                  f"{100 * r['exact_match']:.1f}, chrF {100 * r['chrf']:.1f} on {result['n_scored']} pairs")
+    rec = result["recommendation"]
+    out.print(f"[bold green]recommended:[/] --task generate --strategy {rec['strategy']}")
+    for reason in rec["reasons"]:
+        out.print(f"  - {reason}")
 
 
 @app.command()
