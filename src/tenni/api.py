@@ -325,8 +325,15 @@ def fit_anomaly(data, *, test=None, backbone: str = "auto", config=None, seed: i
     return model
 
 
-def load(path: str | Path, *, backbone: str | None = None) -> Model:
-    """Load a model directory written by ``Model.save`` or ``tenni fit -o``."""
+def load(path: str | Path, *, backbone: str | None = None):
+    """Load a model directory written by ``Model.save`` or ``tenni fit -o``: a :class:`Model`, or for a text-to-text
+    model (``--task generate``) a :class:`tenni.generate.model.Generator`."""
+    from .generate.model import is_generate_model
+
+    if is_generate_model(path):
+        from .generate.api import load as load_generator
+
+        return load_generator(path, backbone=backbone)
     return Model.load(path, backbone=backbone)
 
 
