@@ -16,9 +16,7 @@ class ServedModel:
         self.folder = Path(folder)
         self.name = self.folder.resolve().name if self.folder.name in ("", ".", "..") else self.folder.name
         self.runtime = runtime
-        self.model = None
-        self.batcher = None
-        self._restore = None
+        self.model = self.batcher = self._restore = None  # set when the model is loaded
         self.manifest = self._check()
 
     def _check(self) -> dict:
