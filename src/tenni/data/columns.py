@@ -30,18 +30,24 @@ def normalise_label(label: str) -> str:
     return label
 
 
-def pick_column(columns, requested, candidates, what, path, *, required):
-    """The column ``requested`` (refused when absent), else the first of ``candidates`` present (any case)."""
+def pick_column(columns, requested, candidates, what, path, *, required, flag: str | None = None,
+                shown: list | None = None):
+    """The column ``requested`` (refused when absent), else the first of ``candidates`` present (any case).
+
+    ``flag`` is the option that names the column (default ``--WHAT-col``); ``shown`` the columns an error lists
+    (default ``columns``)."""
+    flag = flag or f"--{what}-col"
+    listing = ", ".join(map(str, shown if shown is not None else columns))
     if requested is not None:
         if requested in columns:
             return requested
-        raise DataError(f"no {what} column '{requested}'; columns found: {', '.join(map(str, columns))}",
-                        path=path, hint=f"pass --{what}-col with one of those")
+        raise DataError(f"no {what} column '{requested}'; columns found: {listing}", path=path,
+                        hint=f"pass {flag} with one of those")
     by_lower = {str(c).lower(): c for c in columns}
     for name in candidates:
         if name in by_lower:
             return by_lower[name]
     if not required:
         return None
-    raise DataError(f"cannot tell which column holds the {what}; columns found: {', '.join(map(str, columns))}",
-                    path=path, hint=f"pass --{what}-col NAME")
+    raise DataError(f"no {what} column found (looked for {', '.join(candidates[:6])}…); columns found: {listing}",
+                    path=path, hint=f"pass {flag} NAME, or name the column '{candidates[0]}'")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..data.columns import pick_column
 from ..errors import DataError
 
 INPUT_COLUMNS = ("input", "prompt", "instruction", "question", "source", "text", "query", "context", "document",
@@ -158,21 +159,8 @@ def _field(record: dict, column, path, row_no) -> str:
 
 
 def _pick(columns, requested, candidates, what, path, *, required, all_columns=None):
-    shown = ", ".join(map(str, all_columns or columns))
-    if requested is not None:
-        if requested in columns:
-            return requested
-        raise DataError(f"no {what} column '{requested}'; columns found: {shown}", path=path,
-                        hint=f"pass --{'text' if what == 'input' else 'label'}-col with one of those")
-    by_lower = {str(c).lower(): c for c in columns}
-    for name in candidates:
-        if name in by_lower:
-            return by_lower[name]
-    if not required:
-        return None
     flag = "--text-col" if what == "input" else "--label-col"
-    raise DataError(f"no {what} column found (looked for {', '.join(candidates[:6])}…); columns found: {shown}",
-                    path=path, hint=f"name the column, e.g. {flag} NAME, or rename it to '{candidates[0]}'")
+    return pick_column(columns, requested, candidates, what, path, required=required, flag=flag, shown=all_columns)
 
 
 def _from_messages(path: Path, rows, labeled: bool) -> Pairs:
