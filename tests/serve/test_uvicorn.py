@@ -14,7 +14,6 @@ import time
 
 import httpx
 import numpy as np
-import pytest
 
 import tenni
 from tenni.serve import Limits, create_app
