@@ -66,7 +66,8 @@ def fit(data, *, test=None, strategy: str | None = None, backbone: str = AUTO,
         text_col: str | None = None, label_col: str | None = None, encoding: str = "auto",
         budget: float | str | None = None, evaluation: str = "auto", skip_bad_files: bool = False,
         task: str = "classify", unlabeled=None, rounds: int | None = None, student: str | None = None,
-        selftrain: dict | None = None, labels=None, label_descriptions=None, label_names: bool = True) -> Model:
+        selftrain: dict | None = None, labels=None, label_descriptions=None, label_names: bool = True,
+        checkpoint_dir: str | Path | None = None, resume: bool = False) -> Model:
     """Fit ``strategy`` on ``data`` and measure it, beside the no-transfer baseline, on a held-out set.
 
     ``data`` is a file (CSV, TSV, JSONL, Parquet), a folder of class sub-folders, a ``(texts, labels)`` pair, a
@@ -95,7 +96,21 @@ def fit(data, *, test=None, strategy: str | None = None, backbone: str = AUTO,
     labeled examples; evaluated only on a labeled ``test``). With labeled data, ``auto`` uses the labels as a
     zero-shot prior when they are words (``label_names=False`` turns it off); ``label_descriptions`` (a JSON file
     or a dict, label -> description or list of descriptions) replaces the names for zero-shot.
+
+    ``checkpoint_dir``: the strategies that train a network (finetune, lora) leave a checkpoint there after every
+    epoch; with ``resume=True`` a run interrupted earlier continues from them and ends with the same model (the
+    folder is cleared first otherwise). ``tenni fit -o DIR`` keeps them in ``DIR.partial``.
     """
+    if checkpoint_dir is not None:
+        args = dict(locals(), checkpoint_dir=None, resume=False)  # first: only the parameters are local yet
+        from ._checkpoints import checkpointing
+        from .strategies._parallel import is_main_process
+
+        with checkpointing(checkpoint_dir, resume, main=is_main_process()):
+            return fit(**args)
+    if resume:
+        raise ConfigError("resume continues from checkpoints: it needs checkpoint_dir",
+                          hint="pass checkpoint_dir (tenni fit -o DIR keeps them in DIR.partial)")
     from .zeroshot_fit import check_described_labels, label_config, load_descriptions
 
     descriptions, described_in = load_descriptions(label_descriptions)

@@ -132,16 +132,24 @@ def fit(
     precision: str | None = typer.Option(None, "--precision",
                                          help="Mixed precision for training: no, bf16, fp16 or auto (bf16 on GPUs "
                                               "that have it) [auto]."),
+    resume: bool = typer.Option(False, "--resume",
+                                help="Continue an interrupted run from the checkpoints in OUTPUT.partial "
+                                     "(finetune, lora and --task generate keep one per epoch)."),
 ):
     """Fit a model on DATA and compare it with training from scratch."""
     from . import api
     from ._context import temporary_env
     from .distributed.launch import check_parallel_fit, in_launched_run, relaunch
 
+    if resume and output is None:
+        raise ConfigError("--resume continues from the checkpoints kept beside the output folder",
+                          hint="add -o DIR (the same as in the interrupted run)")
+    checkpoints = output.parent / f"{output.name}.partial" if output is not None else None
     if task == "generate":
         _fit_generate(data, output=output, test=test, strategy=strategy, backbone=backbone, config=_parse_set(set_),
                       seed=seed, baseline=baseline, test_size=test_size, input_col=text_col, output_col=label_col,
-                      encoding=encoding, instruction=instruction, json_out=json_out)
+                      encoding=encoding, instruction=instruction, json_out=json_out, checkpoints=checkpoints,
+                      resume=resume)
         return
     if instruction is not None:
         raise ConfigError("--instruction is for --task generate", hint="add --task generate, or drop --instruction")
@@ -169,20 +177,25 @@ def fit(
             set_quiet(True)
             settings["TENNI_NO_PROGRESS"] = "1"
     _on_interrupt(f"no model was saved{f' to {output}' if output else ''}, and nothing there was changed; features "
-                  "encoded so far are cached, so running the same command again resumes from there")
+                  "encoded so far are cached, so running the same command again resumes from there"
+                  + (f"; training keeps a checkpoint per epoch in {checkpoints}: add --resume to continue from it"
+                     if checkpoints is not None else ""))
     with temporary_env(**settings):
         model = api.fit(data, test=test, strategy=strategy, backbone=backbone, config=_parse_set(set_), seed=seed,
                         baseline=baseline, test_size=test_size, text_col=text_col, label_col=label_col,
                         encoding=encoding, budget=parse_duration(budget) if budget else None,
                         evaluation=evaluation, skip_bad_files=skip_bad_files, task=task, unlabeled=unlabeled,
                         rounds=rounds, student=student, labels=labels, label_descriptions=label_descriptions,
-                        label_names=label_names)
+                        label_names=label_names, checkpoint_dir=checkpoints, resume=resume)
     if not main_process:
         return
     if output is not None:
+        from ._checkpoints import remove
+
         _on_interrupt(f"the model in {output} is either the new one, complete, or the earlier one: run the same "
                       "command again if unsure")
         model.save(output)
+        remove(checkpoints)
         if model.student is not None:
             model.student.save(output.parent / f"{output.name}-student")
     if not model.metrics.get("results") and task != "anomaly" and not json_out:
@@ -858,18 +871,25 @@ def merge(
 
 
 def _fit_generate(data, *, output, test, strategy, backbone, config, seed, baseline, test_size, input_col,
-                  output_col, encoding, instruction, json_out) -> None:
+                  output_col, encoding, instruction, json_out, checkpoints=None, resume=False) -> None:
+    from ._checkpoints import checkpointing, remove
     from .generate import fit as fit_generate
 
     if output is not None:
         from ._paths import AtomicDirectory
 
         AtomicDirectory(output, marker="tenni.json").check()  # refuse a bad -o before the long work
-    model = fit_generate(data, test=test, strategy=strategy, backbone=backbone, config=config, seed=seed,
-                         baseline=baseline, test_size=test_size, input_col=input_col, output_col=output_col,
-                         encoding=encoding, instruction=instruction)
+        _on_interrupt(f"no model was saved to {output}; training keeps a checkpoint per epoch in {checkpoints}: add "
+                      "--resume to continue from it")
+    with checkpointing(checkpoints, resume):
+        if checkpoints is not None and (strategy or "lora") != "prompt":
+            config = dict(config or {}, checkpoint_dir=str(checkpoints / "generate"))
+        model = fit_generate(data, test=test, strategy=strategy, backbone=backbone, config=config, seed=seed,
+                             baseline=baseline, test_size=test_size, input_col=input_col, output_col=output_col,
+                             encoding=encoding, instruction=instruction)
     if output is not None:
         model.save(output)
+        remove(checkpoints)
     results = model.metrics["results"]
     if json_out:
         out.print_json(json.dumps({"results": results, "transfer_gain": model.metrics.get("transfer_gain"),

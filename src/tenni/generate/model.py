@@ -308,7 +308,7 @@ class Generator:
         return {
             "task": "generate",
             "labels": [],
-            "strategy": {"name": self.strategy, "config": asdict(self.config), "state": {}},
+            "strategy": {"name": self.strategy, "config": asdict(self.config) | {"checkpoint_dir": ""}, "state": {}},
             "backbone": {"name": self.backbone_name, "fingerprint": self.fingerprint},
             "instruction": self.instruction,
             "generation": self.decoding.to_dict(),

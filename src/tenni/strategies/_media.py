@@ -30,12 +30,21 @@ class MediaInputs:
     def eval_logits(self, model: nn.Module, idx) -> torch.Tensor:
         return media_logits(model, self, idx)
 
+    def update_digest(self, digest) -> None:
+        """Feeds what the loop trains on into ``digest`` (a resumable checkpoint's key)."""
+        digest.update(f"{type(self).__name__}{self.augment}".encode())
+        for item in self.items():
+            digest.update(np.ascontiguousarray(item).tobytes())
+
 
 class ImageInputs(MediaInputs):
     def __init__(self, backbone, paths: list[str], augment: bool = True):
         self.backbone = backbone
         self.augment = augment
         self.pixels = torch.from_numpy(backbone.load_items(paths))  # (N, S, S, 3) uint8
+
+    def items(self):
+        return [self.pixels.numpy()]
 
     def __len__(self) -> int:
         return len(self.pixels)
@@ -81,6 +90,9 @@ class AudioInputs(MediaInputs):
         self.waves = backbone.load_items(paths)
         longest = max((len(w) for w in self.waves), default=1)
         self.crop = int(min(backbone.window, longest))
+
+    def items(self):
+        return self.waves
 
     def __len__(self) -> int:
         return len(self.waves)

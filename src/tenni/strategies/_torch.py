@@ -50,6 +50,12 @@ class TextInputs:
     def eval_logits(self, model: nn.Module, idx) -> torch.Tensor:
         return predict_logits(model, self.data, idx)
 
+    def update_digest(self, digest) -> None:
+        """Feeds the token rows into ``digest`` (a resumable checkpoint's key)."""
+        digest.update(np.ascontiguousarray(self.data.owner, dtype=np.int64).tobytes())
+        for row in self.data.rows:
+            digest.update(np.asarray(row, dtype=np.int64).tobytes())
+
 
 @torch.inference_mode()
 def predict_logits(model: nn.Module, data: Tokenized, idx=None, batch_size: int = 64) -> torch.Tensor:

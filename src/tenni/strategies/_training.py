@@ -18,6 +18,7 @@ from torch import nn
 
 from .._deadline import check_deadline
 from .._logging import progress
+from ._resume import load_training_state, save_training_state, training_key
 
 
 @dataclass
@@ -113,9 +114,13 @@ def train_classifier(model: nn.Module, inputs, y: np.ndarray, *, param_groups, p
     slice of every global batch and the gradients are summed before the step (see :mod:`._parallel`): the ranks
     end with the same weights, those one process would train on the same global batches (dropout aside).
     """
+    from .. import _checkpoints
     from . import _parallel
 
     par = _parallel.current()  # None: one process on the CPU, the plain loop below
+    slot = _checkpoints.next_slot()  # None unless the run keeps checkpoints (tenni fit -o DIR: DIR.partial)
+    key = training_key(model, inputs, y, param_groups, plan, class_weight, seed, description, head_warmup_epochs) \
+        if slot is not None else ""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -132,13 +137,20 @@ def train_classifier(model: nn.Module, inputs, y: np.ndarray, *, param_groups, p
     y_t = torch.as_tensor(y, dtype=torch.long)
     body = [p for p in model.encoder.parameters() if p.requires_grad]
     stopper, history = EarlyStopping(model, plan.patience, weight), []
+    first_epoch, steps, before, finished = 0, 0, 0.0, False
+    if slot is not None and slot.resume:
+        resumed = load_training_state(slot, key, model, optimizer, scheduler, rng, gen, stopper)
+        if resumed is not None:
+            first_epoch, steps, before, history, finished = (resumed["epoch"], resumed["steps"], resumed["seconds"],
+                                                             resumed["history"], resumed["finished"])
     detach = par.attach(model) if par else None
     if par is not None and par.distributed:
         par.broadcast_from_main(model)
     scaler = torch.amp.GradScaler("cuda") if par and par.precision == "fp16" else None
-    started, steps = time.perf_counter(), 0
+    started = time.perf_counter()
     with progress(description, total) as bar:
-        for epoch in range(epochs):
+        bar.advance(first_epoch * steps_per_epoch)
+        for epoch in range(first_epoch, 0 if finished else epochs):
             head_only = epoch < warm
             for p in body:
                 p.requires_grad_(not head_only)
@@ -175,10 +187,16 @@ def train_classifier(model: nn.Module, inputs, y: np.ndarray, *, param_groups, p
             if val_idx is not None and not head_only:
                 record.update(stopper.update(inputs.eval_logits(model, val_idx), y_t[val_idx]))
             history.append(record)
-            if val_idx is not None and stopper.exhausted:
+            done = val_idx is not None and stopper.exhausted
+            if slot is not None:
+                save_training_state(slot, key, model, optimizer, scheduler, rng, gen, stopper, par,
+                                    epoch=epoch + 1, steps=steps, history=history,
+                                    seconds=before + time.perf_counter() - started,
+                                    finished=done or epoch + 1 == epochs)
+            if done:
                 bar.update(completed=total)
                 break
-    seconds = time.perf_counter() - started
+    seconds = before + time.perf_counter() - started
     if detach is not None:
         detach()  # back on the CPU, where prediction and saving expect it
     for p in body:
@@ -187,6 +205,8 @@ def train_classifier(model: nn.Module, inputs, y: np.ndarray, *, param_groups, p
     model.eval()
     record = {"epochs_run": len(history), "history": history, "early_stopping": val_idx is not None,
               "steps": steps, "train_seconds": round(seconds, 3)}
+    if first_epoch:
+        record["resumed_after_epoch"] = first_epoch
     if par is not None:
         record.update(world_size=par.world, device=par.device, precision=par.precision)
     return record
