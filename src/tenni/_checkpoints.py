@@ -55,7 +55,8 @@ def check_folder(folder: Path) -> None:
 
 
 @contextmanager
-def checkpointing(folder: str | Path | None, resume: bool = False, *, main: bool = True) -> Iterator[Checkpoints | None]:
+def checkpointing(folder: str | Path | None, resume: bool = False, *,
+                  main: bool = True) -> Iterator[Checkpoints | None]:
     """Training calls inside keep checkpoints in ``folder`` (None: none are kept). Without ``resume`` an earlier
     run's checkpoints there are dropped first; with it, each call continues from its own. Only the ``main``
     process (rank 0 of a data-parallel run) creates or clears the folder."""

@@ -708,7 +708,8 @@ def curve(
     output: Path = typer.Option(Path("curve"), "-o", "--output", help="Directory for curve.json/.png/.html."),
     strategy: str | None = typer.Option(None, "--strategy", "-s", help="Strategy to trace [default: probe]."),
     backbone: str = typer.Option("auto", "--backbone", "-b"),
-    budgets: str | None = typer.Option(None, "--budgets", help="Labels per class, e.g. 2,4,8,16,32."),
+    budgets: str | None = typer.Option(None, "--budgets",
+                                       help="Labels per class, e.g. 2,4,8,16,32 (--task generate: training pairs)."),
     seeds: int = typer.Option(3, "--seeds", help="Random draws per budget."),
     test: Path | None = typer.Option(None, "--test", help="Separate labeled test file (else a 30% hold-out)."),
     target: float | None = typer.Option(None, "--target", help="Accuracy to reach: how many labels per class?"),
@@ -718,6 +719,14 @@ def curve(
     skip_bad_files: bool = typer.Option(False, "--skip-bad-files", help="Images/audio: leave out bad files."),
     max_pixels: int | None = _max_pixels(),
     max_audio_seconds: float | None = _max_audio_seconds(),
+    task: str = typer.Option("classify", "--task",
+                             help="classify, or generate: ROUGE-L at growing numbers of training pairs (--budgets), "
+                                  "lora beside prompting."),
+    instruction: str | None = typer.Option(None, "--instruction", help="--task generate: text put before inputs."),
+    max_test: int | None = typer.Option(None, "--max-test", help="--task generate: score at most this many test "
+                                                                 "pairs (generation is the slow part)."),
+    max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", help="--task generate: most new tokens."),
+    set_: list[str] | None = typer.Option(None, "--set", help="Strategy option KEY=VALUE (repeatable)."),
 ):
     """Accuracy at growing label budgets, transfer vs scratch, with a forecast: how many labels do you need?"""
     import tempfile
@@ -731,6 +740,11 @@ def curve(
     except ValueError:
         raise ConfigError(f"--budgets takes whole numbers separated by commas, got '{budgets}'",
                           hint="--budgets 2,4,8,16") from None
+    if task not in ("classify", "generate"):
+        raise ConfigError(f"unknown task '{task}'", hint="use classify or generate")
+    if task == "classify" and (instruction, max_test, max_new_tokens) != (None, None, None):
+        raise ConfigError("--instruction, --max-test and --max-new-tokens are for --task generate",
+                          hint="add --task generate")
     if target is not None and not 0 < target <= 1:
         raise ConfigError(f"--target is an accuracy between 0 and 1, got {target}", hint="--target 0.9")
     if output.exists() and not output.is_dir():
@@ -745,8 +759,15 @@ def curve(
     _limits(max_pixels, max_audio_seconds)
     _on_interrupt(f"nothing in {output} was changed; features encoded so far are cached, so running the same "
                   "command again resumes from there")
+    if task == "generate":
+        _curve_generate(data, output, sizes=sizes, seeds=seeds, strategy=strategy or "lora", backbone=backbone,
+                        test=test, input_col=text_col, output_col=label_col, encoding=encoding,
+                        instruction=instruction, max_test=max_test, config=_parse_set(set_),
+                        decoding={"max_new_tokens": max_new_tokens} if max_new_tokens else None)
+        return
     result = run_curve(data, strategy=strategy, backbone=backbone, budgets=sizes, seeds=seeds, test=test,
-                       text_col=text_col, label_col=label_col, encoding=encoding, skip_bad_files=skip_bad_files)
+                       config=_parse_set(set_), text_col=text_col, label_col=label_col, encoding=encoding,
+                       skip_bad_files=skip_bad_files)
     if target is not None:  # in curve.json too, not only on the screen
         result["target"] = {"accuracy": target,
                             "labels_per_class": {name: labels_for(result, name, target) for name in result["curves"]}}
@@ -908,6 +929,34 @@ def _fit_generate(data, *, output, test, strategy, backbone, config, seed, basel
         out.print(f"gain over prompting ({results[-1]['strategy']}): {100 * gain['rougeL']:+.1f} ROUGE-L points, "
                   f"{100 * gain['exact_match']:+.1f} exact-match points")
     out.print(f"saved to {output}" if output else "not saved (pass -o DIR to keep the model)", soft_wrap=True)
+
+
+def _curve_generate(data, output: Path, **options) -> None:
+    import tempfile
+
+    from ._paths import write_owned
+    from .evaluation.report import page, png_file_tag, table
+    from .generate.api import curve as generation_curve
+    from .generate.api import curve_rows, plot_generation_curve
+
+    result = generation_curve(data, **options)
+    heads = ["method", "training pairs", "ROUGE-L", "exact match", "chrF"]
+    rows = curve_rows(result)
+    with tempfile.TemporaryDirectory() as tmp:
+        plot_generation_curve(result, Path(tmp) / "curve.png")
+        png = (Path(tmp) / "curve.png").read_bytes()
+        html_text = page(f"generation curve: {result['strategy']}",
+                         [("Curve", png_file_tag(Path(tmp) / "curve.png") + table(heads, rows))])
+    write_owned(output, {"curve.json": (json.dumps(result, indent=2, ensure_ascii=False) + "\n").encode("utf-8"),
+                         "curve.png": png, "curve.html": html_text.encode("utf-8")})
+    view = Table(title=f"{result['strategy']} on {result['backbone']} vs prompting; {result['seeds']} seed(s), "
+                       f"test n = {result['test_size']}")
+    for col in heads:
+        view.add_column(col)
+    for row in rows:
+        view.add_row(*row)
+    out.print(view)
+    out.print(f"written: {output / 'curve.html'}, {output / 'curve.png'}, {output / 'curve.json'}", soft_wrap=True)
 
 
 def _predict_generate(model_dir, inputs, output, *, text_col, encoding, backbone, decoding) -> None:

@@ -221,6 +221,7 @@ def test_cli_fit_predict_evaluate_merge(tiny_llm, tmp_path, capsys):
     app(["merge", str(tmp_path / "m"), "-o", str(tmp_path / "merged")], standalone_mode=False)
     assert (tmp_path / "merged" / "config.json").is_file()
     assert "Examples" in (tmp_path / "m" / "README.md").read_text()
+    assert not (tmp_path / "m.partial").exists()  # the per-epoch checkpoints go once the model is saved
 
 
 def test_cli_bad_input_is_one_line(tmp_path, tiny_llm):
@@ -280,3 +281,24 @@ def test_k_shot_prompt_model_saves_its_pool(tiny_llm, tiny_backbone, tmp_path):
     assert loaded.generate(["red cat"]) == gen.generate(["red cat"])
     with pytest.raises(ConfigError, match="no trained weights to merge"):
         loaded.merge(tmp_path / "merged")
+
+
+def test_generation_curve_lora_beside_prompting(tiny_llm, tiny_backbone, tmp_path, capsys):
+    from tenni.cli import app
+
+    train, test = copy_pairs(40, 1, length=1), copy_pairs(10, 2, length=1)
+    data = write(tmp_path / "train.csv", "input,output\n" + "".join(f"{i},{o}\n" for i, o in zip(*train)))
+    held = write(tmp_path / "test.csv", "input,output\n" + "".join(f"{i},{o}\n" for i, o in zip(*test)))
+    args = ["curve", str(data), "--task", "generate", "--backbone", str(tiny_llm), "--test", str(held),
+            "--budgets", "4,40", "--seeds", "1", "--max-new-tokens", "4", "-o", str(tmp_path / "c")]
+    for key, value in dict(FAST, retriever=str(tiny_backbone)).items():
+        args += ["--set", f"{key}={value}"]
+    app(args, standalone_mode=False)
+    result = json.loads((tmp_path / "c" / "curve.json").read_text())
+    assert result["sizes"] == [4, 40] and set(result["curves"]) == {"lora", "prompt3"}
+    lora = result["curves"]["lora"]["rougeL"]
+    assert lora["40"][0] > result["zeroshot"]["rougeL"] + 0.3  # learned to copy from 40 pairs
+    assert lora["40"][0] > lora["4"][0]
+    assert (tmp_path / "c" / "curve.png").stat().st_size > 0 and "ROUGE-L" in capsys.readouterr().out
+    with pytest.raises(DataError, match="41 training pairs asked for, 40 available"):
+        app(args + ["--budgets", "41", "-o", str(tmp_path / "d")], standalone_mode=False)

@@ -7,7 +7,7 @@ transformers, peft) are imported only when a model is loaded.
 
 from __future__ import annotations
 
-from .api import assess, fit, load, merge, split_pairs
+from .api import assess, curve, fit, load, merge, split_pairs
 from .backbone import DEFAULT_LLM, LLM_REGISTRY, locate_llm
 from .data import Pairs, as_pairs, read_pairs
 from .engine import Decoding
@@ -15,4 +15,5 @@ from .metrics import text_metrics
 from .model import STRATEGIES, Generator, is_generate_model
 
 __all__ = ["DEFAULT_LLM", "LLM_REGISTRY", "STRATEGIES", "Decoding", "Generator", "Pairs", "as_pairs", "assess",
-           "fit", "is_generate_model", "load", "locate_llm", "merge", "read_pairs", "split_pairs", "text_metrics"]
+           "curve", "fit", "is_generate_model", "load", "locate_llm", "merge", "read_pairs", "split_pairs",
+           "text_metrics"]
