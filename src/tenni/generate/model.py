@@ -304,11 +304,18 @@ class Generator:
             tensors["shots.embeddings"] = self._shot_embeddings
         return tensors
 
+    def _saved_config(self) -> dict:
+        """The options as saved: where checkpoints went is a fact of the run, not of the model."""
+        config = asdict(self.config)
+        if "checkpoint_dir" in config:
+            config["checkpoint_dir"] = ""
+        return config
+
     def manifest(self) -> dict:
         return {
             "task": "generate",
             "labels": [],
-            "strategy": {"name": self.strategy, "config": asdict(self.config) | {"checkpoint_dir": ""}, "state": {}},
+            "strategy": {"name": self.strategy, "config": self._saved_config(), "state": {}},
             "backbone": {"name": self.backbone_name, "fingerprint": self.fingerprint},
             "instruction": self.instruction,
             "generation": self.decoding.to_dict(),
