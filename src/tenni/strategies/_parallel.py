@@ -120,9 +120,35 @@ class Parallel:
     def sum_scalar(self, value: float) -> float:
         import torch.distributed as dist
 
-        t = torch.tensor([value], dtype=torch.float64)
+        t = torch.tensor([value], dtype=torch.float64, device=self.device)  # NCCL reduces GPU tensors only
         dist.all_reduce(t)
         return float(t[0])
+
+    def split_sizes(self, n: int) -> list[int]:
+        """How many of ``n`` rows each rank's :meth:`shard` holds, in rank order."""
+        return [len(part) for part in np.array_split(np.arange(n), self.world)]
+
+    def gather_rows(self, local: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+        """The rows of all ranks in rank order (rank r gave ``sizes[r]`` of them, ``local`` here), for a loss that
+        needs the whole global batch (contrastive: every row against every other). The other ranks' rows arrive
+        without autograd; this rank's keep theirs (the CLIP / sentence-transformers gather), so each rank's
+        backward gives d(loss)/d(its own rows) only, and :meth:`sum_gradients` adds those up to the gradient one
+        process computes on the whole batch. ``local`` is (sizes[rank], ...), possibly with no rows."""
+        import torch.distributed as dist
+
+        width, device = max(sizes), torch.device(self.device)  # gloo and NCCL gather tensors of one shape
+        padded = torch.zeros((width, *local.shape[1:]), dtype=local.dtype, device=device)
+        padded[:len(local)] = local.detach().to(device)
+        parts = [torch.empty_like(padded) for _ in sizes]
+        dist.all_gather(parts, padded)
+        rows = [part[:n].to(local.device) for part, n in zip(parts, sizes)]
+        rows[self.rank] = local
+        return torch.cat(rows)
+
+    def barrier(self) -> None:
+        import torch.distributed as dist
+
+        dist.barrier()
 
     def attach(self, model: torch.nn.Module):
         """Move ``model`` to the device; its inputs follow it and its outputs come back to the CPU (in float32),
