@@ -166,6 +166,13 @@ class SetFitStrategy(Strategy):
             steps = len(batches)
         if not cfg.tune_embeddings:
             self._encoder.model.get_input_embeddings().weight.requires_grad_(False)
+        from . import _parallel
+
+        par = _parallel.current()  # None: one process on the CPU, the plain loop
+        detach = par.attach(self._encoder) if par else None
+        if par is not None and par.distributed:
+            par.broadcast_from_main(self._encoder)
+        scaler = torch.amp.GradScaler("cuda") if par and par.precision == "fp16" else None
         params = [p for p in self._encoder.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
         scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * steps), steps)
@@ -176,24 +183,33 @@ class SetFitStrategy(Strategy):
             for batch in batches:
                 check_deadline()
                 if cfg.loss == "batch":
-                    emb = self._unit(data.forward_grouped(self._encoder, batch), data)
+                    emb = self._encode_batch(data, batch, par)
                     loss = in_batch_cosine_loss(emb, y_t[batch])
                     encoded += len(batch)
                 else:
                     unique, inverse = np.unique(batch[:, :2], return_inverse=True)
-                    emb = self._unit(data.forward_grouped(self._encoder, unique), data)
+                    emb = self._encode_batch(data, unique, par)
                     inverse = torch.as_tensor(inverse.reshape(-1, 2))
                     cos = (emb[inverse[:, 0]] * emb[inverse[:, 1]]).sum(-1)
                     loss = torch.nn.functional.mse_loss(cos, torch.as_tensor(batch[:, 2], dtype=cos.dtype))
                     encoded += len(unique)
-                loss.backward()
-                optimizer.step()
+                if loss.requires_grad:  # False only on a rank that had no rows of this batch to encode
+                    (scaler.scale(loss) if scaler is not None else loss).backward()
+                if par is not None and par.distributed:
+                    par.sum_gradients(self._encoder.parameters())  # each rank's part: d(loss)/d(its own rows)
+                if scaler is not None:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 losses.append(float(loss.detach()))
                 bar.advance(1)
         self._encoder.eval()
-        feats = self._embed(texts)
+        feats = self._embed(texts)  # still on the training device; every rank fits the same head
+        if detach is not None:
+            detach()
         self.coef_, self.intercept_, self.C_ = fit_logistic(feats, y, seed=self.seed, C=cfg.C,
                                                             class_weight=cfg.class_weight)
         tokens_per_text = data.tokens() / max(len(data), 1)
@@ -202,6 +218,27 @@ class SetFitStrategy(Strategy):
                           "final_loss": float(np.mean(losses[-10:])) if losses else None}
         if cfg.loss == "pairs":
             self.training_["pairs"] = int(len(pairs))
+        if par is not None:
+            self.training_.update(world_size=par.world, device=par.device, precision=par.precision)
+
+    def _encode_batch(self, data, idx, par):
+        """Unit embeddings of the texts ``idx`` (one step's batch), with their autograd graph. On several processes
+        every rank encodes its slice of the batch and the slices of all ranks are gathered (see
+        ``Parallel.gather_rows``), so each rank computes the loss of the whole batch, as one process would."""
+        import torch
+
+        if par is None:
+            return self._unit(data.forward_grouped(self._encoder, idx), data)
+        if not par.distributed:
+            with par.autocast():
+                return self._unit(data.forward_grouped(self._encoder, idx).float(), data)
+        mine = par.shard(idx)
+        if len(mine):
+            with par.autocast():
+                local = self._unit(data.forward_grouped(self._encoder, mine).float(), data)
+        else:  # a batch smaller than the world: this rank only joins the gather
+            local = torch.zeros((0, self._encoder.model.config.hidden_size))
+        return par.gather_rows(local, par.split_sizes(len(idx)))
 
     @staticmethod
     def _unit(emb, data):
