@@ -126,8 +126,8 @@ def fit(
     label_names: bool = typer.Option(True, "--label-names/--no-label-names",
                                      help="auto: use label names that are words as a zero-shot prior."),
     processes: int = typer.Option(1, "--processes", min=1,
-                                  help="Train data-parallel on N processes (finetune, lora): relaunches this "
-                                       "command with torch.distributed.run; gloo on CPU, NCCL on GPUs."),
+                                  help="Train data-parallel on N processes (finetune, lora, setfit): relaunches "
+                                       "this command with torch.distributed.run; gloo on CPU, NCCL on GPUs."),
     device: str | None = typer.Option(None, "--device", help="Where training runs: cpu, cuda or auto [cpu]."),
     precision: str | None = typer.Option(None, "--precision",
                                          help="Mixed precision for training: no, bf16, fp16 or auto (bf16 on GPUs "
@@ -527,22 +527,44 @@ def adapt(
     text_col: str | None = typer.Option(None, "--text-col"),
     encoding: str = typer.Option("auto", "--encoding", help="Text encoding of the corpus files."),
     set_: list[str] | None = typer.Option(None, "--set", help="Other options KEY=VALUE (see AdaptConfig)."),
+    processes: int = typer.Option(1, "--processes", min=1,
+                                  help="Train data-parallel on N processes: relaunches this command with "
+                                       "torch.distributed.run (gloo, CPU)."),
 ):
     """Continue pretraining a backbone on unlabeled in-domain text; use the result with --backbone DIR."""
     from .adapt import adapt as run_adapt
+    from .distributed.launch import check_parallel_adapt, in_launched_run, relaunch
 
     if corpus is None and from_labeled is None:
         raise ConfigError("give an unlabeled corpus, or --from-labeled DATA", hint="tenni adapt texts.txt -o dir")
     from ._paths import check_writable
 
     check_writable(output, folder=True)
+    if processes > 1 and not in_launched_run():
+        check_parallel_adapt(budget)
+        code = relaunch(processes, sys.argv[1:])
+        if code:
+            sys.exit(code)
+        return
+    main_process = os.environ.get("RANK", "0") == "0" if in_launched_run() else True
+    settings = {}
+    if not main_process:  # the other ranks train in step, silently; the main one prints and saves
+        from ._logging import set_quiet
+
+        set_quiet(True)
+        settings["TENNI_NO_PROGRESS"] = "1"
     _on_interrupt(f"{output} was not changed; checkpoints saved so far are in {output}.partial: add --resume to "
                   "the same command to continue from the last one")
     config = dict(_parse_set(set_) or {}, method=method, max_steps=max_steps, merge=merge)
     if budget:
         config["budget"] = parse_duration(budget)
-    path = run_adapt(corpus, output, backbone=backbone, config=config, resume=resume, from_labeled=from_labeled,
-                     text_col=text_col, encoding=encoding)
+    from ._context import temporary_env
+
+    with temporary_env(**settings):
+        path = run_adapt(corpus, output, backbone=backbone, config=config, resume=resume,
+                         from_labeled=from_labeled, text_col=text_col, encoding=encoding)
+    if not main_process:
+        return
     out.print(f"adapted backbone: {path}  (use it with --backbone {path})", soft_wrap=True)  # paths unbroken
     labeled = from_labeled if from_labeled is not None else "YOUR_LABELED_DATA"
     out.print(f"check it against its base before fitting (adapting can also cost accuracy): "

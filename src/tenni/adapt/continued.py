@@ -6,10 +6,17 @@ Methods: ``spans`` (default; two random passages of one document are positives: 
 weights that follows how far the corpus is from the base (``merge="auto"``), so a tuned sentence encoder does not
 lose what it knew. Checkpoints, ``resume`` and an atomic output make long runs safe; the lineage goes to
 ``tenni-backbone.json``. Why these choices, with the measurements: docs/design/merge-auto.md.
+
+Launched on several processes (torchrun, ``tenni adapt --processes N``), every rank draws the same global batch
+and its random views or masks (same seed), encodes its slice, and the gradients are summed before each step (see
+``strategies/_parallel``): the contrastive methods (spans, simcse) gather the embeddings of all ranks, so the
+negatives span the global batch; mlm and tsdae weigh each rank's tokens as their share of the global batch's. Only
+the main process writes checkpoints and the output folder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -98,6 +105,16 @@ def adapt(corpus, output: str | Path, *, backbone: str = "text/minilm", config: 
     base = get_backbone(backbone)
     if not base.trainable or not hasattr(base, "transformer_dir"):
         raise ConfigError(f"'{base.name}' is frozen and cannot be adapted", hint="adapt a PyTorch backbone")
+    from ..strategies import _parallel
+
+    par = _parallel.current()  # None: one process on the CPU, the plain loop
+    distributed = par is not None and par.distributed
+    main = par is None or par.rank == 0
+    if par is not None and par.device != "cpu":
+        raise ConfigError("tenni adapt trains on the CPU in this version", hint="unset TENNI_DEVICE (or set it to cpu)")
+    if distributed and cfg.budget is not None:
+        raise ConfigError("a budget stops training on the clock, which would stop the ranks at different steps",
+                          hint="drop --budget with --processes (use --max-steps)")
     output = Path(output)
     AtomicDirectory(output, marker=LINEAGE_FILE).check()  # refuse a foreign folder before training, not after
     partial = output.parent / f"{output.name}.partial"
@@ -108,7 +125,7 @@ def adapt(corpus, output: str | Path, *, backbone: str = "text/minilm", config: 
     state = _load_checkpoint(partial, lineage) if resume else None
     if resume and state is None:
         info("no matching checkpoint to resume from: starting from the beginning")
-    if not resume and partial.exists():
+    if main and not resume and partial.exists():
         shutil.rmtree(partial)
 
     torch.manual_seed(cfg.seed)
@@ -116,6 +133,9 @@ def adapt(corpus, output: str | Path, *, backbone: str = "text/minilm", config: 
     lineage["base_pretext"] = base_pretext(encoder, tokenizer, texts, cfg)  # the base as built: before any resume
     share = auto_share(lineage["base_pretext"]["accuracy"]) if merge == "auto" else merge
     lineage["merge_share"] = share
+    if distributed:
+        par.broadcast_from_main(model)  # newly initialised heads and cross-attention: the main process's
+        lineage["world_size"] = par.world
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.01)
     steps_per_epoch = math.ceil(len(texts) / cfg.batch_size)
@@ -152,38 +172,51 @@ def adapt(corpus, output: str | Path, *, backbone: str = "text/minilm", config: 
                 break
             idx = order[(step * cfg.batch_size) % len(order):][: cfg.batch_size]
             batch = [texts[i] for i in idx]
-            if cfg.method == "simcse":
-                loss = _simcse_loss(encoder, tokenizer, batch, cfg)
-            elif cfg.method == "spans":
-                loss = _spans_loss(encoder, tokenizer, [documents[i] for i in idx], cfg, rng)
-            elif cfg.method == "tsdae":
-                loss = _tsdae_loss(encoder, model["decoder"], tokenizer, batch, cfg, rng, vocab)
-            else:
-                loss = _mlm_loss(model, tokenizer, batch, cfg, rng)
-            loss.backward()
+            with par.autocast() if par is not None else contextlib.nullcontext():
+                if cfg.method == "simcse":
+                    loss = _simcse_loss(encoder, tokenizer, batch, cfg, par=par)
+                elif cfg.method == "spans":
+                    loss = _spans_loss(encoder, tokenizer, [documents[i] for i in idx], cfg, rng, par=par)
+                elif cfg.method == "tsdae":
+                    loss = _tsdae_loss(encoder, model["decoder"], tokenizer, batch, cfg, rng, vocab, par=par)
+                else:
+                    loss = _mlm_loss(model, tokenizer, batch, cfg, rng, par=par)
+            if loss.requires_grad:  # False only on a rank left without rows (or masked tokens) this step
+                loss.backward()
+            shown = float(loss.detach())
+            if distributed:
+                par.sum_gradients(params)
+                if cfg.method in ("tsdae", "mlm"):  # each rank holds its share of the batch's loss
+                    shown = par.sum_scalar(shown)
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            losses.append(float(loss.detach()))
+            losses.append(shown)
             step += 1
             bar.advance(1)
             if step % cfg.checkpoint_every == 0 and step < total:
-                _save_checkpoint(partial, lineage, model, optimizer, scheduler, step, losses,
-                                 elapsed_before + time.perf_counter() - start)
+                if main:
+                    _save_checkpoint(partial, lineage, model, optimizer, scheduler, step, losses,
+                                     elapsed_before + time.perf_counter() - start)
+                if distributed:
+                    par.barrier()  # the ranks go on once the checkpoint is complete
     lineage.update(steps=step, planned_steps=total, stopped_by=stopped,
                    seconds=round(elapsed_before + time.perf_counter() - start, 1),
                    first_loss=float(np.mean(losses[:10])) if losses else None,
                    last_loss=float(np.mean(losses[-10:])) if losses else None,
                    created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
-    if merge == "auto":
-        info(describe_auto_share(lineage["base_pretext"]["accuracy"], share))
-    if share < 1:
-        from ..backbones.text_torch import load_encoder
+    if main:
+        if merge == "auto":
+            info(describe_auto_share(lineage["base_pretext"]["accuracy"], share))
+        if share < 1:
+            from ..backbones.text_torch import load_encoder
 
-        merge_with_base(encoder.model, load_encoder(base)[1].model, share)
-    _write_backbone(output, base, encoder.model, tokenizer, lineage)
-    shutil.rmtree(partial, ignore_errors=True)
+            merge_with_base(encoder.model, load_encoder(base)[1].model, share)
+        _write_backbone(output, base, encoder.model, tokenizer, lineage)
+        shutil.rmtree(partial, ignore_errors=True)
+    if distributed:
+        par.barrier()  # every rank returns once the folder is there
     return output
 
 
@@ -209,37 +242,60 @@ def _build(base, cfg: AdaptConfig):
     return tokenizer, mlm, encoder
 
 
-def _simcse_loss(encoder, tokenizer, batch, cfg):
+def _simcse_loss(encoder, tokenizer, batch, cfg, par=None):
     rows = tokenizer(batch, truncation=True, max_length=cfg.max_length)["input_ids"]
-    return _info_nce(encoder, tokenizer, rows + rows, len(batch), cfg.temperature)
+    return _info_nce(encoder, tokenizer, rows + rows, len(batch), cfg.temperature, par=par)
 
 
-def _info_nce(encoder, tokenizer, rows, n, temperature):
+def _info_nce(encoder, tokenizer, rows, n, temperature, par=None):
     """Rows i and n + i of ``rows`` are positives; every other second view in the batch is a negative."""
     import torch
 
-    logits = _pair_logits(encoder, tokenizer, rows, n, temperature)
+    logits = _pair_logits(encoder, tokenizer, rows, n, temperature, par=par)
     return torch.nn.functional.cross_entropy(logits, torch.arange(n))
 
 
-def _pair_logits(encoder, tokenizer, rows, n, temperature):
+def _pair_logits(encoder, tokenizer, rows, n, temperature, par=None):
     """Cosine similarities / temperature of every first view (rows) against every second view (columns).
 
     The views (token ids) are encoded in groups of similar length, so a batch of short texts is not padded to its
     longest one: the same embeddings, less padding."""
     import torch
 
-    emb = torch.nn.functional.normalize(_encode_rows(encoder, tokenizer, rows), dim=-1)
+    emb = torch.nn.functional.normalize(_encode_rows(encoder, tokenizer, rows, par=par).float(), dim=-1)
     return emb[:n] @ emb[n:].T / temperature
 
 
-def _encode_rows(encoder, tokenizer, rows):
-    """Pooled embeddings of token-id ``rows``, encoded in groups of similar length."""
+def _encode_rows(encoder, tokenizer, rows, par=None):
+    """Pooled embeddings of token-id ``rows``, encoded in groups of similar length. On several processes each rank
+    encodes its slice of the rows and those of all ranks are gathered (``Parallel.gather_rows``): every rank gets
+    all the embeddings, with the autograd graph of its own."""
     from functools import partial
+
+    import torch
 
     from ..backbones.text_torch import forward_in_groups, pad_rows
 
-    return forward_in_groups(encoder, rows, partial(pad_rows, tokenizer))
+    if par is None or not par.distributed:
+        return forward_in_groups(encoder, rows, partial(pad_rows, tokenizer))
+    mine = par.shard(np.arange(len(rows)))
+    if len(mine):
+        local = forward_in_groups(encoder, [rows[i] for i in mine], partial(pad_rows, tokenizer)).float()
+    else:  # fewer rows than ranks: this one only joins the gather
+        local = torch.zeros((0, encoder.model.config.hidden_size))
+    return par.gather_rows(local, par.split_sizes(len(rows)))
+
+
+def _token_mean(total, count: int, par=None):
+    """The mean loss over the tokens of the global batch: ``total`` (a sum over ``count`` tokens) divided by the
+    tokens of all ranks, so that the ranks' parts add up to the mean one process computes on the whole batch."""
+    import torch
+
+    if par is not None and par.distributed:
+        count = par.sum_scalar(count)
+    if not torch.is_tensor(total):  # no tokens on this rank: a zero that joins the sums
+        total = torch.zeros(())
+    return total / max(count, 1)
 
 
 MERGE_FLOOR = 0.25  # the share kept where the base already knows the corpus
@@ -336,8 +392,9 @@ def special_frame(tokenizer) -> tuple[list[int], list[int]]:
     return [], []
 
 
-def _spans_loss(encoder, tokenizer, documents, cfg, rng):
-    return _info_nce(encoder, tokenizer, span_views(tokenizer, documents, cfg, rng), len(documents), cfg.temperature)
+def _spans_loss(encoder, tokenizer, documents, cfg, rng, par=None):
+    return _info_nce(encoder, tokenizer, span_views(tokenizer, documents, cfg, rng), len(documents), cfg.temperature,
+                     par=par)
 
 
 def merge_with_base(model, base_model, share: float) -> None:
@@ -394,11 +451,12 @@ def _tsdae_model(base, encoder):
     return torch.nn.ModuleDict({"encoder": encoder.model, "decoder": decoder})
 
 
-def _tsdae_loss(encoder, decoder, tokenizer, batch, cfg, rng, vocab=None, group: int = 8):
+def _tsdae_loss(encoder, decoder, tokenizer, batch, cfg, rng, vocab=None, group: int = 8, par=None):
     """Delete tokens, pool the rest into one vector, rebuild the original text from that vector.
 
     The encoder and the decoder both run in groups of similar length (``group`` texts), each padded to its own
-    longest text: the loss (mean over the real target tokens) is the one a single padded batch gives."""
+    longest text: the loss (mean over the real target tokens) is the one a single padded batch gives. On several
+    processes every rank damages the whole batch (the same random draws) and runs its slice of it."""
     import torch
 
     from ..backbones.text_torch import length_groups, pad_rows
@@ -413,6 +471,11 @@ def _tsdae_loss(encoder, decoder, tokenizer, batch, cfg, rng, vocab=None, group:
             keep = [inner[int(rng.integers(len(inner)))]]
         kept = set(keep)
         damaged.append([t for i, t in enumerate(ids) if t in special or i in kept])
+    if par is not None and par.distributed:
+        mine = par.shard(np.arange(len(rows)))
+        rows, damaged = [rows[i] for i in mine], [damaged[i] for i in mine]
+        if not rows:
+            return _token_mean(0.0, 0, par)
     reps = _encode_rows(encoder, tokenizer, damaged)  # (batch, dim)
     head = getattr(decoder, "cls", None) or getattr(decoder, "lm_head", None)
     total, count = 0.0, 0
@@ -436,7 +499,7 @@ def _tsdae_loss(encoder, decoder, tokenizer, batch, cfg, rng, vocab=None, group:
                 logits = head(hidden)
         total = total + torch.nn.functional.cross_entropy(logits, wanted, reduction="sum")
         count += int(keep.sum())
-    return total / count
+    return _token_mean(total, count, par)
 
 
 def restricted_logits(head, hidden, ids):
@@ -470,10 +533,16 @@ def corpus_vocabulary(tokenizer, texts: list[str], max_length: int):
     return ids, position
 
 
-def _mlm_loss(model, tokenizer, batch, cfg, rng):
-    """Mask ``mask_probability`` of the real tokens and predict them (BERT's MLM)."""
+def _mlm_loss(model, tokenizer, batch, cfg, rng, par=None):
+    """Mask ``mask_probability`` of the real tokens and predict them (BERT's MLM). On several processes every rank
+    masks the whole batch (the same random draws) and predicts the masked tokens of its slice of it."""
     rows, labels = mlm_masks(tokenizer, batch, cfg.max_length, cfg.mask_probability, rng)
-    return mlm_grouped_loss(model, tokenizer, rows, labels)
+    if par is not None and par.distributed:
+        mine = par.shard(np.arange(len(rows)))
+        rows, labels = [rows[i] for i in mine], [labels[i] for i in mine]
+        if not rows:
+            return _token_mean(0.0, 0, par)
+    return mlm_grouped_loss(model, tokenizer, rows, labels, par=par)
 
 
 def mlm_masks(tokenizer, batch, max_length, probability, rng):
@@ -493,7 +562,7 @@ def mlm_masks(tokenizer, batch, max_length, probability, rng):
     return rows, labels
 
 
-def mlm_grouped_loss(model, tokenizer, rows, labels, group: int = 8):
+def mlm_grouped_loss(model, tokenizer, rows, labels, group: int = 8, par=None):
     """Mean cross-entropy over the masked tokens, as the masked-LM head's own loss on one padded batch gives.
 
     The rows run in groups of similar length (less padding), and where the head is known by name (BERT's ``cls``,
@@ -518,7 +587,7 @@ def mlm_grouped_loss(model, tokenizer, rows, labels, group: int = 8):
         logits = head(body(**inputs)[0][keep]) if head is not None else model(**inputs).logits[keep]
         total = total + torch.nn.functional.cross_entropy(logits, target[keep], reduction="sum")
         count += int(keep.sum())
-    return total / count
+    return _token_mean(total, count, par)
 
 
 def _save_checkpoint(folder: Path, lineage: dict, model, optimizer, scheduler, step, losses, elapsed) -> None:
