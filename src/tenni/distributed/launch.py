@@ -1,9 +1,11 @@
-"""``tenni fit --processes N``: the same command relaunched on N processes by PyTorch's own launcher.
+"""``tenni fit --processes N`` and ``tenni adapt --processes N``: the same command relaunched on N processes by
+PyTorch's own launcher.
 
 It runs ``python -m torch.distributed.run --standalone --nproc_per_node N -m tenni fit …`` (what ``torchrun``
 runs; ``accelerate launch -m tenni fit …`` works the same way and reads Accelerate's config): every process
 runs the whole command, training is data-parallel (see ``strategies/_parallel``), and only the main process
-prints and writes the model folder. On one machine the processes meet on loopback.
+prints and writes the model folder (or the adapted backbone and its checkpoints). On one machine the processes
+meet on loopback.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ import sys
 
 from ..errors import ConfigError
 
-PARALLEL_STRATEGIES = ("finetune", "lora")
-"""Strategies whose training runs data-parallel: those on the shared training loop that trains the encoder."""
+PARALLEL_STRATEGIES = ("finetune", "lora", "setfit")
+"""Strategies whose training runs data-parallel: those that train the encoder (the shared training loop, and
+SetFit's contrastive tuning). ``tenni adapt`` runs data-parallel too, with every method."""
 
 
 def in_launched_run() -> bool:
@@ -28,13 +31,21 @@ def in_launched_run() -> bool:
 def check_parallel_fit(strategy: str | None, budget) -> None:
     """Refuse, before any work, what cannot run on several processes."""
     if strategy not in PARALLEL_STRATEGIES:
-        raise ConfigError(f"data-parallel training runs --strategy {' or '.join(PARALLEL_STRATEGIES)}, not "
+        names = ", ".join(PARALLEL_STRATEGIES[:-1]) + f" or {PARALLEL_STRATEGIES[-1]}"
+        raise ConfigError(f"data-parallel training runs --strategy {names}, not "
                           f"{strategy or 'auto'}" + (" (a budgeted race, which ranks cannot share)" if not strategy
                                                      or strategy == "auto" else ""),
-                          hint="pass --strategy finetune (or lora), or drop --processes")
+                          hint="pass --strategy finetune (or lora, setfit), or drop --processes")
     if budget:
         raise ConfigError("--budget stops training on the clock, which would stop the ranks at different steps",
                           hint="drop --budget with --processes")
+
+
+def check_parallel_adapt(budget) -> None:
+    """``tenni adapt --processes``: every method runs data-parallel; a budget on the clock cannot."""
+    if budget:
+        raise ConfigError("--budget stops training on the clock, which would stop the ranks at different steps",
+                          hint="drop --budget with --processes (--max-steps bounds the run)")
 
 
 def strip_processes(argv: list[str]) -> list[str]:
