@@ -110,4 +110,125 @@ def test_fit_processes_2_saves_once_and_prints_once(still_backbone, tmp_path):
     assert training["world_size"] == 2
     refused = subprocess.run([sys.executable, "-m", "tenni", "fit", str(csv_path), "-s", "probe", "--processes",
                               "2"], env=_env(), capture_output=True, text=True, timeout=TIMEOUT)
-    assert refused.returncode == 2 and "runs --strategy finetune or lora, not probe" in refused.stderr
+    assert refused.returncode == 2 and "runs --strategy finetune, lora or setfit, not probe" in refused.stderr
+
+
+SETFIT_SCRIPT = """
+import json, os, sys
+from pathlib import Path
+from safetensors.numpy import save_file
+from tenni.strategies.registry import get_strategy_class
+
+backbone, data, out = sys.argv[1], json.loads(Path(sys.argv[2]).read_text()), Path(sys.argv[3])
+rank = os.environ.get("RANK", "single")
+for loss, extra in (("batch", {"examples_seen": 3, "batch_size": 7}),  # 7 rows: ranks encode 4 and 3
+                    ("pairs", {"num_iterations": 1, "max_pairs": 20, "batch_size": 8})):
+    config = dict(extra, loss=loss, learning_rate=1e-3, max_length=32, C=1.0)
+    est = get_strategy_class("setfit")(backbone=backbone, config=config, seed=2).fit(data["texts"], data["labels"])
+    tensors, meta = est.get_state()
+    save_file(tensors, str(out / f"setfit-{loss}-{rank}.safetensors"))
+    (out / f"setfit-{loss}-{rank}.json").write_text(json.dumps(meta["training"]))
+"""
+
+
+def _launch(args: list[str], processes: int) -> None:
+    launcher = [sys.executable] if processes == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                                        "--nproc_per_node", str(processes)]
+    proc = subprocess.run([*launcher, *args], env=_env(), capture_output=True, text=True, timeout=TIMEOUT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_setfit_on_two_processes_trains_what_one_process_trains(still_backbone, tmp_path):
+    texts, labels = make_texts(4, seed=6)
+    data = tmp_path / "data.json"
+    data.write_text(json.dumps({"texts": texts, "labels": labels}))
+    script = tmp_path / "setfit.py"
+    script.write_text(SETFIT_SCRIPT)
+    args = [str(script), str(still_backbone), str(data), str(tmp_path)]
+    _launch(args, 1)
+    _launch(args, 2)
+    base = _weights(still_backbone / "model.safetensors")
+    for loss in ("batch", "pairs"):
+        rank0, rank1, single = (_weights(tmp_path / f"setfit-{loss}-{r}.safetensors") for r in ("0", "1", "single"))
+        assert rank0.keys() == rank1.keys() == single.keys()
+        for name in rank0:
+            np.testing.assert_array_equal(rank0[name], rank1[name], err_msg=f"{loss}: {name}")
+        assert any(not np.allclose(base[k], single[f"encoder.model.{k}"]) for k in base), "training moved nothing"
+        for name in single:
+            np.testing.assert_allclose(rank0[name], single[name], rtol=1e-4, atol=2e-5, err_msg=f"{loss}: {name}")
+        record0, record1 = (json.loads((tmp_path / f"setfit-{loss}-{r}.json").read_text()) for r in ("0", "single"))
+        assert record0["world_size"] == 2 and record0["steps"] == record1["steps"]
+        np.testing.assert_allclose(record0["final_loss"], record1["final_loss"], rtol=1e-4)
+
+
+ADAPT_SCRIPT = """
+import os, sys
+from pathlib import Path
+from safetensors.torch import save_file
+from tenni.adapt import continued
+
+backbone, out = sys.argv[1], Path(sys.argv[2])
+corpus = [f"Invoice {i} for pump station {i % 7} was approved by the plant manager on day {i}." for i in range(20)]
+corpus += [f"Sensor {i} reported vibration on conveyor line {i % 5}." for i in range(19)]
+rank = os.environ.get("RANK", "single")
+built = {}
+real_build = continued._build
+
+
+def build(base, cfg):
+    built["parts"] = real_build(base, cfg)
+    return built["parts"]
+
+
+continued._build = build
+for method in ("mlm", "simcse"):
+    config = {"method": method, "batch_size": 9, "max_steps": 5, "learning_rate": 1e-3, "max_length": 24,
+              "checkpoint_every": 2, "merge": 1}
+    continued.adapt(corpus, out / f"adapted-{method}", backbone=backbone, config=config)
+    encoder = built["parts"][2]
+    save_file({k: v.contiguous() for k, v in encoder.model.state_dict().items()},
+              str(out / f"{method}-{rank}.safetensors"))
+"""
+
+
+def test_adapt_on_two_processes_trains_what_one_process_trains(still_backbone, tmp_path):
+    script = tmp_path / "adapt.py"
+    script.write_text(ADAPT_SCRIPT)
+    single, double = tmp_path / "single", tmp_path / "double"
+    single.mkdir()
+    double.mkdir()
+    _launch([str(script), str(still_backbone), str(single)], 1)
+    _launch([str(script), str(still_backbone), str(double)], 2)
+    base = _weights(still_backbone / "model.safetensors")
+    for method in ("mlm", "simcse"):
+        rank0, rank1 = (_weights(double / f"{method}-{r}.safetensors") for r in ("0", "1"))
+        one = _weights(single / f"{method}-single.safetensors")
+        saved = _weights(double / f"adapted-{method}" / "model.safetensors")
+        for name in rank0:
+            np.testing.assert_array_equal(rank0[name], rank1[name], err_msg=f"{method}: {name}")
+            np.testing.assert_array_equal(rank0[name], saved[name], err_msg=f"{method}: {name}")
+            # rows grouped by length per rank, not per batch: float noise, nothing more
+            np.testing.assert_allclose(rank0[name], one[name], rtol=1e-4, atol=2e-5, err_msg=f"{method}: {name}")
+        assert any(not np.allclose(base[k], rank0[k]) for k in base), "training moved nothing"
+        lineage = json.loads((double / f"adapted-{method}" / "tenni-backbone.json").read_text())
+        assert lineage["world_size"] == 2 and lineage["steps"] == 5
+        assert not (double / f"adapted-{method}.partial").exists()
+
+
+def test_adapt_processes_2_writes_once_and_prints_once(still_backbone, tmp_path, capsys, monkeypatch):
+    from ..conftest import run_cli
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(f"Pump station {i} passed its quarterly inspection." for i in range(12)))
+    out = tmp_path / "adapted"
+    proc = subprocess.run([sys.executable, "-m", "tenni", "adapt", str(corpus), "-o", str(out), "-b",
+                           str(still_backbone), "--method", "simcse", "--max-steps", "3", "--processes", "2",
+                           "--set", "batch_size=4", "--set", "max_length=16", "--set", "checkpoint_every=2"],
+                          env=_env(), capture_output=True, text=True, timeout=TIMEOUT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("adapted backbone:") == 1 and proc.stderr.count("adapted backbone written") == 1
+    assert json.loads((out / "tenni-backbone.json").read_text())["world_size"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("adapted")) == ["adapted"]
+    code, _, err = run_cli(capsys, monkeypatch, "adapt", corpus, "-o", tmp_path / "other", "-b", still_backbone,
+                           "--processes", "2", "--budget", "1m")
+    assert code == 2 and "--budget stops training on the clock" in err
