@@ -134,7 +134,7 @@ def fit(
                                               "that have it) [auto]."),
     resume: bool = typer.Option(False, "--resume",
                                 help="Continue an interrupted run from the checkpoints in OUTPUT.partial "
-                                     "(finetune, lora and --task generate keep one per epoch)."),
+                                     "(finetune, lora, setfit and --task generate keep them)."),
 ):
     """Fit a model on DATA and compare it with training from scratch."""
     from . import api

@@ -118,3 +118,33 @@ def test_resume_without_output_is_one_line(capsys, monkeypatch, tmp_path):
     data.write_text("text,label\na,x\nb,y\n")
     code, _, err = run_cli(capsys, monkeypatch, "fit", data, "--resume")
     assert code == 2 and "--resume" in err and "Traceback" not in err
+
+
+def test_setfit_resumes_mid_tuning_and_ends_with_the_uninterrupted_model(train_data, test_data, tiny_backbone,
+                                                                         tmp_path, monkeypatch):
+    from tenni.strategies import _resume
+
+    config = {"max_length": 32, "examples_seen": 4, "batch_size": 8}
+
+    def run(**kwargs):
+        return tenni.fit(train_data, strategy="setfit", backbone=str(tiny_backbone), config=config, baseline=False,
+                         evaluation="holdout", **kwargs)
+
+    reference = run()
+    ckpt = tmp_path / "run.partial"
+    original, steps_saved = _resume.save_state, []
+
+    def save_then_stop(*args, **kwargs):
+        original(*args, **kwargs)
+        steps_saved.append(kwargs["meta"]["step"])
+        raise Stop
+
+    monkeypatch.setattr(_resume, "save_state", save_then_stop)
+    with pytest.raises(Stop):
+        run(checkpoint_dir=ckpt)
+    monkeypatch.undo()
+    total = reference.estimator.training_["steps"]
+    assert 0 < steps_saved[0] < total
+    resumed = run(checkpoint_dir=ckpt, resume=True)
+    assert resumed.estimator.training_["resumed_after_step"] == steps_saved[0]
+    np.testing.assert_allclose(resumed.predict_proba(test_data[0]), reference.predict_proba(test_data[0]), atol=1e-5)

@@ -14,18 +14,21 @@ Batches run in groups of similar length (less padding), and the sequence length 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from .. import _checkpoints
 from .._deadline import check_deadline
-from .._logging import progress
+from .._logging import info, progress
 from ..backbones.length import LengthOptions
 from ..config import POSITIVE, SHARE, option
 from ._linear import CLASS_WEIGHTS, fit_logistic, logistic_proba
 from .base import Strategy
 
 LOSSES = ("batch", "pairs")
+CHECKPOINTS = 4
+"""Checkpoints a tuning run keeps (one every quarter of its steps) when the run keeps them (``fit -o DIR``)."""
 
 
 @dataclass
@@ -145,7 +148,8 @@ class SetFitStrategy(Strategy):
         from transformers import get_linear_schedule_with_warmup
 
         from ..backbones.length import choose_for
-        from ._torch import Tokenized
+        from ._resume import load_state, save_state, state_key
+        from ._torch import TextInputs, Tokenized
 
         torch.manual_seed(self.seed)
         self._tokenizer, self._encoder = self._load()
@@ -177,10 +181,21 @@ class SetFitStrategy(Strategy):
         optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
         scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * steps), steps)
         y_t = torch.as_tensor(y)
+        losses, encoded, done = [], 0, 0
+        slot = _checkpoints.next_slot()  # None unless the run keeps checkpoints (tenni fit -o DIR: DIR.partial)
+        if slot is not None:
+            trainable = {n for n, p in self._encoder.named_parameters() if p.requires_grad}
+            key = state_key(self._encoder, ["setfit", asdict(cfg), self.seed, choice.as_dict(), np.asarray(y).tolist()],
+                            lambda digest: TextInputs(data).update_digest(digest))
+            every = max(1, math.ceil(steps / CHECKPOINTS))
+            loaded = load_state(slot, key, self._encoder, optimizer, scheduler) if slot.resume else None
+            if loaded is not None:
+                done, losses, encoded = loaded[0]["step"], loaded[0]["losses"], loaded[0]["encoded"]
+                info(f"resuming contrastive tuning from its checkpoint after step {done} of {steps} ({slot.folder})")
         self._encoder.train()
-        losses, encoded = [], 0
         with progress(f"contrastive tuning (setfit, {cfg.loss} loss)", steps) as bar:
-            for batch in batches:
+            bar.advance(done)
+            for step, batch in enumerate(batches[done:], start=done + 1):
                 check_deadline()
                 if cfg.loss == "batch":
                     emb = self._encode_batch(data, batch, par)
@@ -206,6 +221,9 @@ class SetFitStrategy(Strategy):
                 optimizer.zero_grad(set_to_none=True)
                 losses.append(float(loss.detach()))
                 bar.advance(1)
+                if slot is not None and (step % every == 0 or step == steps):
+                    save_state(slot, key, self._encoder, trainable, optimizer, scheduler, par,
+                               meta={"step": step, "losses": losses, "encoded": encoded})
         self._encoder.eval()
         feats = self._embed(texts)  # still on the training device; every rank fits the same head
         if detach is not None:
@@ -220,6 +238,8 @@ class SetFitStrategy(Strategy):
             self.training_["pairs"] = int(len(pairs))
         if par is not None:
             self.training_.update(world_size=par.world, device=par.device, precision=par.precision)
+        if slot is not None and slot.run.resumed and loaded is not None:
+            self.training_["resumed_after_step"] = loaded[0]["step"]
 
     def _encode_batch(self, data, idx, par):
         """Unit embeddings of the texts ``idx`` (one step's batch), with their autograd graph. On several processes
