@@ -119,6 +119,9 @@ def bench_predict(work: Path, items: int, reps: int) -> dict:
     return {"items": items, "reps": reps, "runs": runs, "agreement_with_local": agreement,
             "best_items_per_second": {c: best(c) for c in ("local", "ray1", "ray2")},
             "ray2_over_ray1": round(best("ray2") / best("ray1"), 2),
+            "ray2_over_ray1_per_rep": [round(r2["items_per_second"] / r1["items_per_second"], 3)
+                                       for r1 in runs if r1["config"] == "ray1"
+                                       for r2 in runs if r2["config"] == "ray2" and r2["rep"] == r1["rep"]],
             "ray_startup_seconds": [r["startup_seconds"] for r in runs if r["config"] != "local"]}
 
 
@@ -181,8 +184,9 @@ def bench_train(work: Path, reps: int) -> dict:
 
 def write_markdown(result: dict, path: Path) -> None:
     """The tables, in ``scale.md`` and in docs/benchmarks.md between the ``scale`` markers."""
-    lines = [f"Machine: {result['env']['cpus']} cores, shared with other jobs while this ran (load averages below); "
-             "timings here vary up to 3x between identical runs, so compare ratios of runs made side by side.", ""]
+    lines = [f"Machine: {result['env']['cpus']} cores; the load average before each run is in the tables (under ~3: "
+             "nothing heavy beside the run; the runs of one table ran one after another, never at once). Timings on "
+             "this machine vary up to 3x under load, so compare ratios of runs made side by side.", ""]
     p = result.get("predict")
     if p:
         lines += [f"**Predict, {p['items']} texts (probe on MiniLM, fresh feature cache per run)**", "",
@@ -192,7 +196,10 @@ def write_markdown(result: dict, path: Path) -> None:
             lines.append(f"| {r['config']} | {r['rep']} | {r['items_per_second']} | {r['seconds']:.1f} | "
                          f"{r['startup_seconds']:.1f} | {r.get('items_per_actor_second') or ''} | "
                          f"{r['load_average_before']} |")
-        lines += ["", f"Ray 2 actors / 1 actor: **{p['ray2_over_ray1']}x** (target >= 1.6x).",
+        per_rep = p.get("ray2_over_ray1_per_rep") or []
+        spread = (f"; per rep (run side by side) {', '.join(f'{x:.2f}' for x in per_rep)}, mean "
+                  f"{sum(per_rep) / len(per_rep):.2f}" if per_rep else "")
+        lines += ["", f"Ray 2 actors / 1 actor: **{p['ray2_over_ray1']}x** best of reps{spread} (target >= 1.6x).",
                   "Predictions vs the local run: " + "; ".join(
                       f"{c}: max |Δp| {a['max_abs_diff_proba']:.1e}, same labels {a['same_labels']}"
                       for c, a in p["agreement_with_local"].items()), ""]
