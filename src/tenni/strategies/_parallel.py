@@ -26,6 +26,8 @@ import torch
 from ..errors import ConfigError
 
 DEVICES = ("cpu", "cuda", "auto")
+SPARSE_ROWS = 4096
+"""A 2-D parameter with at least this many rows (a token-embedding table) has its gradient synchronised by rows."""
 PRECISIONS = ("no", "bf16", "fp16", "auto")
 
 
@@ -96,17 +98,37 @@ class Parallel:
 
     def sum_gradients(self, params) -> None:
         """Gradients summed over the ranks, in one all-reduce of a flat buffer; a parameter that got no gradient
-        counts as zeros (the same on every rank, so all ranks keep the same set of gradients)."""
+        counts as zeros (the same on every rank, so all ranks keep the same set of gradients).
+
+        A token-embedding table (a parameter of many rows) gets gradient only in the rows of the tokens a batch
+        holds: one small all-reduce of which rows any rank touched, then only those rows travel (on MiniLM about
+        half the weights, and most of the bytes, stay home). Rows no rank touched are zero in the sum anyway."""
         import torch.distributed as dist
 
         params = [p for p in params if p.requires_grad]
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        flat = torch.cat([g.reshape(-1) for g in grads])
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        tables = [p for p in params if p.dim() == 2 and p.shape[0] >= SPARSE_ROWS]
+        rows = {}
+        if tables:
+            touched = torch.cat([(p.grad != 0).any(dim=1) for p in tables]).to(torch.uint8)
+            dist.all_reduce(touched, op=dist.ReduceOp.MAX)
+            offset = 0
+            for p in tables:
+                rows[id(p)] = touched[offset:offset + p.shape[0]].nonzero().squeeze(1)
+                offset += p.shape[0]
+        parts = [p.grad[rows[id(p)]] if id(p) in rows else p.grad for p in params]
+        flat = torch.cat([t.reshape(-1) for t in parts])
         dist.all_reduce(flat)
         offset = 0
-        for p, g in zip(params, grads):
-            p.grad = flat[offset:offset + g.numel()].view_as(p).clone()
-            offset += g.numel()
+        for p, part in zip(params, parts):
+            summed = flat[offset:offset + part.numel()].view_as(part)
+            if id(p) in rows:
+                p.grad.index_copy_(0, rows[id(p)], summed)
+            else:
+                p.grad.copy_(summed)
+            offset += part.numel()
 
     def broadcast_from_main(self, model: torch.nn.Module) -> None:
         """Every rank starts from the main process's weights (as DDP does): a head initialised at random, or
