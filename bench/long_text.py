@@ -167,6 +167,7 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default=str(RESULTS / "long_text.json"))
     parser.add_argument("--merge", default=None, help="add the runs of another results JSON, then write the table")
     parser.add_argument("--table", action="store_true")
+    parser.add_argument("--publish", action="store_true", help="also write the table into docs/benchmarks.md")
     parser.add_argument("--shared", default="2 cores shared with ~9 other agents' jobs",
                         help="what else ran on the machine (recorded with every run)")
     args = parser.parse_args(argv)
@@ -179,6 +180,10 @@ def main(argv=None) -> None:
         run_grid(results, args)
     table = render_table(results.data)
     Path(args.out).with_suffix(".md").write_text(table + "\n")
+    if args.publish:
+        from _common import replace_in_benchmarks
+
+        replace_in_benchmarks("long_text", table)
     print(table)
 
 
@@ -252,7 +257,7 @@ def render_table(data: dict) -> str:
         lines.append("")
     lines.append("Cells: test accuracy, mean ± std over seeds, and fit + predict seconds (mean); a probe's seconds "
                  "include its first encoding of the test set, later cells (auto) read it from the feature cache. "
-                 "One 2-core machine shared with other jobs throughout (load average 15-65: timings vary a lot); "
+                 f"Machine: {'; '.join(sorted({str(r.get('machine')) for r in data['runs'] if r.get('machine')}))}; "
                  f"updated {data['meta'].get('updated')}.")
     return "\n".join(lines)
 

@@ -126,8 +126,9 @@ def fit(
     label_names: bool = typer.Option(True, "--label-names/--no-label-names",
                                      help="auto: use label names that are words as a zero-shot prior."),
     processes: int = typer.Option(1, "--processes", min=1,
-                                  help="Train data-parallel on N processes (finetune, lora, setfit): relaunches "
-                                       "this command with torch.distributed.run; gloo on CPU, NCCL on GPUs."),
+                                  help="Train data-parallel on N processes (finetune, lora, setfit; --task "
+                                       "generate: lora, qlora): relaunches this command with torch.distributed.run; "
+                                       "gloo on CPU, NCCL on GPUs."),
     device: str | None = typer.Option(None, "--device", help="Where training runs: cpu, cuda or auto [cpu]."),
     precision: str | None = typer.Option(None, "--precision",
                                          help="Mixed precision for training: no, bf16, fp16 or auto (bf16 on GPUs "
@@ -145,23 +146,18 @@ def fit(
         raise ConfigError("--resume continues from the checkpoints kept beside the output folder",
                           hint="add -o DIR (the same as in the interrupted run)")
     checkpoints = output.parent / f"{output.name}.partial" if output is not None else None
-    if task == "generate":
-        _fit_generate(data, output=output, test=test, strategy=strategy, backbone=backbone, config=_parse_set(set_),
-                      seed=seed, baseline=baseline, test_size=test_size, input_col=text_col, output_col=label_col,
-                      encoding=encoding, instruction=instruction, json_out=json_out, checkpoints=checkpoints,
-                      resume=resume)
-        return
-    if instruction is not None:
+    generate = task == "generate"
+    if instruction is not None and not generate:
         raise ConfigError("--instruction is for --task generate", hint="add --task generate, or drop --instruction")
-
-    _limits(max_pixels, max_audio_seconds)
-    if output is not None:  # a folder that cannot take the model is refused now, not after training
+    if not generate:
+        _limits(max_pixels, max_audio_seconds)
+    if output is not None and not generate:  # a folder that cannot take the model is refused now, not after training
         from .artifacts import check_model_target
 
         check_model_target(output)
     settings = {k: v for k, v in (("TENNI_DEVICE", device), ("TENNI_PRECISION", precision)) if v}
     if processes > 1 and not in_launched_run():
-        check_parallel_fit(strategy, budget)
+        check_parallel_fit(strategy, budget, task)
         with temporary_env(**settings):
             code = relaunch(processes, sys.argv[1:])
         if code:
@@ -169,13 +165,20 @@ def fit(
         return
     main_process = True
     if in_launched_run():
-        check_parallel_fit(strategy, budget)
+        check_parallel_fit(strategy, budget, task)
         main_process = os.environ.get("RANK", "0") == "0"
         if not main_process:  # the other ranks train in step, silently; the main one prints and saves
             from ._logging import set_quiet
 
             set_quiet(True)
             settings["TENNI_NO_PROGRESS"] = "1"
+    if generate:
+        with temporary_env(**settings):
+            _fit_generate(data, output=output, test=test, strategy=strategy, backbone=backbone,
+                          config=_parse_set(set_), seed=seed, baseline=baseline, test_size=test_size,
+                          input_col=text_col, output_col=label_col, encoding=encoding, instruction=instruction,
+                          json_out=json_out, checkpoints=checkpoints, resume=resume, main_process=main_process)
+        return
     _on_interrupt(f"no model was saved{f' to {output}' if output else ''}, and nothing there was changed; features "
                   "encoded so far are cached, so running the same command again resumes from there"
                   + (f"; training keeps a checkpoint per epoch in {checkpoints}: add --resume to continue from it"
@@ -914,7 +917,8 @@ def merge(
 
 
 def _fit_generate(data, *, output, test, strategy, backbone, config, seed, baseline, test_size, input_col,
-                  output_col, encoding, instruction, json_out, checkpoints=None, resume=False) -> None:
+                  output_col, encoding, instruction, json_out, checkpoints=None, resume=False,
+                  main_process=True) -> None:
     from ._checkpoints import checkpointing, remove
     from .generate import fit as fit_generate
 
@@ -924,12 +928,14 @@ def _fit_generate(data, *, output, test, strategy, backbone, config, seed, basel
         AtomicDirectory(output, marker="tenni.json").check()  # refuse a bad -o before the long work
         _on_interrupt(f"no model was saved to {output}; training keeps a checkpoint per epoch in {checkpoints}: add "
                       "--resume to continue from it")
-    with checkpointing(checkpoints, resume):
+    with checkpointing(checkpoints, resume, main=main_process):
         if checkpoints is not None and (strategy or "lora") != "prompt":
             config = dict(config or {}, checkpoint_dir=str(checkpoints / "generate"))
         model = fit_generate(data, test=test, strategy=strategy, backbone=backbone, config=config, seed=seed,
                              baseline=baseline, test_size=test_size, input_col=input_col, output_col=output_col,
                              encoding=encoding, instruction=instruction)
+    if not main_process:  # the other ranks trained in step; the main one saves and prints
+        return
     if output is not None:
         model.save(output)
         remove(checkpoints)

@@ -232,3 +232,57 @@ def test_adapt_processes_2_writes_once_and_prints_once(still_backbone, tmp_path,
     code, _, err = run_cli(capsys, monkeypatch, "adapt", corpus, "-o", tmp_path / "other", "-b", still_backbone,
                            "--processes", "2", "--budget", "1m")
     assert code == 2 and "--budget stops training on the clock" in err
+
+
+GENERATE_SCRIPT = """
+import json, os, sys
+from pathlib import Path
+from safetensors.numpy import save_file
+from tenni.generate import Generator
+
+llm, data, out = sys.argv[1], json.loads(Path(sys.argv[2]).read_text()), Path(sys.argv[3])
+config = {"epochs": 2, "min_steps": 0, "learning_rate": 1e-2, "r": 4, "alpha": 8, "lora_dropout": 0.0,
+          "batch_size": 6, "val_fraction": 0.0}
+gen = Generator("lora", llm, config, seed=2).fit((data["inputs"], data["outputs"]))
+rank = os.environ.get("RANK", "single")
+save_file(gen.adapter_state(), str(out / f"gen-{rank}.safetensors"))
+(out / f"gen-{rank}.json").write_text(json.dumps({"steps": gen.training["steps"]}))
+"""
+
+
+def test_generate_lora_on_two_processes_trains_what_one_process_trains(tmp_path):
+    """The text-to-text adapters: each rank runs its rows of every batch, its answer tokens weighed as their share
+    of the batch's, gradients summed: the ranks agree, and equal one process."""
+    from ..generate.conftest import build_tiny_llm, copy_pairs
+
+    llm = build_tiny_llm(tmp_path / "llm")
+    inputs, outputs = copy_pairs(15, 7, length=2)
+    outputs = [o if i % 3 else o + " " + o for i, o in enumerate(outputs)]  # answers of unequal length
+    data = tmp_path / "pairs.json"
+    data.write_text(json.dumps({"inputs": inputs, "outputs": outputs}))
+    script = tmp_path / "gen.py"
+    script.write_text(GENERATE_SCRIPT)
+    args = [str(script), str(llm), str(data), str(tmp_path)]
+    one = subprocess.run([sys.executable, *args], env=_env(), capture_output=True, text=True, timeout=TIMEOUT)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          *args], env=_env(), capture_output=True, text=True, timeout=TIMEOUT)
+    assert two.returncode == 0, two.stderr[-3000:]
+    rank0, rank1, single = (_weights(tmp_path / f"gen-{r}.safetensors") for r in ("0", "1", "single"))
+    assert rank0.keys() == rank1.keys() == single.keys() and rank0
+    for name in rank0:
+        np.testing.assert_array_equal(rank0[name], rank1[name], err_msg=name)
+    assert any(np.abs(v).max() > 0 for k, v in single.items() if "lora_B" in k)  # training moved the adapters
+    for name in single:
+        np.testing.assert_allclose(rank0[name], single[name], rtol=1e-4, atol=2e-5, err_msg=name)
+    assert json.loads((tmp_path / "gen-0.json").read_text())["steps"] == 6
+
+
+def test_generate_prompting_on_several_processes_is_refused(capsys, monkeypatch, tmp_path):
+    from ..conftest import run_cli
+
+    data = tmp_path / "pairs.csv"
+    data.write_text("input,output\na,b\nc,d\n")
+    code, _, err = run_cli(capsys, monkeypatch, "fit", data, "--task", "generate", "--strategy", "prompt",
+                           "--processes", "2")
+    assert code == 2 and "lora or qlora" in err and "Traceback" not in err

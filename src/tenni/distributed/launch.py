@@ -28,9 +28,17 @@ def in_launched_run() -> bool:
         return False
 
 
-def check_parallel_fit(strategy: str | None, budget) -> None:
+GENERATE_PARALLEL = ("lora", "qlora")
+"""``--task generate`` strategies that train (the adapters), so run data-parallel."""
+
+
+def check_parallel_fit(strategy: str | None, budget, task: str = "classify") -> None:
     """Refuse, before any work, what cannot run on several processes."""
-    if strategy not in PARALLEL_STRATEGIES:
+    if task == "generate":
+        if (strategy or "lora") not in (*GENERATE_PARALLEL, "auto"):
+            raise ConfigError(f"data-parallel training runs --strategy lora or qlora for --task generate, not "
+                              f"{strategy} (it trains nothing)", hint="drop --processes")
+    elif strategy not in PARALLEL_STRATEGIES:
         names = ", ".join(PARALLEL_STRATEGIES[:-1]) + f" or {PARALLEL_STRATEGIES[-1]}"
         raise ConfigError(f"data-parallel training runs --strategy {names}, not "
                           f"{strategy or 'auto'}" + (" (a budgeted race, which ranks cannot share)" if not strategy

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -183,7 +184,9 @@ def load_causal_lm(folder: Path, *, quantize: str | None = None, trust_remote_co
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32,
             bnb_4bit_use_double_quant=True)
-        kwargs["device_map"] = {"": 0} if torch.cuda.is_available() else {"": "cpu"}
+        # this process's GPU (its LOCAL_RANK under a data-parallel launcher), else the CPU
+        kwargs["device_map"] = ({"": int(os.environ.get("LOCAL_RANK", "0"))} if torch.cuda.is_available()
+                                else {"": "cpu"})
     try:
         with _quiet_transformers():
             config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)

@@ -304,6 +304,15 @@ def train_adapter(model, encoded_train, encoded_val, pad_id: int, cfg, *, checkp
 
             info(f"resuming from {checkpoint}: epoch {state['epoch']} of {epochs}, step {state['step']}")
     lengths = [len(p) + len(a) for p, a in encoded_train]
+    from ..strategies import _parallel
+
+    par = _parallel.current()
+    par = par if par is not None and par.distributed else None  # data-parallel; one process runs the plain loop
+    device = params[0].device if params else torch.device("cpu")
+    if par is not None:
+        with torch.no_grad():  # every rank starts from the main process's adapters
+            for p in params:
+                _parallel_broadcast(p)
     started = time.perf_counter()
     stopped = "epochs"
     loss = None
@@ -316,12 +325,15 @@ def train_adapter(model, encoded_train, encoded_val, pad_id: int, cfg, *, checkp
                 if state["step"] >= total_steps:
                     break
                 check_deadline()
-                ids, mask, labels = _collate([encoded_train[i] for i in group], pad_id)
-                loss = answer_loss(model, ids, mask, labels)
+                if par is None:
+                    ids, mask, labels = _collate([encoded_train[i] for i in group], pad_id)
+                    loss = answer_loss(model, *(t.to(device) for t in (ids, mask, labels)))
+                    loss.backward()
+                else:
+                    loss = _parallel_answer_loss(par, model, [encoded_train[i] for i in group], pad_id, device)
                 if not torch.isfinite(loss):
                     raise ConfigError("the training loss became NaN or infinite (diverged)",
                                       hint="lower learning_rate (e.g. --set learning_rate=1e-4)")
-                loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
                 optimizer.step()
                 scheduler.step()
@@ -347,7 +359,10 @@ def train_adapter(model, encoded_train, encoded_val, pad_id: int, cfg, *, checkp
                         stopped = "early stopping"
             state["history"].append(record)
             if checkpoint is not None:
-                _save_checkpoint(checkpoint, key, names, params, optimizer, scheduler, state, best)
+                if par is None or par.rank == 0:  # one writer; the other ranks wait for it
+                    _save_checkpoint(checkpoint, key, names, params, optimizer, scheduler, state, best)
+                if par is not None:
+                    par.barrier()
     if best is not None:
         with torch.no_grad():
             for n, p in zip(names, params):
@@ -356,6 +371,30 @@ def train_adapter(model, encoded_train, encoded_val, pad_id: int, cfg, *, checkp
     return {"epochs": state["epoch"], "steps": state["step"], "stopped": stopped, "best_epoch": state["best_epoch"],
             "val_loss": None if state["best_loss"] is None else round(state["best_loss"], 5),
             "history": state["history"], "train_examples": len(encoded_train), "val_examples": len(encoded_val)}
+
+
+def _parallel_broadcast(tensor) -> None:
+    import torch.distributed as dist
+
+    dist.broadcast(tensor.data, src=0)
+
+
+def _parallel_answer_loss(par, model, rows, pad_id: int, device):
+    """One step on this rank's slice of the batch ``rows``: its answer tokens' summed loss over the whole batch's
+    answer-token count, backward, gradients summed over the ranks; returns the batch's mean loss (as one process
+    computes it)."""
+    import numpy as np
+    import torch
+
+    total = sum(len(a) for _, a in rows)  # answer tokens of the whole batch, known to every rank
+    mine = [rows[i] for i in par.shard(np.arange(len(rows)))]
+    share = torch.zeros((), device=device)
+    if mine:  # a batch smaller than the world leaves a rank without rows: it still joins the sum
+        ids, mask, labels = _collate(mine, pad_id)
+        share = answer_loss(model, *(t.to(device) for t in (ids, mask, labels)), reduction="sum") / total
+        share.backward()
+    par.sum_gradients(p for p in model.parameters() if p.requires_grad)
+    return torch.tensor(par.sum_scalar(float(share.detach())))
 
 
 def _save_checkpoint(folder: Path, key, names, params, optimizer, scheduler, state, best) -> None:
