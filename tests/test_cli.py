@@ -62,6 +62,13 @@ def test_models_lists_the_default(capsys, monkeypatch):
     assert code == 0 and any(r["name"] == "text/minilm" and r["offline"] for r in json.loads(out))
 
 
+def test_models_lists_the_generative_backbone_too(capsys, monkeypatch):
+    code, out, _ = run(capsys, monkeypatch, "models", "llm/*", "--json")
+    rows = json.loads(out)
+    assert code == 0 and [r["name"] for r in rows] == ["llm/smollm2-135m-instruct"]
+    assert rows[0]["modality"] == "text-to-text"
+
+
 @pytest.mark.parametrize("args, message", [
     (["fit", "missing.csv"], "no such file"),
     (["fit", "{train}", "--strategy", "magic"], "unknown strategy 'magic'"),

@@ -587,6 +587,9 @@ def models(
     rows = [{"name": s.name, "modality": s.modality, "dim": s.dim, "languages": list(s.languages),
              "offline": s.available(), "trainable": s.trainable, "source": s.source, "licence": s.licence,
              "description": s.description} for s in specs]
+    from .generate.backbone import llm_rows
+
+    rows += llm_rows(pattern)
     if directory is not None:
         from .adapt.continued import find_adapted
 

@@ -38,6 +38,17 @@ LLM_REGISTRY = {
 }
 
 
+def llm_rows(pattern: str = "*") -> list[dict]:
+    """The registered generative backbones as ``tenni models`` lists them (offline: their package is installed)."""
+    import fnmatch
+
+    return [{"name": s.name, "modality": "text-to-text", "dim": None, "languages": ["en"],
+             "offline": importlib.util.find_spec(s.package) is not None, "trainable": True,
+             "source": f"PyPI package {s.package.replace('_', '-')} (GGUF)", "licence": s.licence,
+             "description": s.description + "; --task generate (prompt, lora, qlora)"}
+            for name, s in sorted(LLM_REGISTRY.items()) if fnmatch.fnmatch(name, pattern)]
+
+
 def locate_llm(name_or_path: str, *, download: bool = True) -> tuple[str, Path]:
     """(canonical name, local folder with config.json + weights + tokenizer) for a registered name, a folder or a
     Hugging Face hub id."""
