@@ -214,8 +214,9 @@ def main() -> None:
     data = json.loads(out.read_text()) if out.exists() else {"meta": {}, "runs": []}
     env = environment()
     data["meta"].update(test_n=args.test_n, seeds=args.seeds, threads=args.threads, environment=env,
-                        machine=f"{env['cpus']} CPUs shared with other jobs (load average "
-                                f"{os.getloadavg()[0]:.0f} at start)", epochs=args.epochs)
+                        machine=f"{env['cpus']} CPUs, load average {os.getloadavg()[0]:.0f} at start (the "
+                                "cells run one at a time; each cell's load average is in the JSON)",
+                        epochs=args.epochs)
     epochs = dict(tuple(int(x) for x in item.split(":")) for item in args.epochs.split(","))
     deadline = time.time() + 60 * args.budget_minutes
     methods = [m for m in args.methods.split(",") if m]

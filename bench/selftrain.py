@@ -25,7 +25,8 @@ import numpy as np  # noqa: E402
 from _common import RESULTS, Results, environment, publish, shared_data, summarise  # noqa: E402
 
 DATASETS = ["sms_spam", "ag_news_sample", "banking77", "livedoor_news"]
-BACKBONE = {"livedoor_news": "text/e5-small-multilingual"}
+BACKBONE = {"livedoor_news": "text/e5-small-multilingual", "cats_vs_dogs": "image/efficientnet-lite0"}
+"""Text sets read train.csv / test.csv; image sets (cats_vs_dogs) their train/ and test/ class folders."""
 
 
 def run_one(results: Results, name: str, n, seed: int, train, test, max_pool: int, rounds: int) -> None:
@@ -76,7 +77,8 @@ def render_table(data: dict) -> str:
                      f"{r['accuracy_std']:.3f} | {r['seeds']} | {r['seconds_mean']:.0f} |")
     students = [r for r in data["runs"] if r.get("student")]
     if students:
-        lines += ["", "| set | teacher accuracy | student (TF-IDF) accuracy | teacher / student predictions per s |",
+        lines += ["", "| set | teacher accuracy | student (scratch: TF-IDF, or a CNN on images) accuracy | "
+                  "teacher / student predictions per s |",
                   "|---|---|---|---|"]
         for r in students:
             s = r["student"]
@@ -101,7 +103,8 @@ def main() -> None:
                                        "rounds": args.rounds, "machine": "shared with other jobs (see docs)"})
     for name in args.datasets.split(","):
         folder = shared_data() / name
-        train, test = read_dataset(folder / "train.csv"), read_dataset(folder / "test.csv")
+        split = "{}.csv" if (folder / "train.csv").exists() else "{}"
+        train, test = read_dataset(folder / split.format("train")), read_dataset(folder / split.format("test"))
         for n in args.ns.split(","):
             for seed in ([0] if n == "all" else [int(s) for s in args.seeds.split(",")]):
                 run_one(results, name, n, seed, train, test, args.max_pool, args.rounds)
