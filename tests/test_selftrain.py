@@ -237,3 +237,17 @@ def test_a_budget_with_a_pool_is_refused_for_strategies_other_than_auto_as_witho
     for unlabeled in (None, pool):
         with pytest.raises(ConfigError, match="applies to --strategy auto only"):
             tenni.fit(train, strategy="scratch", budget=10, unlabeled=unlabeled)
+
+
+def test_count_prior_follows_the_teachers_decisions_and_keeps_every_class():
+    """Classify-and-count: the pool's shares as the teacher's argmax counts, never below a tenth of an even share.
+    EM on the same under-confident probabilities runs to a boundary (a class share of 0), the failure that made
+    counts the default."""
+    from tenni.selftrain import count_prior, em_prior
+
+    proba = np.array([[0.56, 0.44]] * 78 + [[0.47, 0.53]] * 22)  # a few-shot teacher: right, but unsure
+    shares = count_prior(proba)
+    np.testing.assert_allclose(shares, [0.78, 0.22])
+    assert em_prior(proba, np.array([0.5, 0.5]))[1] < 0.01  # EM: the minority class vanishes
+    only_one = count_prior(np.array([[0.9, 0.05, 0.05]] * 10))
+    assert only_one.sum() == pytest.approx(1.0) and (only_one[1:] > 0).all()

@@ -32,8 +32,10 @@ class SelfTrainConfig:
     max_share: float = option(0.8, "share of the pool pseudo-labeled in the last round, the most confident first "
                                    "(round r of R keeps r/R of it)", **SHARE)
     threshold: float = option(0.0, "and only where the teacher's probability is at least this", **SHARE)
-    prior: str = option("pool", "per-class quotas from the pool's class shares as the first teacher estimates them "
-                                "(pool), or from the labeled data's (labeled)", choices=("pool", "labeled"))
+    prior: str = option("counts", "per-class quotas from the pool's class shares as the first teacher estimates "
+                                  "them (counts: its argmax counts; pool: EM on its probabilities, which runs to a "
+                                  "boundary on a few-shot teacher), or from the labeled data's (labeled)",
+                        choices=("counts", "pool", "labeled"))
     leak_similarity: float = option(0.97, "pool items at least this similar to a test item are dropped", **SHARE)
     check_folds: int = option(4, "strategies that fit in seconds: self-training is first cross-checked on this many "
                                  "folds of the labeled data, and skipped where the student does not beat the teacher "
@@ -91,6 +93,16 @@ def em_prior(proba: np.ndarray, base: np.ndarray, iterations: int = 200, tol: fl
             return new
         prior = new
     return prior
+
+
+def count_prior(proba: np.ndarray, floor: float = 0.1) -> np.ndarray:
+    """The pool's class shares as the teacher's argmax counts (classify and count), each at least ``floor`` of an
+    even share: biased toward even shares where the teacher errs, but it cannot run to a boundary as EM does on a
+    few-shot teacher's under-confident probabilities (docs/benchmarks.md, self-training)."""
+    k = proba.shape[1]
+    shares = np.bincount(np.asarray(proba).argmax(1), minlength=k) / max(len(proba), 1)
+    shares = np.maximum(shares, floor / k)
+    return shares / shares.sum()
 
 
 def shift_prior(proba: np.ndarray, base: np.ndarray, prior: np.ndarray) -> np.ndarray:
@@ -173,9 +185,9 @@ def self_train(make, train: Dataset, pool: Dataset, cfg: SelfTrainConfig, *, tea
         for r in range(len(done) + 1, cfg.rounds + 1):
             start = time.perf_counter()
             proba = teacher.predict_proba(pool.inputs)
-            if r == 1 and cfg.prior == "pool" and len(pool):
-                prior = em_prior(proba, base)
-            if cfg.prior == "pool":  # the teacher's probabilities under the pool's class shares, not its training's
+            if r == 1 and cfg.prior in ("pool", "counts") and len(pool):
+                prior = em_prior(proba, base) if cfg.prior == "pool" else count_prior(proba)
+            if cfg.prior in ("pool", "counts"):  # the teacher's probabilities under the pool's shares
                 proba = shift_prior(proba, base, prior)
             budget = int(round(cfg.max_share * len(pool) * r / cfg.rounds))
             idx = select_pseudo_labels(proba, classes, prior, cfg.threshold, budget)
