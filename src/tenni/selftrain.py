@@ -4,11 +4,11 @@ becomes the next teacher) and distillation into a fast student.
 Pseudo-labels follow a curriculum (Cascante-Bonilla et al., 2021, "Curriculum Labeling"): round r of R keeps the
 most confident r/R of ``max_share`` of the pool, ranked by the teacher's probability, so no absolute threshold has
 to suit every number of classes; a per-class quota (the pool's class shares, estimated from the first teacher's
-probabilities by EM and used to correct them for the prior shift between a class-balanced teacher and the pool)
-keeps a class the teacher over-predicts from swallowing the pool. The student is the
-teacher's strategy trained on the labels plus the kept pseudo-labels (its own dropout and augmentation are the
-noise). Pool items that duplicate or nearly duplicate a
-test item are dropped before anything is learned from them. Every self-trained fit is measured beside the same
+argmax counts and used to correct its probabilities for the prior shift between a class-balanced teacher and the
+pool; EM on the probabilities is ``prior="pool"``) keeps a class the teacher over-predicts from swallowing the pool.
+The student is the teacher's strategy trained on the labels plus the kept pseudo-labels (its own dropout and
+augmentation are the noise). Pool items that duplicate or nearly duplicate a test item are dropped before anything
+is learned from them. Every self-trained fit is measured beside the same
 strategy without the pool, on the same split.
 """
 
