@@ -21,25 +21,22 @@ MARKER = "tenni-checkpoints.json"
 
 
 @dataclass
+class Slot:
+    """One training call's checkpoint folder, and whether to continue from what it holds."""
+
+    folder: Path
+    resume: bool
+
+
+@dataclass
 class Checkpoints:
     folder: Path
     resume: bool
     calls: int = 0
-    resumed: int = 0
 
     def next_slot(self) -> Slot:
         self.calls += 1
-        return Slot(self.folder / f"train-{self.calls}", self)
-
-
-@dataclass
-class Slot:
-    folder: Path
-    run: Checkpoints
-
-    @property
-    def resume(self) -> bool:
-        return self.run.resume
+        return Slot(self.folder / f"train-{self.calls}", self.resume)
 
 
 _current: contextvars.ContextVar[Checkpoints | None] = contextvars.ContextVar("tenni_checkpoints", default=None)

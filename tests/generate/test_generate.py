@@ -163,7 +163,7 @@ def test_resume_from_checkpoint(tiny_llm, tmp_path):
     train = copy_pairs(24, 3, length=1)
     config = dict(FAST, epochs=2, checkpoint_dir=str(tmp_path / "ckpt"))
     first = Generator("lora", str(tiny_llm), config).fit(train)
-    assert (tmp_path / "ckpt" / "checkpoint.json").is_file()
+    assert (tmp_path / "ckpt" / "state.json").is_file()
     again = Generator("lora", str(tiny_llm), config).fit(train)  # finished: resumes at the end, trains nothing
     assert again.training["steps"] == first.training["steps"]
     a, b = first.adapter_state(), again.adapter_state()

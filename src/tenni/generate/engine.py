@@ -297,9 +297,13 @@ def train_adapter(model, encoded_train, encoded_val, pad_id: int, cfg, *, checkp
     state = {"epoch": 0, "step": 0, "best_loss": None, "best_epoch": 0, "bad_epochs": 0, "history": []}
     best = None
     if checkpoint is not None:
-        resumed = _load_checkpoint(checkpoint, key, model, names, optimizer, scheduler)
+        from ..strategies._resume import load_state
+
+        resumed = load_state(checkpoint, key, model, optimizer, scheduler)
         if resumed is not None:
-            state, best = resumed
+            meta, tensors = resumed
+            state = meta["state"]
+            best = {n: tensors[f"best.{n}"] for n in names if f"best.{n}" in tensors} or None
             from .._logging import info
 
             info(f"resuming from {checkpoint}: epoch {state['epoch']} of {epochs}, step {state['step']}")
@@ -358,11 +362,12 @@ def train_adapter(model, encoded_train, encoded_val, pad_id: int, cfg, *, checkp
                     if state["bad_epochs"] >= cfg.patience:
                         stopped = "early stopping"
             state["history"].append(record)
-            if checkpoint is not None:
-                if par is None or par.rank == 0:  # one writer; the other ranks wait for it
-                    _save_checkpoint(checkpoint, key, names, params, optimizer, scheduler, state, best)
-                if par is not None:
-                    par.barrier()
+            if checkpoint is not None:  # one writer (the main process); the other ranks wait for it
+                from ..strategies._resume import save_state
+
+                save_state(checkpoint, key, model, set(names), optimizer, scheduler, par, meta={"state": state},
+                           tensors={f"best.{n}": t.detach().cpu().contiguous().clone()
+                                    for n, t in (best or {}).items()})
     if best is not None:
         with torch.no_grad():
             for n, p in zip(names, params):
@@ -397,64 +402,3 @@ def _parallel_answer_loss(par, model, rows, pad_id: int, device):
     return torch.tensor(par.sum_scalar(float(share.detach())))
 
 
-def _save_checkpoint(folder: Path, key, names, params, optimizer, scheduler, state, best) -> None:
-    import json
-
-    from safetensors.torch import save_file
-
-    from .._paths import AtomicDirectory
-
-    tensors = {f"param.{n}": p.detach().contiguous() for n, p in zip(names, params)}
-    if best is not None:
-        tensors.update({f"best.{n}": t.contiguous() for n, t in best.items()})
-    opt = optimizer.state_dict()
-    for i, st in opt["state"].items():
-        for k, v in st.items():
-            if hasattr(v, "shape"):
-                tensors[f"opt.{i}.{k}"] = v.contiguous()
-    scalars = {str(i): {k: float(v) for k, v in st.items() if not hasattr(v, "shape") or v.ndim == 0}
-               for i, st in opt["state"].items()}
-    for i, st in opt["state"].items():  # 0-dim tensors (AdamW's step) go in JSON
-        for k, v in st.items():
-            if hasattr(v, "shape") and v.ndim == 0:
-                tensors.pop(f"opt.{i}.{k}", None)
-    with AtomicDirectory(folder, marker="checkpoint.json") as tmp:
-        save_file(tensors, str(tmp / "checkpoint.safetensors"))
-        (tmp / "checkpoint.json").write_text(json.dumps({
-            "key": key, "state": state, "names": names, "opt_scalars": scalars,
-            "scheduler": scheduler.state_dict()["last_epoch"]}, indent=1) + "\n")
-
-
-def _load_checkpoint(folder: Path, key, model, names, optimizer, scheduler):
-    import json
-
-    import torch
-    from safetensors.torch import load_file
-
-    meta_path = folder / "checkpoint.json"
-    if not meta_path.is_file():
-        return None
-    meta = json.loads(meta_path.read_text())
-    if meta.get("key") != key or meta.get("names") != names:
-        from .._logging import warn
-
-        warn(f"{folder}: the checkpoint is from other data or settings; starting over (it will be replaced)")
-        return None
-    tensors = load_file(str(folder / "checkpoint.safetensors"))
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for n in names:
-            params[n].copy_(tensors[f"param.{n}"])
-    opt_state = optimizer.state_dict()
-    for i, scalars in meta["opt_scalars"].items():
-        entry = {k: torch.tensor(v) for k, v in scalars.items()}
-        for k in ("exp_avg", "exp_avg_sq"):
-            if f"opt.{i}.{k}" in tensors:
-                entry[k] = tensors[f"opt.{i}.{k}"]
-        opt_state["state"][int(i)] = entry
-    optimizer.load_state_dict(opt_state)
-    scheduler.last_epoch = meta["scheduler"]
-    for group, lr0 in zip(optimizer.param_groups, scheduler.base_lrs):
-        group["lr"] = lr0 * scheduler.lr_lambdas[0](scheduler.last_epoch)
-    best = {n: tensors[f"best.{n}"] for n in names if f"best.{n}" in tensors} or None
-    return meta["state"], best

@@ -42,9 +42,9 @@ def training_key(model, inputs, y, param_groups, plan, class_weight, seed, descr
                              None if class_weight is None else [float(w) for w in class_weight]], feed)
 
 
-def save_state(slot, key, model, trainable, optimizer, scheduler, par, *, tensors=None, meta=None) -> None:
+def save_state(folder, key, model, trainable, optimizer, scheduler, par, *, tensors=None, meta=None) -> None:
     """Write the weights named in ``trainable``, the optimizer, the schedule and torch's random state, plus the
-    loop's own ``tensors`` and ``meta``, into ``slot.folder`` (atomically; only the main process writes, the
+    loop's own ``tensors`` and ``meta``, into ``folder`` (atomically; only the main process writes, the
     others wait for it, so every rank can read it back on resume)."""
     from safetensors.torch import save_file
 
@@ -66,7 +66,7 @@ def save_state(slot, key, model, trainable, optimizer, scheduler, par, *, tensor
         sched = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
         record = dict(meta or {}, key=key, optimizer={"param_groups": opt["param_groups"], "scalars": scalars},
                       scheduler=sched)
-        with AtomicDirectory(slot.folder, marker=STATE) as tmp:
+        with AtomicDirectory(folder, marker=STATE) as tmp:
             save_file(out, str(tmp / TENSORS))
             atomic_write_json(tmp / STATE, record)
     if par is not None and par.distributed:
@@ -75,20 +75,20 @@ def save_state(slot, key, model, trainable, optimizer, scheduler, par, *, tensor
         dist.barrier()
 
 
-def load_state(slot, key, model, optimizer, scheduler) -> tuple[dict, dict] | None:
-    """Restore what :func:`save_state` wrote in ``slot`` if it belongs to this training call (same ``key``):
+def load_state(folder, key, model, optimizer, scheduler) -> tuple[dict, dict] | None:
+    """Restore what :func:`save_state` wrote in ``folder`` if it belongs to this training call (same ``key``):
     (meta, tensors), or None."""
     from safetensors.torch import load_file
 
     from .._logging import info
 
     try:
-        meta = json.loads((slot.folder / STATE).read_text())
-        tensors = load_file(str(slot.folder / TENSORS))
+        meta = json.loads((folder / STATE).read_text())
+        tensors = load_file(str(folder / TENSORS))
     except (OSError, ValueError):
         return None
     if meta.get("key") != key:
-        info(f"the checkpoint in {slot.folder} belongs to another training (data, options or weights differ): "
+        info(f"the checkpoint in {folder} belongs to another training (data, options or weights differ): "
              "not resuming from it")
         return None
     with torch.no_grad():
@@ -105,7 +105,6 @@ def load_state(slot, key, model, optimizer, scheduler) -> tuple[dict, dict] | No
     optimizer.load_state_dict({"state": state, "param_groups": meta["optimizer"]["param_groups"]})
     scheduler.load_state_dict(dict(meta["scheduler"], lr_lambdas=[None] * len(optimizer.param_groups)))
     torch.set_rng_state(tensors["rng.torch"])
-    slot.run.resumed += 1
     return meta, tensors
 
 
@@ -119,13 +118,13 @@ def save_training_state(slot, key, model, optimizer, scheduler, rng, gen, stoppe
             "numpy_rng": rng.bit_generator.state,
             "early_stopping": {"best_score": stopper.best_score, "bad_epochs": stopper.bad_epochs,
                                "has_best": stopper.best_state is not None}}
-    save_state(slot, key, model, stopper.trainable, optimizer, scheduler, par, tensors=tensors, meta=meta)
+    save_state(slot.folder, key, model, stopper.trainable, optimizer, scheduler, par, tensors=tensors, meta=meta)
 
 
 def load_training_state(slot, key, model, optimizer, scheduler, rng, gen, stopper) -> dict | None:
     from .._logging import info
 
-    loaded = load_state(slot, key, model, optimizer, scheduler)
+    loaded = load_state(slot.folder, key, model, optimizer, scheduler)
     if loaded is None:
         return None
     meta, tensors = loaded

@@ -188,7 +188,7 @@ class SetFitStrategy(Strategy):
             key = state_key(self._encoder, ["setfit", asdict(cfg), self.seed, choice.as_dict(), np.asarray(y).tolist()],
                             lambda digest: TextInputs(data).update_digest(digest))
             every = max(1, math.ceil(steps / CHECKPOINTS))
-            loaded = load_state(slot, key, self._encoder, optimizer, scheduler) if slot.resume else None
+            loaded = load_state(slot.folder, key, self._encoder, optimizer, scheduler) if slot.resume else None
             if loaded is not None:
                 done, losses, encoded = loaded[0]["step"], loaded[0]["losses"], loaded[0]["encoded"]
                 info(f"resuming contrastive tuning from its checkpoint after step {done} of {steps} ({slot.folder})")
@@ -222,7 +222,7 @@ class SetFitStrategy(Strategy):
                 losses.append(float(loss.detach()))
                 bar.advance(1)
                 if slot is not None and (step % every == 0 or step == steps):
-                    save_state(slot, key, self._encoder, trainable, optimizer, scheduler, par,
+                    save_state(slot.folder, key, self._encoder, trainable, optimizer, scheduler, par,
                                meta={"step": step, "losses": losses, "encoded": encoded})
         self._encoder.eval()
         feats = self._embed(texts)  # still on the training device; every rank fits the same head
@@ -238,8 +238,8 @@ class SetFitStrategy(Strategy):
             self.training_["pairs"] = int(len(pairs))
         if par is not None:
             self.training_.update(world_size=par.world, device=par.device, precision=par.precision)
-        if slot is not None and slot.run.resumed and loaded is not None:
-            self.training_["resumed_after_step"] = loaded[0]["step"]
+        if done:
+            self.training_["resumed_after_step"] = done
 
     def _encode_batch(self, data, idx, par):
         """Unit embeddings of the texts ``idx`` (one step's batch), with their autograd graph. On several processes
