@@ -137,7 +137,7 @@ def adapt(corpus, output: str | Path, *, backbone: str = "text/minilm", config: 
         par.broadcast_from_main(model)  # newly initialised heads and cross-attention: the main process's
         lineage["world_size"] = par.world
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.01)
+    optimizer = _parallel.adamw(params, lr=cfg.learning_rate, weight_decay=0.01)
     steps_per_epoch = math.ceil(len(texts) / cfg.batch_size)
     total = min(cfg.max_steps, cfg.epochs * steps_per_epoch)
     if total < 1:
@@ -181,6 +181,8 @@ def adapt(corpus, output: str | Path, *, backbone: str = "text/minilm", config: 
                     loss = _tsdae_loss(encoder, model["decoder"], tokenizer, batch, cfg, rng, vocab, par=par)
                 else:
                     loss = _mlm_loss(model, tokenizer, batch, cfg, rng, par=par)
+            if distributed:
+                par.bind_gradients(params)
             if loss.requires_grad:  # False only on a rank left without rows (or masked tokens) this step
                 loss.backward()
             shown = float(loss.detach())

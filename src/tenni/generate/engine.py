@@ -285,7 +285,9 @@ def train_adapter(model, encoded_train, encoded_val, pad_id: int, cfg, *, checkp
     total_steps = epochs * steps_per_epoch
     if cfg.max_steps:
         total_steps = min(total_steps, cfg.max_steps)
-    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    from ..strategies import _parallel
+
+    optimizer = _parallel.adamw(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     warmup = max(1, int(0.06 * total_steps))
 
     def lr_at(step: int) -> float:
@@ -308,8 +310,6 @@ def train_adapter(model, encoded_train, encoded_val, pad_id: int, cfg, *, checkp
 
             info(f"resuming from {checkpoint}: epoch {state['epoch']} of {epochs}, step {state['step']}")
     lengths = [len(p) + len(a) for p, a in encoded_train]
-    from ..strategies import _parallel
-
     par = _parallel.current()
     par = par if par is not None and par.distributed else None  # data-parallel; one process runs the plain loop
     device = params[0].device if params else torch.device("cpu")
@@ -394,11 +394,13 @@ def _parallel_answer_loss(par, model, rows, pad_id: int, device):
     total = sum(len(a) for _, a in rows)  # answer tokens of the whole batch, known to every rank
     mine = [rows[i] for i in par.shard(np.arange(len(rows)))]
     share = torch.zeros((), device=device)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    par.bind_gradients(trainable)
     if mine:  # a batch smaller than the world leaves a rank without rows: it still joins the sum
         ids, mask, labels = _collate(mine, pad_id)
         share = answer_loss(model, *(t.to(device) for t in (ids, mask, labels)), reduction="sum") / total
         share.backward()
-    par.sum_gradients(p for p in model.parameters() if p.requires_grad)
+    par.sum_gradients(trainable)
     return torch.tensor(par.sum_scalar(float(share.detach())))
 
 

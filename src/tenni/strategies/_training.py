@@ -3,7 +3,7 @@
 AdamW with linear warm-up and decay, optional head-only epochs first (body frozen), class-weighted cross-entropy,
 gradient clipping, early stopping on a held-out slice that keeps the best epoch's weights. What differs between
 text and media is the inputs adapter: ``train_logits(model, idx, generator)`` (text: batches grouped by length;
-images/audio: augmented views) and ``eval_logits(model, idx)``.
+images/audio: augmented views), ``eval_logits(model, idx)`` and, on several processes, ``shard(idx, rank, world)``.
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ def train_classifier(model: nn.Module, inputs, y: np.ndarray, *, param_groups, p
     epochs = min(plan.max_epochs, max(plan.epochs, math.ceil(plan.min_steps / steps_per_epoch)))
     warm = min(head_warmup_epochs, max(epochs - 1, 0))
     total = epochs * steps_per_epoch
-    optimizer = torch.optim.AdamW(param_groups)
+    optimizer = _parallel.adamw(param_groups)
     scheduler = linear_schedule(optimizer, head_only_steps=warm * steps_per_epoch, total_steps=total,
                                 warmup_steps=int(plan.warmup_ratio * (total - warm * steps_per_epoch)))
     weight = None if class_weight is None else torch.as_tensor(class_weight)
@@ -217,8 +217,10 @@ def _parallel_backward(par, model, inputs, idx, y_t, weight, gen, scaler):
     the ranks; returns the global batch's loss (the same number one process would compute)."""
     from ._parallel import weighted_loss_share
 
-    mine = par.shard(idx) if par.distributed else idx
+    mine = inputs.shard(idx, par.rank, par.world) if par.distributed else idx
     share = torch.zeros(())
+    if par.distributed:
+        par.bind_gradients(model.parameters())
     if len(mine):  # a last batch smaller than the world leaves a rank without rows: it still joins the sum
         with par.autocast():
             logits = inputs.train_logits(model, mine, gen)

@@ -91,7 +91,9 @@ def train_cnn(paths: list[str], y: np.ndarray, n_classes: int, cfg, seed: int) -
     steps_per_epoch = math.ceil(len(paths) / cfg.batch_size)
     epochs = max(cfg.epochs, math.ceil(cfg.min_steps / steps_per_epoch))
     total = epochs * steps_per_epoch
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=1e-4)
+    from ._parallel import adamw
+
+    optimizer = adamw(model.parameters(), lr=cfg.learning_rate, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.learning_rate, total_steps=total)
     weight = torch.as_tensor(balanced_class_weight(y, n_classes)) if cfg.class_weight == "balanced" else None
     loss_fn = nn.CrossEntropyLoss(weight=weight)

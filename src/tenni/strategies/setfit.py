@@ -178,7 +178,7 @@ class SetFitStrategy(Strategy):
             par.broadcast_from_main(self._encoder)
         scaler = torch.amp.GradScaler("cuda") if par and par.precision == "fp16" else None
         params = [p for p in self._encoder.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
+        optimizer = _parallel.adamw(params, lr=cfg.learning_rate, weight_decay=0.0)
         scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * steps), steps)
         y_t = torch.as_tensor(y)
         losses, encoded, done = [], 0, 0
@@ -208,6 +208,8 @@ class SetFitStrategy(Strategy):
                     cos = (emb[inverse[:, 0]] * emb[inverse[:, 1]]).sum(-1)
                     loss = torch.nn.functional.mse_loss(cos, torch.as_tensor(batch[:, 2], dtype=cos.dtype))
                     encoded += len(unique)
+                if par is not None and par.distributed:
+                    par.bind_gradients(params)
                 if loss.requires_grad:  # False only on a rank that had no rows of this batch to encode
                     (scaler.scale(loss) if scaler is not None else loss).backward()
                 if par is not None and par.distributed:
