@@ -8,9 +8,10 @@ Predict: a probe on MiniLM (8 labels per class of banking77), over ``--items`` b
 repeated as needed) in one Parquet file. Every configuration runs in a fresh process with a fresh, empty
 TENNI_CACHE_DIR, so no run reads features another one encoded. Items/s counts from the moment the engine is up
 (Ray's start-up, ~13 s here, reported apart) to the last shard written, so it includes the actors' model load.
-Train: finetune of MiniLM, 12 optimizer steps on global batches of 16 banking77 texts, 1 process (2 threads) vs
-``torch.distributed.run --nproc_per_node 2`` (gloo, 1 thread each): samples/s over the training loop (model load
-excluded), and whether the ranks end with identical weights (a hash of each rank's).
+Train: finetune of MiniLM, ``--train-steps`` optimizer steps (12 and 48: the short run carries the first step's
+one-off costs, the long one is closer to steady state) on global batches of 16 banking77 texts, 1 process (2
+threads) vs ``torch.distributed.run --nproc_per_node 2`` (gloo, 1 thread each): samples/s over the training loop
+(model load excluded), and whether the ranks end with identical weights (a hash of each rank's).
 Results: bench/results/scale.json and scale.md.
 """
 
@@ -127,19 +128,19 @@ def bench_predict(work: Path, items: int, reps: int) -> dict:
 
 TRAIN_CONFIG = {"epochs": 1, "min_steps": 0, "batch_size": 16, "max_length": 64, "validation_fraction": 0.0,
                 "head_init": "random"}
-TRAIN_TEXTS = 192  # 12 optimizer steps of a global batch of 16
 
 
-def one_train(out: str) -> None:
-    """Runs once per process (alone, or as a rank under torch.distributed.run): fine-tunes MiniLM for 12 steps,
-    writes this rank's record and a hash of its weights."""
+def one_train(out: str, steps: int) -> None:
+    """Runs once per process (alone, or as a rank under torch.distributed.run): fine-tunes MiniLM for ``steps``
+    steps, writes this rank's record and a hash of its weights."""
     import hashlib
 
     from tenni.data import read_dataset
     from tenni.strategies.registry import get_strategy_class
 
-    train = read_dataset(shared_data() / "banking77" / "train.csv").sample_per_class(3, seed=0)
-    texts, labels = train.inputs[:TRAIN_TEXTS], train.labels[:TRAIN_TEXTS]
+    n = steps * TRAIN_CONFIG["batch_size"]
+    train = read_dataset(shared_data() / "banking77" / "train.csv").sample_per_class(-(-n // 77), seed=0)
+    texts, labels = train.inputs[:n], train.labels[:n]
     est = get_strategy_class("finetune")(backbone="text/minilm", config=TRAIN_CONFIG, seed=0).fit(texts, labels)
     tensors, meta = est.get_state()
     digest = hashlib.sha256(b"".join(tensors[k].tobytes() for k in sorted(tensors))).hexdigest()
@@ -149,36 +150,41 @@ def one_train(out: str) -> None:
                                                      "weights_sha256": digest}))
 
 
-def bench_train(work: Path, reps: int) -> dict:
-    """1 vs 2 gloo processes on the same global batches: samples/s and whether the ranks agree."""
+def bench_train(work: Path, reps: int, step_counts: list[int]) -> dict:
+    """1 vs 2 gloo processes on the same global batches, side by side in each rep: samples/s and whether the
+    ranks agree; for each number of steps."""
     runs = []
-    for rep in range(reps):
-        for procs in (1, 2):
-            out = work / f"train-{procs}-{rep}"
-            load = os.getloadavg()[0]
-            command = [sys.executable, __file__, "--train-one", str(out)]
-            if procs > 1:
-                command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-                           str(procs), *command[1:]]
-            env = dict(_env(work / "cache-train"), GLOO_SOCKET_IFNAME="lo",
-                       OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 1) // procs)))
-            proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=3600)
-            if proc.returncode != 0:
-                raise SystemExit(f"training with {procs} process(es) failed: {proc.stderr[-3000:]}")
-            ranks = [json.loads(Path(f"{out}.rank{r}").read_text()) for r in range(procs)]
-            seconds = max(r["seconds"] for r in ranks)
-            result = {"processes": procs, "rep": rep, "steps": ranks[0]["steps"], "seconds": seconds,
-                      "samples_per_second": round(ranks[0]["steps"] * TRAIN_CONFIG["batch_size"] / seconds, 2),
-                      "ranks_identical": len({r["weights_sha256"] for r in ranks}) == 1,
-                      "load_average_before": round(load, 1)}
-            print(json.dumps(result), flush=True)
-            runs.append(result)
-
-    def best(procs):
-        return max(r["samples_per_second"] for r in runs if r["processes"] == procs)
-
-    return {"runs": runs, "best_samples_per_second": {str(p): best(p) for p in (1, 2)},
-            "two_over_one": round(best(2) / best(1), 3),
+    for steps in step_counts:
+        for rep in range(reps):
+            for procs in (1, 2):
+                out = work / f"train-{steps}-{procs}-{rep}"
+                load = os.getloadavg()[0]
+                command = [sys.executable, __file__, "--train-one", str(out), str(steps)]
+                if procs > 1:
+                    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                               str(procs), *command[1:]]
+                env = dict(_env(work / "cache-train"), GLOO_SOCKET_IFNAME="lo",
+                           OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 1) // procs)))
+                proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=3600)
+                if proc.returncode != 0:
+                    raise SystemExit(f"training with {procs} process(es) failed: {proc.stderr[-3000:]}")
+                ranks = [json.loads(Path(f"{out}.rank{r}").read_text()) for r in range(procs)]
+                seconds = max(r["seconds"] for r in ranks)
+                result = {"processes": procs, "rep": rep, "steps": ranks[0]["steps"], "seconds": seconds,
+                          "samples_per_second": round(ranks[0]["steps"] * TRAIN_CONFIG["batch_size"] / seconds, 2),
+                          "ranks_identical": len({r["weights_sha256"] for r in ranks}) == 1,
+                          "load_average_before": round(load, 1)}
+                print(json.dumps(result), flush=True)
+                runs.append(result)
+    ratios = {}
+    for steps in step_counts:
+        per_rep = []
+        for rep in range(reps):
+            one, two = ([r["samples_per_second"] for r in runs if r["steps"] == steps and r["rep"] == rep
+                         and r["processes"] == p][0] for p in (1, 2))
+            per_rep.append(round(two / one, 3))
+        ratios[str(steps)] = {"per_rep": per_rep, "mean": round(sum(per_rep) / len(per_rep), 3)}
+    return {"runs": runs, "two_over_one": ratios,
             "ranks_identical": all(r.get("ranks_identical", True) for r in runs if r["processes"] == 2)}
 
 
@@ -206,12 +212,16 @@ def write_markdown(result: dict, path: Path) -> None:
     t = result.get("train")
     if t:
         lines += ["**Training step throughput, 1 vs 2 gloo processes (same global batches)**", "",
-                  "| processes | rep | samples/s | steps | seconds | load avg |", "|---|---|---|---|---|---|"]
+                  "| steps | processes | rep | samples/s | seconds | load avg |", "|---|---|---|---|---|---|"]
         for r in t["runs"]:
-            lines.append(f"| {r['processes']} | {r['rep']} | {r['samples_per_second']} | {r['steps']} | "
+            lines.append(f"| {r['steps']} | {r['processes']} | {r['rep']} | {r['samples_per_second']} | "
                          f"{r['seconds']:.1f} | {r['load_average_before']} |")
-        lines += ["", f"2 processes / 1 process, per sample: **{t['two_over_one']}x** (target >= 0.9x); ranks "
-                      f"identical: {t['ranks_identical']}.", ""]
+        lines.append("")
+        for steps, ratio in t["two_over_one"].items():
+            lines.append(f"- {steps} steps: 2 processes / 1 process per sample, per rep (run side by side) "
+                         f"{', '.join(f'{x:.2f}' for x in ratio['per_rep'])}: mean **{ratio['mean']:.2f}x** "
+                         f"(target >= 0.9x)")
+        lines += ["", f"Ranks identical: {t['ranks_identical']}.", ""]
     publish("scale", path.with_suffix(".json"), "\n".join(lines).rstrip() + "\n")
 
 
@@ -221,11 +231,12 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=1)
     parser.add_argument("--part", choices=("predict", "train", "all"), default="all")
     parser.add_argument("--one", nargs=4, metavar=("CONFIG", "MODEL", "DATA", "OUT"), help=argparse.SUPPRESS)
-    parser.add_argument("--train-one", metavar="OUT", help=argparse.SUPPRESS)
+    parser.add_argument("--train-steps", type=int, nargs="+", default=[12, 48])
+    parser.add_argument("--train-one", nargs=2, metavar=("OUT", "STEPS"), help=argparse.SUPPRESS)
     parser.add_argument("--table", action="store_true", help="Only rewrite the tables from scale.json.")
     args = parser.parse_args()
     if args.train_one:
-        one_train(args.train_one)
+        one_train(args.train_one[0], int(args.train_one[1]))
         return
     if args.one:
         print(json.dumps(one_predict(*args.one)))
@@ -242,7 +253,7 @@ def main() -> None:
         if args.part in ("predict", "all"):
             result["predict"] = bench_predict(work, args.items, args.reps)
         if args.part in ("train", "all"):
-            result["train"] = bench_train(work, args.reps)
+            result["train"] = bench_train(work, args.reps, args.train_steps)
     path.write_text(json.dumps(result, indent=2) + "\n")
     write_markdown(result, RESULTS / "scale.md")
     print(f"written: {path}, {RESULTS / 'scale.md'}")

@@ -125,3 +125,33 @@ def test_adamw_is_fused_on_cpu_and_steps_as_the_loop_does():
         plain.step()
     for p, q in zip(a, b):
         torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-6)
+
+
+def test_sparse_tables_give_the_dense_gradient_and_leave_tied_tables_alone():
+    torch.manual_seed(0)
+    table = torch.nn.Embedding(_parallel.SPARSE_ROWS, 4)
+    model = torch.nn.Sequential(table, torch.nn.Linear(4, 2))
+    x = torch.tensor([[1, 5, 5, 7]])  # a repeated token: its row's gradient is the sum of both uses
+    expected = torch.autograd.grad(model(x).sum(), table.weight)[0]
+    with _parallel.SparseTables(model) as tables:
+        assert table.sparse
+        model(x).sum().backward()
+        assert table.weight.grad.is_sparse
+        tables.densify()
+        torch.testing.assert_close(table.weight.grad, expected)
+        first = table.weight.grad
+        table.weight.grad = None
+        model(x).sum().backward()
+        tables.densify()
+        assert table.weight.grad.data_ptr() == first.data_ptr()  # one buffer, reused step after step
+        torch.testing.assert_close(table.weight.grad, expected)
+    assert not table.sparse
+
+    class Tied(torch.nn.Module):  # a language model's output layer shares the input table
+        def __init__(self):
+            super().__init__()
+            self.table = torch.nn.Embedding(_parallel.SPARSE_ROWS, 4)
+            self.out = torch.nn.Linear(4, _parallel.SPARSE_ROWS, bias=False)
+            self.out.weight = self.table.weight
+
+    assert _parallel.SparseTables(Tied()).modules == []

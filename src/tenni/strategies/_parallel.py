@@ -243,6 +243,47 @@ def _nonzero_rows(grad: torch.Tensor) -> torch.Tensor:
         return (grad @ (1.0 + weights).to(grad.dtype).to(grad.device)) != 0
 
 
+class SparseTables:
+    """While training, token-embedding tables (``nn.Embedding`` of many rows whose weight no other module uses)
+    return row-sparse gradients, which :meth:`densify` adds into one buffer per table kept across steps. The
+    dense gradient autograd builds otherwise is a fresh tensor the table's size every step (47 MB on MiniLM),
+    mostly page faults: 21 ms a step on one thread, 2 ms this way. A context manager; the modules are put back."""
+
+    def __init__(self, model: torch.nn.Module):
+        uses: dict[int, int] = {}
+        for _, p in model.named_parameters(remove_duplicate=False):
+            uses[id(p)] = uses.get(id(p), 0) + 1
+        self.modules = [m for m in model.modules() if isinstance(m, torch.nn.Embedding) and not m.sparse
+                        and m.num_embeddings >= SPARSE_ROWS and uses.get(id(m.weight)) == 1]
+        self._buffers: dict[int, torch.Tensor] = {}
+
+    def __enter__(self):
+        for m in self.modules:
+            m.sparse = True
+        return self
+
+    def __exit__(self, *exc):
+        for m in self.modules:
+            m.sparse = False
+            if m.weight.grad is not None and m.weight.grad.is_sparse:
+                m.weight.grad = None
+
+    def densify(self) -> None:
+        """After a backward: each table's sparse gradient as a dense one (what the optimizer and clipping take)."""
+        for m in self.modules:
+            grad = m.weight.grad
+            if grad is None or not grad.is_sparse:
+                continue
+            grad = grad.coalesce()
+            buffer = self._buffers.get(id(m))
+            if buffer is None:
+                buffer = self._buffers[id(m)] = torch.zeros_like(m.weight)
+            else:
+                buffer.zero_()
+            buffer.index_add_(0, grad.indices()[0], grad.values().to(buffer.dtype))
+            m.weight.grad = buffer
+
+
 def adamw(params, **options) -> torch.optim.AdamW:
     """AdamW, fused (one kernel over all tensors) where torch has it for these parameters: on CPU it steps MiniLM
     about 7x faster than the per-tensor loop, a quarter of a fine-tuning step's time; same update, same state."""

@@ -148,7 +148,7 @@ def train_classifier(model: nn.Module, inputs, y: np.ndarray, *, param_groups, p
         par.broadcast_from_main(model)
     scaler = torch.amp.GradScaler("cuda") if par and par.precision == "fp16" else None
     started = time.perf_counter()
-    with progress(description, total) as bar:
+    with progress(description, total) as bar, _parallel.SparseTables(model) as tables:
         bar.advance(first_epoch * steps_per_epoch)
         for epoch in range(first_epoch, 0 if finished else epochs):
             head_only = epoch < warm
@@ -164,10 +164,11 @@ def train_classifier(model: nn.Module, inputs, y: np.ndarray, *, param_groups, p
                 if par is None:
                     loss = loss_fn(inputs.train_logits(model, idx, gen), y_t[idx])
                     loss.backward()
+                    tables.densify()
                     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                     optimizer.step()
                 else:
-                    loss = _parallel_backward(par, model, inputs, idx, y_t, weight, gen, scaler)
+                    loss = _parallel_backward(par, model, inputs, idx, y_t, weight, gen, scaler, tables)
                     if scaler is not None:
                         scaler.unscale_(optimizer)
                     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -212,7 +213,7 @@ def train_classifier(model: nn.Module, inputs, y: np.ndarray, *, param_groups, p
     return record
 
 
-def _parallel_backward(par, model, inputs, idx, y_t, weight, gen, scaler):
+def _parallel_backward(par, model, inputs, idx, y_t, weight, gen, scaler, tables):
     """One step's forward and backward on this rank's slice of the global batch ``idx``, gradients summed over
     the ranks; returns the global batch's loss (the same number one process would compute)."""
     from ._parallel import weighted_loss_share
@@ -226,6 +227,7 @@ def _parallel_backward(par, model, inputs, idx, y_t, weight, gen, scaler):
             logits = inputs.train_logits(model, mine, gen)
         share = weighted_loss_share(logits.float(), y_t[mine], weight, y_t[idx])
         (scaler.scale(share) if scaler is not None else share).backward()
+        tables.densify()
     if not par.distributed:
         return share
     par.sum_gradients(model.parameters())

@@ -193,7 +193,8 @@ class SetFitStrategy(Strategy):
                 done, losses, encoded = loaded[0]["step"], loaded[0]["losses"], loaded[0]["encoded"]
                 info(f"resuming contrastive tuning from its checkpoint after step {done} of {steps} ({slot.folder})")
         self._encoder.train()
-        with progress(f"contrastive tuning (setfit, {cfg.loss} loss)", steps) as bar:
+        with progress(f"contrastive tuning (setfit, {cfg.loss} loss)", steps) as bar, \
+                _parallel.SparseTables(self._encoder) as tables:
             bar.advance(done)
             for step, batch in enumerate(batches[done:], start=done + 1):
                 check_deadline()
@@ -212,6 +213,7 @@ class SetFitStrategy(Strategy):
                     par.bind_gradients(params)
                 if loss.requires_grad:  # False only on a rank that had no rows of this batch to encode
                     (scaler.scale(loss) if scaler is not None else loss).backward()
+                    tables.densify()
                 if par is not None and par.distributed:
                     par.sum_gradients(self._encoder.parameters())  # each rank's part: d(loss)/d(its own rows)
                 if scaler is not None:
@@ -250,14 +252,14 @@ class SetFitStrategy(Strategy):
         import torch
 
         if par is None:
-            return self._unit(data.forward_grouped(self._encoder, idx), data)
+            return self._unit(data.forward_grouped(self._encoder, idx, planned=True), data)
         if not par.distributed:
             with par.autocast():
-                return self._unit(data.forward_grouped(self._encoder, idx).float(), data)
+                return self._unit(data.forward_grouped(self._encoder, idx, planned=True).float(), data)
         mine = par.shard(idx)
         if len(mine):
             with par.autocast():
-                local = self._unit(data.forward_grouped(self._encoder, mine).float(), data)
+                local = self._unit(data.forward_grouped(self._encoder, mine, planned=True).float(), data)
         else:  # a batch smaller than the world: this rank only joins the gather
             local = torch.zeros((0, self._encoder.model.config.hidden_size))
         return par.gather_rows(local, par.split_sizes(len(idx)))
