@@ -4,6 +4,7 @@ from one flat buffer, fused AdamW."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 
 import numpy as np
@@ -75,40 +76,66 @@ def test_shard_gives_every_row_to_one_rank_and_balances_the_work(world):
     assert max(work(p) for p in parts) <= 1.5 * min(work(p) for p in parts)
 
 
-def test_nonzero_rows_finds_every_row_with_anything_in_it():
-    grad = torch.zeros(5000, 16)
-    grad[torch.tensor([3, 70, 4999])] = torch.randn(3, 16)
-    grad[10, 5] = 1e-38  # tiny entries count
-    grad[11, 0], grad[11, 1] = 1.0, -1.0  # entries that cancel in a plain sum
-    found = _parallel._nonzero_rows(grad)
-    assert torch.equal(found, (grad != 0).any(dim=1))
-    assert found.sum() == 5
-
-
-def test_bound_gradients_are_summed_in_place(tmp_path):
+@pytest.fixture
+def one_rank_group(tmp_path):
+    """A process group of one (gloo): the collectives are identities, what is checked is the bookkeeping."""
     import torch.distributed as dist
 
     dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
-    try:
-        torch.manual_seed(0)
-        model = torch.nn.Sequential(torch.nn.Embedding(_parallel.SPARSE_ROWS, 4), torch.nn.Linear(4, 3),
-                                    torch.nn.Linear(3, 2))
-        unused = torch.nn.Parameter(torch.ones(2))  # takes no part in the loss: a zero gradient, not None
-        params = [*model.parameters(), unused]
-        x = torch.tensor([[1, 5, 7]])
-        par = _parallel.Parallel(world=1, rank=0, device="cpu", precision="no")
-        expected = torch.autograd.grad(model(x).sum(), list(model.parameters()))
-        par.bind_gradients(params)
-        model(x).sum().backward()
-        par.sum_gradients(params)
-        for p, want in zip(model.parameters(), expected):
-            torch.testing.assert_close(p.grad, want)
-        assert torch.equal(unused.grad, torch.zeros(2))
-        buffer = par._buffer.untyped_storage().data_ptr()
-        assert all(p.grad.untyped_storage().data_ptr() == buffer for p in params[1:])  # no copies made
-        assert params[0].grad.untyped_storage().data_ptr() != buffer  # the table keeps its own, sent by rows
-    finally:
-        dist.destroy_process_group()
+    yield _parallel.Parallel(world=1, rank=0, device="cpu", precision="no")
+    dist.destroy_process_group()
+
+
+def _model():
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 4, 3).to(memory_format=torch.channels_last)  # a weight stored out of order
+    table = torch.nn.Embedding(_parallel.SPARSE_ROWS, 4)
+    return table, conv, torch.nn.ModuleDict({"table": table, "conv": conv, "a": torch.nn.Linear(4, 3),
+                                             "b": torch.nn.Linear(3, 2)})
+
+
+def _loss(model, x, image):
+    return model["b"](model["a"](model["table"](x))).sum() + model["conv"](image).square().sum()
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_bound_gradients_are_summed_in_place(one_rank_group, sparse):
+    par = one_rank_group
+    table, conv, model = _model()
+    assert not conv.weight.is_contiguous()
+    unused = torch.nn.Parameter(torch.ones(2))  # takes no part in the loss: a zero gradient, not None
+    params = [*model.parameters(), unused]
+    x, image = torch.tensor([[1, 5, 5, 7]]), torch.randn(1, 3, 5, 5)
+    expected = torch.autograd.grad(_loss(model, x, image), list(model.parameters()))
+    with _parallel.SparseTables(model) if sparse else contextlib.nullcontext() as tables:
+        for _ in range(2):  # the second step reuses the buffer
+            for p in params:
+                p.grad = None
+            par.bind_gradients(params)
+            _loss(model, x, image).backward()
+            if sparse:
+                tables.densify()
+                assert tables.touched[id(table.weight)].tolist() == [1, 5, 7]
+            par.sum_gradients(params, tables.touched if sparse else None)
+            for p, want in zip(model.parameters(), expected):
+                torch.testing.assert_close(p.grad, want)
+                assert p.grad.stride() == p.stride()  # the layout of its weight (channels-last too)
+            assert torch.equal(unused.grad, torch.zeros(2))
+    buffer = par._buffer.untyped_storage().data_ptr()
+    in_buffer = [p for p in params if p.grad.untyped_storage().data_ptr() == buffer]
+    assert {id(p) for p in in_buffer} == {id(p) for p in params if p.is_contiguous() and p is not table.weight}
+
+
+def test_a_gradient_autograd_put_elsewhere_is_still_summed(one_rank_group):
+    par = one_rank_group
+    layer = torch.nn.Linear(4, 2)
+    params = list(layer.parameters())
+    par.bind_gradients(params)
+    layer.weight.grad = torch.full((2, 4), 3.0)  # not the buffer's view: copied into its slice, then summed
+    layer.bias.grad = None
+    par.sum_gradients(params)
+    assert torch.equal(layer.weight.grad, torch.full((2, 4), 3.0)) and torch.equal(layer.bias.grad, torch.zeros(2))
+    assert layer.weight.grad.untyped_storage().data_ptr() == par._buffer.untyped_storage().data_ptr()
 
 
 def test_adamw_is_fused_on_cpu_and_steps_as_the_loop_does():
@@ -155,3 +182,11 @@ def test_sparse_tables_give_the_dense_gradient_and_leave_tied_tables_alone():
             self.out.weight = self.table.weight
 
     assert _parallel.SparseTables(Tied()).modules == []
+    frozen = torch.nn.Embedding(_parallel.SPARSE_ROWS, 4)
+    frozen.weight.requires_grad_(False)  # LoRA's base table: adapters around it must not see sparse=True
+    assert _parallel.SparseTables(frozen).modules == []
+
+
+def test_adamw_is_not_fused_for_weights_stored_out_of_order():
+    conv = torch.nn.Conv2d(3, 4, 3).to(memory_format=torch.channels_last)
+    assert not _parallel.adamw(conv.parameters(), lr=1e-3).defaults["fused"]

@@ -120,9 +120,10 @@ def pad_rows(tokenizer, rows: list[list[int]], type_ids: bool = False) -> dict[s
     return batch
 
 
-GROUP_OVERHEAD = 64
-"""A forward and backward call's fixed cost, in padded tokens per thread it runs on (MiniLM on one CPU thread:
-about 20 ms a call, 0.27 ms a token), for :func:`planned_groups`."""
+GROUP_OVERHEAD = 96
+"""A forward and backward call's fixed cost in padded tokens, for :func:`planned_groups` (MiniLM on one CPU thread:
+about 20 ms a call, 0.27 ms a token, so ~74; more per token's worth on two). One number everywhere, not read from
+the machine: the groups, and so the dropout draws and the ranks' split of a batch, are the same on any machine."""
 
 
 def forward_in_groups(model: nn.Module, rows: list[list[int]], pad, group: int = 8,
@@ -147,7 +148,7 @@ def length_groups(rows: list[list[int]], group: int = 8) -> list[np.ndarray]:
 
 def planned_groups(rows: list[list[int]], group: int = 8, overhead: float | None = None) -> list[np.ndarray]:
     """Indices of ``rows`` sorted by length and cut into groups of at most ``group`` where the padded tokens plus
-    ``overhead`` per group (a call's fixed cost; :data:`GROUP_OVERHEAD` per thread) add up least: a training batch
+    ``overhead`` per group (a call's fixed cost; :data:`GROUP_OVERHEAD`) add up least: a training batch
     of similar lengths runs in fewer calls, a long text apart from the short ones. Exact (dynamic programming
     over the sorted lengths; a training batch is small)."""
     order = np.argsort([len(r) for r in rows], kind="stable")
@@ -162,7 +163,7 @@ def planned_cost(lengths, group: int = 8, overhead: float | None = None) -> floa
 
 def _plan(ordered: list[int], group: int, overhead: float | None) -> tuple[float, list[int]]:
     if overhead is None:
-        overhead = GROUP_OVERHEAD * torch.get_num_threads()
+        overhead = GROUP_OVERHEAD
     n = len(ordered)
     best, back = [0.0] * (n + 1), [0] * (n + 1)
     for j in range(1, n + 1):

@@ -98,13 +98,19 @@ class Parallel:
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
         return torch.autocast(device_type=self.device, dtype=dtype)
 
+    def _buffered(self, params) -> list:
+        """The parameters whose gradients live in the flat buffer: trainable, not a table, laid out contiguously
+        (a channels-last convolution's weight is not: a flat view would not match its layout)."""
+        dense = [p for p in params if p.requires_grad and not _is_table(p) and p.is_contiguous()]
+        return dense if dense and len({(p.dtype, p.device) for p in dense}) == 1 else []
+
     def bind_gradients(self, params) -> None:
-        """Before a backward: every trainable parameter's gradient (a token-embedding table's aside) becomes a view
-        of one zeroed flat buffer, which autograd adds into in place (as DDP's ``gradient_as_bucket_view``), so
-        :meth:`sum_gradients` all-reduces that buffer as it stands: no copying the gradients out and back."""
-        dense = [p for p in params if p.requires_grad and not _is_table(p)]
-        if not dense or len({(p.dtype, p.device) for p in dense}) > 1:
-            return  # mixed dtypes or devices: sum_gradients gathers them the slow way
+        """Before a backward: the gradients of the buffered parameters become views of one zeroed flat buffer,
+        which autograd adds into in place (as DDP's ``gradient_as_bucket_view``), so :meth:`sum_gradients`
+        all-reduces that buffer as it stands: no copying the gradients out and back."""
+        dense = self._buffered(params)
+        if not dense:
+            return
         key = tuple(id(p) for p in dense)
         if self._buffer is None or self._buffer_key != key:
             self._buffer = torch.zeros(sum(p.numel() for p in dense), dtype=dense[0].dtype, device=dense[0].device)
@@ -116,42 +122,65 @@ class Parallel:
             p.grad = self._buffer[offset:offset + p.numel()].view_as(p)
             offset += p.numel()
 
-    def sum_gradients(self, params) -> None:
+    def sum_gradients(self, params, touched: dict | None = None) -> None:
         """Gradients summed over the ranks; a parameter that got no gradient counts as zeros (the same on every
         rank, so all ranks keep the same set of gradients). One all-reduce of the buffer :meth:`bind_gradients`
-        made (or, without it, of the gradients copied into one flat tensor and back).
+        made (a gradient autograd put elsewhere is copied into its slice first), one of everything else copied
+        into a flat tensor and back. Which collectives run depends only on the parameters, never on one rank's
+        state, so the ranks' calls always match.
 
         A token-embedding table (a parameter of many rows) gets gradient only in the rows of the tokens a batch
         holds: one small all-reduce of which rows any rank touched, then only those rows travel (on MiniLM about
-        half the weights, and most of the bytes, stay home). Rows no rank touched are zero in the sum anyway."""
+        half the weights, and most of the bytes, stay home). Rows no rank touched are zero in the sum anyway.
+        ``touched``: the rows each table's lookups read, by ``id`` of the table (:class:`SparseTables` knows
+        them); else the rows with any non-zero entry."""
         import torch.distributed as dist
 
         params = [p for p in params if p.requires_grad]
+        buffered = self._buffered(params)
+        if self._buffer is None or self._buffer_key != tuple(id(p) for p in buffered):
+            buffered = []
+        offset = 0
+        for p in buffered:
+            view = self._buffer[offset:offset + p.numel()].view_as(p)
+            if p.grad is None:
+                view.zero_()
+            elif p.grad.data_ptr() != view.data_ptr():
+                view.copy_(p.grad)
+            p.grad = view
+            offset += p.numel()
+        in_buffer = {id(p) for p in buffered}
         for p in params:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
         tables = [p for p in params if _is_table(p)]
-        dense = [p for p in params if not _is_table(p)]
+        rest = [p for p in params if not _is_table(p) and id(p) not in in_buffer]
         rows = {}
         if tables:
-            touched = torch.cat([_nonzero_rows(p.grad) for p in tables]).to(torch.uint8)
-            dist.all_reduce(touched, op=dist.ReduceOp.MAX)
+            touched = touched or {}
+            hit = []
+            for p in tables:
+                mask = torch.zeros(p.shape[0], dtype=torch.uint8, device=p.device)
+                if id(p) in touched:
+                    mask[touched[id(p)].to(p.device)] = 1
+                else:
+                    mask = (p.grad != 0).any(dim=1).to(torch.uint8)
+                hit.append(mask)
+            hit = torch.cat(hit)
+            dist.all_reduce(hit, op=dist.ReduceOp.MAX)
             offset = 0
             for p in tables:
-                rows[id(p)] = touched[offset:offset + p.shape[0]].nonzero().squeeze(1)
+                rows[id(p)] = hit[offset:offset + p.shape[0]].nonzero().squeeze(1)
                 offset += p.shape[0]
-        bound = self._buffer is not None and self._buffer_key == tuple(id(p) for p in dense) and all(
-            p.grad.untyped_storage().data_ptr() == self._buffer.untyped_storage().data_ptr() for p in dense)
-        if bound:
+        if buffered:
             dist.all_reduce(self._buffer)
-            dense = []
-        parts = [p.grad[rows[id(p)]] for p in tables] + [p.grad for p in dense]
+        parts = [p.grad[rows[id(p)]] for p in tables] + [p.grad for p in rest]
         if not parts:
             return
         flat = torch.cat([t.reshape(-1) for t in parts])
         dist.all_reduce(flat)
         offset = 0
-        for p, part in zip(tables + dense, parts):
+        for p, part in zip(tables + rest, parts):
             summed = flat[offset:offset + part.numel()].view_as(part)
             if id(p) in rows:
                 p.grad.index_copy_(0, rows[id(p)], summed)
@@ -233,16 +262,6 @@ def _is_table(p: torch.Tensor) -> bool:
     return p.dim() == 2 and p.shape[0] >= SPARSE_ROWS
 
 
-def _nonzero_rows(grad: torch.Tensor) -> torch.Tensor:
-    """Which rows of ``grad`` hold anything but zeros: the rows times a vector of weights in [1, 2) (one
-    matrix-vector product, 7x faster than comparing every element on MiniLM's table). A row with a non-zero
-    entry has a zero product only if its entries cancel exactly against those weights: floats drawn from a
-    seeded generator, not numbers a gradient lines up with; underflow cannot zero a product with a weight >= 1."""
-    weights = torch.rand(grad.shape[1], generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    with torch.no_grad():
-        return (grad @ (1.0 + weights).to(grad.dtype).to(grad.device)) != 0
-
-
 class SparseTables:
     """While training, token-embedding tables (``nn.Embedding`` of many rows whose weight no other module uses)
     return row-sparse gradients, which :meth:`densify` adds into one buffer per table kept across steps. The
@@ -254,8 +273,12 @@ class SparseTables:
         for _, p in model.named_parameters(remove_duplicate=False):
             uses[id(p)] = uses.get(id(p), 0) + 1
         self.modules = [m for m in model.modules() if isinstance(m, torch.nn.Embedding) and not m.sparse
-                        and m.num_embeddings >= SPARSE_ROWS and uses.get(id(m.weight)) == 1]
+                        and m.weight.requires_grad and m.num_embeddings >= SPARSE_ROWS
+                        and uses.get(id(m.weight)) == 1]
         self._buffers: dict[int, torch.Tensor] = {}
+        self.touched: dict[int, torch.Tensor] = {}
+        """The rows each table's lookups read in the last backward, by ``id`` of its weight (for
+        ``Parallel.sum_gradients``)."""
 
     def __enter__(self):
         for m in self.modules:
@@ -273,8 +296,10 @@ class SparseTables:
         for m in self.modules:
             grad = m.weight.grad
             if grad is None or not grad.is_sparse:
+                self.touched.pop(id(m.weight), None)
                 continue
             grad = grad.coalesce()
+            self.touched[id(m.weight)] = grad.indices()[0]
             buffer = self._buffers.get(id(m))
             if buffer is None:
                 buffer = self._buffers[id(m)] = torch.zeros_like(m.weight)
@@ -286,11 +311,13 @@ class SparseTables:
 
 def adamw(params, **options) -> torch.optim.AdamW:
     """AdamW, fused (one kernel over all tensors) where torch has it for these parameters: on CPU it steps MiniLM
-    about 7x faster than the per-tensor loop, a quarter of a fine-tuning step's time; same update, same state."""
+    about 7x faster than the per-tensor loop, a quarter of a fine-tuning step's time; the same update up to
+    rounding, the same state. Not for weights stored out of order (channels-last convolutions): the CPU kernel
+    walks weights, gradients and moments in memory order."""
     groups = list(params)
     tensors = [p for g in groups for p in (g["params"] if isinstance(g, dict) else [g])]
-    if tensors and all(p.is_floating_point() for p in tensors) and len({p.device.type for p in tensors}) == 1 \
-            and tensors[0].device.type in ("cpu", "cuda"):
+    if tensors and all(p.is_floating_point() and p.is_contiguous() for p in tensors) \
+            and len({p.device.type for p in tensors}) == 1 and tensors[0].device.type in ("cpu", "cuda"):
         try:
             return torch.optim.AdamW(groups, fused=True, **options)
         except (RuntimeError, TypeError, ValueError):

@@ -230,5 +230,5 @@ def _parallel_backward(par, model, inputs, idx, y_t, weight, gen, scaler, tables
         tables.densify()
     if not par.distributed:
         return share
-    par.sum_gradients(model.parameters())
+    par.sum_gradients(model.parameters(), tables.touched)
     return torch.tensor(par.sum_scalar(float(share.detach())))

@@ -214,8 +214,8 @@ class SetFitStrategy(Strategy):
                 if loss.requires_grad:  # False only on a rank that had no rows of this batch to encode
                     (scaler.scale(loss) if scaler is not None else loss).backward()
                     tables.densify()
-                if par is not None and par.distributed:
-                    par.sum_gradients(self._encoder.parameters())  # each rank's part: d(loss)/d(its own rows)
+                if par is not None and par.distributed:  # each rank's part: d(loss)/d(its own rows)
+                    par.sum_gradients(self._encoder.parameters(), tables.touched)
                 if scaler is not None:
                     scaler.step(optimizer)
                     scaler.update()
