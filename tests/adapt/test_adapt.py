@@ -92,6 +92,35 @@ def test_interrupted_run_leaves_no_output_and_resumes(tiny_backbone, tmp_path, m
     assert lineage["steps"] == 6 and calls["n"] == 2, "resumed at step 4: only the last two steps ran"
 
 
+@pytest.mark.parametrize("method", ["mlm", "tsdae"])  # masks and deletions are drawn from numpy's generator
+def test_a_resumed_run_ends_with_the_weights_of_the_uninterrupted_run(tiny_backbone, tmp_path, monkeypatch, method):
+    from safetensors.numpy import load_file
+
+    config = dict(FAST, method=method, max_steps=5)
+    whole = adapt(CORPUS, tmp_path / "whole", backbone=str(tiny_backbone), config=config)
+    name = {"mlm": "_mlm_loss", "tsdae": "_tsdae_loss"}[method]
+    real, calls = getattr(continued_module, name), {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:  # after the checkpoint at step 2, two steps into the next stretch
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(continued_module, name, flaky)
+    with pytest.raises(KeyboardInterrupt):
+        adapt(CORPUS, tmp_path / "split", backbone=str(tiny_backbone), config=config)
+    monkeypatch.setattr(continued_module, name, real)
+    split = adapt(CORPUS, tmp_path / "split", backbone=str(tiny_backbone), config=config, resume=True)
+    assert json.loads((split / "tenni-backbone.json").read_text())["steps"] == 5
+    a, b = load_file(str(whole / "model.safetensors")), load_file(str(split / "model.safetensors"))
+    assert a.keys() == b.keys()
+    moved = load_file(str(tiny_backbone / "model.safetensors"))
+    assert any(not np.allclose(a[k], moved[k]) for k in a if k in moved)  # training moved the weights
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6, err_msg=k)
+
+
 def test_empty_corpus_is_refused(tmp_path, tiny_backbone):
     empty = tmp_path / "empty.txt"
     empty.write_text("\n   \n")

@@ -122,9 +122,6 @@ def adapt(corpus, output: str | Path, *, backbone: str = "text/minilm", config: 
                "corpus_sha256": corpus_hash(texts), "corpus_texts": len(texts),
                "corpus_characters": int(sum(len(t) for t in texts)),
                "task_adaptive": from_labeled is not None, "config": asdict(cfg)}
-    state = _load_checkpoint(partial, lineage) if resume else None
-    if resume and state is None:
-        info("no matching checkpoint to resume from: starting from the beginning")
     if main and not resume and partial.exists():
         shutil.rmtree(partial)
 
@@ -145,15 +142,22 @@ def adapt(corpus, output: str | Path, *, backbone: str = "text/minilm", config: 
     from transformers import get_linear_schedule_with_warmup
 
     scheduler = get_linear_schedule_with_warmup(optimizer, int(0.06 * total), total)
-    step, losses, elapsed_before = 0, [], 0.0
-    if state is not None:
-        from safetensors.torch import load_model
+    from ..strategies._resume import load_state, save_state, state_key
 
-        load_model(model, str(state["model"]))
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        step, losses, elapsed_before = state["step"], state["losses"], state["elapsed"]
-        info(f"resuming at step {step} of {total}")
+    volatile = ("budget", "checkpoint_every", "merge")  # may change between a run and its resumption
+    key = state_key(model, [{k: lineage[k] for k in ("base_fingerprint", "method", "corpus_sha256")},
+                            {k: v for k, v in lineage["config"].items() if k not in volatile}])
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    checkpoint = partial / "checkpoint"
+    step, losses, elapsed_before, saved_rng = 0, [], 0.0, None
+    if resume:
+        loaded = load_state(checkpoint, key, model, optimizer, scheduler)
+        if loaded is None:
+            info("no matching checkpoint to resume from: starting from the beginning")
+        else:
+            meta = loaded[0]
+            step, losses, elapsed_before, saved_rng = meta["step"], meta["losses"], meta["elapsed"], meta["numpy_rng"]
+            info(f"resuming at step {step} of {total}")
     vocab = corpus_vocabulary(tokenizer, texts, cfg.max_length) if cfg.method == "tsdae" else None
     documents = None
     if cfg.method == "spans":
@@ -161,6 +165,8 @@ def adapt(corpus, output: str | Path, *, backbone: str = "text/minilm", config: 
                               max_length=cfg.document_tokens)["input_ids"]
     rng = np.random.default_rng(cfg.seed)
     order = np.concatenate([rng.permutation(len(texts)) for _ in range(cfg.epochs)])
+    if saved_rng is not None:  # the masks and deletions the uninterrupted run would draw from here on
+        rng.bit_generator.state = saved_rng
     start = time.perf_counter()
     stopped = "steps"
     model.train()
@@ -197,12 +203,10 @@ def adapt(corpus, output: str | Path, *, backbone: str = "text/minilm", config: 
             losses.append(shown)
             step += 1
             bar.advance(1)
-            if step % cfg.checkpoint_every == 0 and step < total:
-                if main:
-                    _save_checkpoint(partial, lineage, model, optimizer, scheduler, step, losses,
-                                     elapsed_before + time.perf_counter() - start)
-                if distributed:
-                    par.barrier()  # the ranks go on once the checkpoint is complete
+            if step % cfg.checkpoint_every == 0 and step < total:  # the main process writes, the ranks wait
+                save_state(checkpoint, key, model, trainable, optimizer, scheduler, par,
+                           meta={"step": step, "losses": losses, "numpy_rng": rng.bit_generator.state,
+                                 "elapsed": elapsed_before + time.perf_counter() - start})
     lineage.update(steps=step, planned_steps=total, stopped_by=stopped,
                    seconds=round(elapsed_before + time.perf_counter() - start, 1),
                    first_loss=float(np.mean(losses[:10])) if losses else None,
@@ -590,51 +594,6 @@ def mlm_grouped_loss(model, tokenizer, rows, labels, group: int = 8, par=None):
         total = total + torch.nn.functional.cross_entropy(logits, target[keep], reduction="sum")
         count += int(keep.sum())
     return _token_mean(total, count, par)
-
-
-def _save_checkpoint(folder: Path, lineage: dict, model, optimizer, scheduler, step, losses, elapsed) -> None:
-    """Weights in safetensors, optimizer state with torch.save(weights_only-loadable tensors), JSON for the rest."""
-    import torch
-    from safetensors.torch import save_model
-
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    save_model(model, str(tmp / "model.safetensors"))  # handles tied weights (MLM decoder = embeddings)
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt")
-    atomic_write_json(tmp / "state.json", {"step": step, "losses": losses, "elapsed": elapsed,
-                                           "lineage": {k: lineage[k] for k in ("base_fingerprint", "method",
-                                                                               "corpus_sha256")},
-                                           "config": lineage["config"]})
-    done = folder / "checkpoint"
-    old = folder / ".old"
-    if done.exists():
-        done.replace(old)
-    tmp.replace(done)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _load_checkpoint(folder: Path, lineage: dict) -> dict | None:
-    import torch
-
-    ckpt = folder / "checkpoint"
-    try:
-        meta = json.loads((ckpt / "state.json").read_text())
-    except (OSError, ValueError):
-        return None
-    wanted = {k: lineage[k] for k in ("base_fingerprint", "method", "corpus_sha256")}
-    # may change between an interrupted run and its resumption (the merge happens after the last step)
-    volatile = ("budget", "checkpoint_every", "merge")
-    same_config = ({k: v for k, v in (meta.get("config") or {}).items() if k not in volatile}
-                   == {k: v for k, v in lineage["config"].items() if k not in volatile})
-    if meta.get("lineage") != wanted or not same_config:
-        info("the checkpoint belongs to another backbone, corpus or configuration: not resuming from it")
-        return None
-    extra = torch.load(ckpt / "optimizer.pt", weights_only=True)  # tensors and numbers only, never code
-    return {"model": ckpt / "model.safetensors", "optimizer": extra["optimizer"],
-            "scheduler": extra["scheduler"], "step": meta["step"], "losses": meta["losses"],
-            "elapsed": meta["elapsed"]}
 
 
 def _write_backbone(output: Path, base, model, tokenizer, lineage: dict) -> None:
