@@ -81,8 +81,7 @@ class Parallel:
     rank: int
     device: str
     precision: str
-    _buffer: torch.Tensor | None = field(default=None, repr=False, compare=False)
-    _buffer_key: tuple = field(default=(), repr=False, compare=False)
+    _buckets: _Buckets | None = field(default=None, repr=False, compare=False)
 
     @property
     def distributed(self) -> bool:
@@ -99,35 +98,31 @@ class Parallel:
         return torch.autocast(device_type=self.device, dtype=dtype)
 
     def _buffered(self, params) -> list:
-        """The parameters whose gradients live in the flat buffer: trainable, not a table, laid out contiguously
-        (a channels-last convolution's weight is not: a flat view would not match its layout)."""
+        """The parameters whose gradients live in the flat buffer, in the buffer's order (last first, the order
+        the backward produces their gradients): trainable, not a table, laid out contiguously (a channels-last
+        convolution's weight is not: a flat view would not match its layout)."""
         dense = [p for p in params if p.requires_grad and not _is_table(p) and p.is_contiguous()]
-        return dense if dense and len({(p.dtype, p.device) for p in dense}) == 1 else []
+        return dense[::-1] if dense and len({(p.dtype, p.device) for p in dense}) == 1 else []
 
     def bind_gradients(self, params) -> None:
         """Before a backward: the gradients of the buffered parameters become views of one zeroed flat buffer,
-        which autograd adds into in place (as DDP's ``gradient_as_bucket_view``), so :meth:`sum_gradients`
-        all-reduces that buffer as it stands: no copying the gradients out and back."""
+        which autograd adds into in place (as DDP's ``gradient_as_bucket_view``), and each bucket of the buffer
+        is all-reduced, asynchronously, as soon as the backward has filled it (:class:`_Buckets`), while the
+        backward goes on with the layers below. :meth:`sum_gradients` waits for them."""
         dense = self._buffered(params)
         if not dense:
             return
         key = tuple(id(p) for p in dense)
-        if self._buffer is None or self._buffer_key != key:
-            self._buffer = torch.zeros(sum(p.numel() for p in dense), dtype=dense[0].dtype, device=dense[0].device)
-            self._buffer_key = key
-        else:
-            self._buffer.zero_()
-        offset = 0
-        for p in dense:
-            p.grad = self._buffer[offset:offset + p.numel()].view_as(p)
-            offset += p.numel()
+        if self._buckets is None or self._buckets.key != key:
+            self._buckets = _Buckets(dense, key)
+        self._buckets.start()
 
     def sum_gradients(self, params, touched: dict | None = None) -> None:
         """Gradients summed over the ranks; a parameter that got no gradient counts as zeros (the same on every
-        rank, so all ranks keep the same set of gradients). One all-reduce of the buffer :meth:`bind_gradients`
-        made (a gradient autograd put elsewhere is copied into its slice first), one of everything else copied
-        into a flat tensor and back. Which collectives run depends only on the parameters, never on one rank's
-        state, so the ranks' calls always match.
+        rank, so all ranks keep the same set of gradients). The buffer of :meth:`bind_gradients` is summed in
+        buckets (those the backward did not launch go now, in order); everything else is copied into one flat
+        tensor, all-reduced and copied back. Which collectives run, and in what order, depends only on the
+        parameters and on numbers every rank has, never on one rank's timing, so the ranks' calls always match.
 
         A token-embedding table (a parameter of many rows) gets gradient only in the rows of the tokens a batch
         holds: one small all-reduce of which rows any rank touched, then only those rows travel (on MiniLM about
@@ -138,17 +133,10 @@ class Parallel:
 
         params = [p for p in params if p.requires_grad]
         buffered = self._buffered(params)
-        if self._buffer is None or self._buffer_key != tuple(id(p) for p in buffered):
+        if self._buckets is None or self._buckets.key != tuple(id(p) for p in buffered):
             buffered = []
-        offset = 0
-        for p in buffered:
-            view = self._buffer[offset:offset + p.numel()].view_as(p)
-            if p.grad is None:
-                view.zero_()
-            elif p.grad.data_ptr() != view.data_ptr():
-                view.copy_(p.grad)
-            p.grad = view
-            offset += p.numel()
+        else:
+            self._buckets.finish()
         in_buffer = {id(p) for p in buffered}
         for p in params:
             if p.grad is None:
@@ -172,8 +160,6 @@ class Parallel:
             for p in tables:
                 rows[id(p)] = hit[offset:offset + p.shape[0]].nonzero().squeeze(1)
                 offset += p.shape[0]
-        if buffered:
-            dist.all_reduce(self._buffer)
         parts = [p.grad[rows[id(p)]] for p in tables] + [p.grad for p in rest]
         if not parts:
             return
@@ -256,6 +242,115 @@ class Parallel:
             model.to("cpu")
 
         return detach
+
+
+BUCKET = 2_500_000
+"""Gradient values per bucket of the flat buffer (10 MB in float32; MiniLM's dense weights make 5)."""
+
+
+class _Buckets:
+    """The flat gradient buffer of :meth:`Parallel.bind_gradients`, cut into buckets, each all-reduced
+    asynchronously once the backward has filled it (DDP's scheme, without DDP's wrapper: the loops run a batch in
+    several length groups and have outputs no loss uses). Buckets go out in a fixed order (a bucket waits for the
+    ones before it), so the ranks' collectives match whatever order their gradients arrive in.
+
+    A parameter counts toward its bucket if it got a gradient in the last step (at first: every one; a parameter
+    the loss never reaches, such as BERT's pooler, then stops holding its bucket back). Those are bound as views
+    of the buffer; any other gets its own gradient, copied into the buffer if its bucket has not gone yet, else
+    summed afterwards in a fix-up all-reduce that every rank joins when any rank needs it."""
+
+    def __init__(self, dense: list, key: tuple):
+        import weakref
+
+        self.key, self.params = key, dense
+        self.buffer = torch.zeros(sum(p.numel() for p in dense), dtype=dense[0].dtype, device=dense[0].device)
+        self.views, self.bucket_of, self.bounds = {}, {}, []
+        offset, start = 0, 0
+        for p in dense:
+            self.views[id(p)] = self.buffer[offset:offset + p.numel()].view_as(p)
+            offset += p.numel()
+            self.bucket_of[id(p)] = len(self.bounds)
+            if offset - start >= BUCKET or p is dense[-1]:
+                self.bounds.append((start, offset))
+                start = offset
+        self.expected = {id(p) for p in dense}
+        self.active = False
+        ref = weakref.ref(self)
+
+        def hook(p):
+            buckets = ref()
+            if buckets is not None and buckets.active:
+                buckets.arrived(p)
+
+        handles = [p.register_post_accumulate_grad_hook(hook) for p in dense]
+        weakref.finalize(self, lambda: [h.remove() for h in handles])
+
+    def start(self) -> None:
+        """Before a backward: zero the buffer, bind the expected parameters' gradients to it."""
+        self.buffer.zero_()
+        for p in self.params:
+            p.grad = self.views[id(p)] if id(p) in self.expected else None
+        self.remaining = [0] * len(self.bounds)
+        for p in self.params:
+            if id(p) in self.expected:
+                self.remaining[self.bucket_of[id(p)]] += 1
+        self.launched, self.works, self.arrivals, self.late = 0, [], set(), {}
+        self.active = True
+        self._launch()
+
+    def arrived(self, p) -> None:
+        pid, k = id(p), self.bucket_of[id(p)]
+        self.arrivals.add(pid)
+        view = self.views[pid]
+        if p.grad.data_ptr() != view.data_ptr():
+            if k < self.launched:  # its bucket is on the wire: summed in the fix-up
+                self.late[pid] = p.grad
+                return
+            view.copy_(p.grad)
+            p.grad = view
+        if pid in self.expected:
+            self.remaining[k] -= 1
+            self._launch()
+
+    def _launch(self) -> None:
+        import torch.distributed as dist
+
+        while self.launched < len(self.bounds) and self.remaining[self.launched] == 0:
+            a, b = self.bounds[self.launched]
+            self.works.append(dist.all_reduce(self.buffer[a:b], async_op=True))
+            self.launched += 1
+
+    def finish(self) -> None:
+        """After the backward: the buckets not yet sent go, all are waited for, late gradients are summed."""
+        import torch.distributed as dist
+
+        self.active = False
+        for p in self.params:  # a gradient put elsewhere without the backward's hook (set by hand, or replaced)
+            grad, view = p.grad, self.views[id(p)]
+            if grad is not None and grad.data_ptr() != view.data_ptr() and id(p) not in self.late:
+                if self.bucket_of[id(p)] < self.launched:
+                    self.late[id(p)] = grad
+                else:
+                    view.copy_(grad)
+        while self.launched < len(self.bounds):
+            a, b = self.bounds[self.launched]
+            self.works.append(dist.all_reduce(self.buffer[a:b], async_op=True))
+            self.launched += 1
+        for work in self.works:
+            work.wait()
+        flags = torch.tensor([id(p) in self.late for p in self.params], dtype=torch.uint8, device=self.buffer.device)
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        fix = [p for p, f in zip(self.params, flags.tolist()) if f]
+        if fix:
+            flat = torch.cat([self.late.get(id(p), torch.zeros_like(p)).reshape(-1) for p in fix])
+            dist.all_reduce(flat)
+            offset = 0
+            for p in fix:
+                self.views[id(p)].add_(flat[offset:offset + p.numel()].view_as(p))
+                offset += p.numel()
+        for p in self.params:
+            p.grad = self.views[id(p)]
+        self.expected, self.late = self.arrivals or self.expected, {}
 
 
 def _is_table(p: torch.Tensor) -> bool:
