@@ -134,6 +134,8 @@ class Parallel:
         params = [p for p in params if p.requires_grad]
         buffered = self._buffered(params)
         if self._buckets is None or self._buckets.key != tuple(id(p) for p in buffered):
+            if self._buckets is not None and self._buckets.active:
+                raise RuntimeError("sum_gradients got other parameters than bind_gradients bound")
             buffered = []
         else:
             self._buckets.finish()
@@ -300,6 +302,11 @@ class _Buckets:
 
     def arrived(self, p) -> None:
         pid, k = id(p), self.bucket_of[id(p)]
+        if pid in self.arrivals:  # a second backward through it (reentrant checkpointing): counted once
+            if k < self.launched:
+                raise RuntimeError("a gradient arrived twice in one step, after its bucket was sent: run one "
+                                   "backward per step (non-reentrant checkpointing)")
+            return
         self.arrivals.add(pid)
         view = self.views[pid]
         if p.grad.data_ptr() != view.data_ptr():
