@@ -60,14 +60,19 @@ def _inputs(lengths) -> TextInputs:
     return TextInputs(data)
 
 
+def _rank(rank: int, world: int) -> _parallel.Parallel:
+    return _parallel.Parallel(world=world, rank=rank, device="cpu", precision="no")
+
+
 @pytest.mark.parametrize("world", [2, 3])
 def test_shard_gives_every_row_to_one_rank_and_balances_the_work(world):
     lengths = [58, 60, 57, 8, 9, 10, 12, 9, 11, 10, 9, 8, 12, 11, 10, 9]  # the long texts first: contiguous
     idx = np.arange(16)[::-1]                                               # slices put them on one rank
     inputs = _inputs(lengths)
-    parts = [inputs.shard(idx, r, world) for r in range(world)]
+    parts = [inputs.shard(idx, _rank(r, world)) for r in range(world)]
     assert sorted(np.concatenate(parts).tolist()) == list(range(16))
-    assert [inputs.shard(idx, r, world).tolist() for r in range(world)] == [p.tolist() for p in parts]  # same split
+    again = [inputs.shard(idx, _rank(r, world)).tolist() for r in range(world)]
+    assert again == [p.tolist() for p in parts]  # same split
 
     def work(rows):
         return planned_cost([lengths[i] for i in rows])

@@ -27,9 +27,9 @@ class MediaInputs:
     def train_logits(self, model: nn.Module, idx, gen: torch.Generator) -> torch.Tensor:
         return model(self.train_batch(idx, gen) if self.augment else self.plain_batch(idx))
 
-    def shard(self, idx, rank: int, world: int) -> np.ndarray:
-        """This rank's rows of a global batch (images and clips all cost the same: contiguous slices)."""
-        return np.array_split(np.asarray(idx), world)[rank]
+    def shard(self, idx, par) -> np.ndarray:
+        """This rank's rows of a global batch (images and clips all cost the same: ``par``'s contiguous slice)."""
+        return par.shard(np.asarray(idx))
 
     def eval_logits(self, model: nn.Module, idx) -> torch.Tensor:
         return media_logits(model, self, idx)

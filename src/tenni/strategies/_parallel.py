@@ -150,8 +150,8 @@ class Parallel:
             touched = touched or {}
             hit = []
             for p in tables:
-                mask = torch.zeros(p.shape[0], dtype=torch.uint8, device=p.device)
                 if id(p) in touched:
+                    mask = torch.zeros(p.shape[0], dtype=torch.uint8, device=p.device)
                     mask[touched[id(p)].to(p.device)] = 1
                 else:
                     mask = (p.grad != 0).any(dim=1).to(torch.uint8)
@@ -290,10 +290,9 @@ class _Buckets:
     def start(self) -> None:
         """Before a backward: zero the buffer, bind the expected parameters' gradients to it."""
         self.buffer.zero_()
-        for p in self.params:
-            p.grad = self.views[id(p)] if id(p) in self.expected else None
         self.remaining = [0] * len(self.bounds)
         for p in self.params:
+            p.grad = self.views[id(p)] if id(p) in self.expected else None
             if id(p) in self.expected:
                 self.remaining[self.bucket_of[id(p)]] += 1
         self.launched, self.works, self.arrivals, self.late = 0, [], set(), {}
@@ -319,10 +318,11 @@ class _Buckets:
             self.remaining[k] -= 1
             self._launch()
 
-    def _launch(self) -> None:
+    def _launch(self, every: bool = False) -> None:
+        """Send the buckets that are full, in order (``every``: all that are left)."""
         import torch.distributed as dist
 
-        while self.launched < len(self.bounds) and self.remaining[self.launched] == 0:
+        while self.launched < len(self.bounds) and (every or self.remaining[self.launched] == 0):
             a, b = self.bounds[self.launched]
             self.works.append(dist.all_reduce(self.buffer[a:b], async_op=True))
             self.launched += 1
@@ -339,10 +339,7 @@ class _Buckets:
                     self.late[id(p)] = grad
                 else:
                     view.copy_(grad)
-        while self.launched < len(self.bounds):
-            a, b = self.bounds[self.launched]
-            self.works.append(dist.all_reduce(self.buffer[a:b], async_op=True))
-            self.launched += 1
+        self._launch(every=True)
         for work in self.works:
             work.wait()
         flags = torch.tensor([id(p) in self.late for p in self.params], dtype=torch.uint8, device=self.buffer.device)

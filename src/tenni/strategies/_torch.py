@@ -48,19 +48,19 @@ class TextInputs:
     def train_logits(self, model: nn.Module, idx, gen: torch.Generator) -> torch.Tensor:
         return self.data.forward_grouped(model, idx, planned=True)
 
-    def shard(self, idx, rank: int, world: int) -> np.ndarray:
-        """This rank's rows of a global batch. The texts go out longest first, each to the rank whose work (its
-        texts in ``planned_groups``: padded tokens plus a cost per call) grows least, so no rank waits long for
-        one that drew the long texts; every rank computes the same split."""
+    def shard(self, idx, par) -> np.ndarray:
+        """This rank's rows of a global batch (``par``: the run's ``Parallel``). The texts go out longest first,
+        each to the rank whose work (its texts in ``planned_groups``: padded tokens plus a cost per call) grows
+        least, so no rank waits long for one that drew the long texts; every rank computes the same split."""
         idx = np.asarray(idx)
         tokens = [sum(len(r) for r in self.data.rows[s:e]) for s, e in self.data.row_spans[idx]]
-        parts: list[list[int]] = [[] for _ in range(world)]
-        lengths: list[list[int]] = [[] for _ in range(world)]
+        parts: list[list[int]] = [[] for _ in range(par.world)]
+        lengths: list[list[int]] = [[] for _ in range(par.world)]
         for i in np.argsort(tokens, kind="stable")[::-1]:
-            r = min(range(world), key=lambda r: (planned_cost(lengths[r] + [tokens[i]]), len(parts[r]), r))
+            r = min(range(par.world), key=lambda r: (planned_cost(lengths[r] + [tokens[i]]), len(parts[r]), r))
             parts[r].append(int(i))
             lengths[r].append(tokens[i])
-        return idx[np.sort(parts[rank])]
+        return idx[np.sort(parts[par.rank])]
 
     def eval_logits(self, model: nn.Module, idx) -> torch.Tensor:
         return predict_logits(model, self.data, idx)

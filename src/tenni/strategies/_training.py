@@ -3,7 +3,7 @@
 AdamW with linear warm-up and decay, optional head-only epochs first (body frozen), class-weighted cross-entropy,
 gradient clipping, early stopping on a held-out slice that keeps the best epoch's weights. What differs between
 text and media is the inputs adapter: ``train_logits(model, idx, generator)`` (text: batches grouped by length;
-images/audio: augmented views), ``eval_logits(model, idx)`` and, on several processes, ``shard(idx, rank, world)``.
+images/audio: augmented views), ``eval_logits(model, idx)`` and, on several processes, ``shard(idx, par)``.
 """
 
 from __future__ import annotations
@@ -218,7 +218,7 @@ def _parallel_backward(par, model, inputs, idx, y_t, weight, gen, scaler, tables
     the ranks; returns the global batch's loss (the same number one process would compute)."""
     from ._parallel import weighted_loss_share
 
-    mine = inputs.shard(idx, par.rank, par.world) if par.distributed else idx
+    mine = inputs.shard(idx, par) if par.distributed else idx
     share = torch.zeros(())
     if par.distributed:
         par.bind_gradients(model.parameters())
