@@ -251,3 +251,22 @@ def test_count_prior_follows_the_teachers_decisions_and_keeps_every_class():
     assert em_prior(proba, np.array([0.5, 0.5]))[1] < 0.01  # EM: the minority class vanishes
     only_one = count_prior(np.array([[0.9, 0.05, 0.05]] * 10))
     assert only_one.sum() == pytest.approx(1.0) and (only_one[1:] > 0).all()
+
+
+def test_the_first_teacher_keeps_the_label_name_prior():
+    """auto on word labels blends its winner with the label names; that blend, not the winner alone, labels the
+    pool, so what the names know reaches the students. The one labeled text per class here says nothing about its
+    class: only the names can label the pool."""
+    from .conftest import make_texts
+
+    one = (["a note from monday", "a note from tuesday", "a note from friday"], ["food", "sports", "weather"])
+    pool, test = make_texts(15, seed=21), make_texts(6, seed=22)
+
+    def run(names: bool):
+        return tenni.fit(one, test=test, backbone="text/minilm", budget=5, unlabeled=pool, rounds=1,
+                         label_names=names, baseline=False).metrics["self_training"]
+
+    with_names, without = run(True), run(False)
+    assert with_names["teacher"] == "probe + label-name prior (weight 0.5)" and without["teacher"] == "probe"
+    named, blind = with_names["rounds"][0]["pseudo_accuracy"], without["rounds"][0]["pseudo_accuracy"]
+    assert named >= 0.8 and named >= blind + 0.2

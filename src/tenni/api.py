@@ -225,9 +225,13 @@ def fit_with_pool(data, unlabeled, *, test=None, strategy=None, backbone: str = 
     labels_only = make_estimator(strategy, backbone, config, seed, train.modality)
     plain = fit_and_score(labels_only, train, test_set)
     plain.strategy += " (labels only)"
-    teacher = getattr(labels_only, "chosen_", labels_only)  # auto: its winner teaches; no race per round
-    name = teacher.name
-    options = config if teacher is labels_only else None
+    chosen = getattr(labels_only, "chosen_", labels_only)  # auto: its winner is the students' strategy
+    name = chosen.name  # (no race per round)
+    options = config if chosen is labels_only else None
+    # the first teacher is the labels-only model itself: for auto on word labels, the winner blended with the
+    # label-name prior, so the students learn what the names know through the pseudo-labels
+    teacher = labels_only if getattr(labels_only, "prior_", None) is not None else chosen
+    teaching = name if teacher is chosen else f"{name} + label-name prior (weight {labels_only.prior_weight_:g})"
 
     def make():
         return make_estimator(name, backbone, options, seed, train.modality)
@@ -236,7 +240,8 @@ def fit_with_pool(data, unlabeled, *, test=None, strategy=None, backbone: str = 
     from .selftrain import run_key
 
     weights = f"{backbone}@{getattr(space, 'fingerprint', '')}" if space is not None else None  # its own run
-    checkpoint = cache_dir() / "selftrain" / run_key(name, options, train, pool, cfg, seed, backbone=weights)
+    checkpoint = cache_dir() / "selftrain" / run_key(teaching, (config, options), train, pool, cfg, seed,
+                                                        backbone=weights)
     start = time.perf_counter()
     check = None
     if cfg.check_folds >= 2 and name in CHEAP_STRATEGIES:
@@ -266,6 +271,7 @@ def fit_with_pool(data, unlabeled, *, test=None, strategy=None, backbone: str = 
                "results": rows, "self_training": {
                    "pool_size": result.pool_size, "dropped_leaks": leaks, "threshold": cfg.threshold,
                    "check": result.check, "skipped": bool(check is not None and not check["helps"]),
+                   "teacher": teaching,
                    "rounds": [vars(r) for r in result.rounds],
                    "gain_over_labels_only": test_metrics["accuracy"] - plain.accuracy}}
     if len(rows) > 2:

@@ -177,7 +177,8 @@ def self_train(make, train: Dataset, pool: Dataset, cfg: SelfTrainConfig, *, tea
     classes = np.asarray(teacher.classes_)
     counts = np.asarray([train.labels.count(str(c)) for c in classes], dtype=np.float64)
     # the teacher's own prior: uniform when it weighs classes as balanced (tenni's default), else the labels' shares
-    balanced = getattr(getattr(teacher, "config_", None), "class_weight", None) == "balanced"
+    own = getattr(teacher, "chosen_", teacher)  # auto (with a label-name prior): its winner's weighting
+    balanced = getattr(getattr(own, "config_", None), "class_weight", None) == "balanced"
     base = np.full(len(classes), 1.0 / len(classes)) if balanced else counts / counts.sum()
     prior = np.asarray(done[0]["prior"]) if done else counts / counts.sum()
     with progress("self-training", cfg.rounds if show else None) as bar:

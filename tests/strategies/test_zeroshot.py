@@ -186,3 +186,20 @@ def test_curve_has_the_zero_shot_point_and_assess_the_zero_shot_score(tmp_path, 
     codes = make_texts(8, seed=12)
     coded = assess((codes[0], [str(len(v)) for v in codes[1]]), backbones=[MINILM]).reports[0]
     assert coded.zeroshot_accuracy is None  # 4, 5, 7: codes, not names
+
+
+def test_the_prior_weight_needs_more_than_one_example_of_evidence():
+    """The folds' models are weaker than the final one: one more item right out of fold does not move weight to
+    the prior; several do."""
+    from tenni.strategies.zeroshot import choose_prior_weight
+
+    y = np.array([0, 1] * 8)
+    model = np.eye(2)[y] * 0.8 + 0.1  # right on 14 of 16, confidently wrong on two
+    model[[0, 1]] = model[[0, 1]][:, ::-1]
+    prior = np.full((16, 2), 0.5)
+    prior[0] = [1.0, 0.0]  # the prior, strongly right on one of the two, unsure elsewhere
+    weight, table = choose_prior_weight(model, prior, y)
+    assert max(v["accuracy"] for v in table.values()) == 15 / 16 and weight == 0.0
+    prior[1] = [0.0, 1.0]  # right on both: two items, a real gain
+    weight, table = choose_prior_weight(model, prior, y)
+    assert weight > 0 and table[str(weight)]["accuracy"] == 1.0
