@@ -128,7 +128,8 @@ def main() -> None:
             for seed in ([0] if n == "all" else [int(s) for s in args.seeds.split(",")]):
                 if n == "all" or args.teacher == "probe" or train.modality == "text":
                     run_one(results, name, n, seed, train, test, args.max_pool, args.rounds, args.teacher)
-    publish("selftrain", args.out, render_table(results.data))
+    publish("selftrain" if args.teacher == "probe" else f"selftrain-{args.teacher}", args.out,
+            render_table(results.data))
 
 
 if __name__ == "__main__":
