@@ -270,3 +270,21 @@ def test_the_first_teacher_keeps_the_label_name_prior():
     assert with_names["teacher"] == "probe + label-name prior (weight 0.5)" and without["teacher"] == "probe"
     named, blind = with_names["rounds"][0]["pseudo_accuracy"], without["rounds"][0]["pseudo_accuracy"]
     assert named >= 0.8 and named >= blind + 0.2
+
+
+def test_a_skipped_self_training_keeps_the_labels_only_model_with_its_prior(monkeypatch):
+    """Where the cross-check says the pool would not help, the model is the one the labels-only row measured:
+    auto with its label-name prior, not its winner alone."""
+    import tenni.selftrain
+
+    from .conftest import make_texts
+
+    monkeypatch.setattr(tenni.selftrain, "cross_check", lambda *a, **k: {
+        "folds": 2, "helps": False, "teacher_accuracy": [1.0, 1.0], "student_accuracy": [0.5, 0.5]})
+    model = tenni.fit(make_texts(1, seed=6), test=make_texts(6, seed=22), backbone="text/minilm", budget=5,
+                      unlabeled=make_texts(15, seed=21), rounds=1, baseline=False)
+    st = model.metrics["self_training"]
+    assert st["skipped"] and not st["rounds"]
+    assert model.estimator.name == "auto" and model.estimator.prior_ is not None
+    rows = {r["strategy"]: r["accuracy"] for r in model.metrics["results"]}
+    assert rows["probe + self-training"] == rows["auto (probe) (labels only)"]

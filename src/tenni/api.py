@@ -253,7 +253,7 @@ def fit_with_pool(data, unlabeled, *, test=None, strategy=None, backbone: str = 
         warn(f"self-training skipped: on {check['folds']} folds of the labeled data the student scored "
              f"{student_acc:.3f} against the labels-only {teacher_acc:.3f} (the pool would not help here); the model "
              "is the labels-only one")
-        result = SelfTrainResult(teacher, pool_size=len(pool))
+        result = SelfTrainResult(labels_only, pool_size=len(pool))  # the model the labels-only row measured
     else:
         result = self_train(make, train, pool, cfg, teacher=teacher, checkpoint=checkpoint)
     result.check = check
