@@ -70,8 +70,8 @@ def run_one(results: Results, name: str, n, seed: int, train, test, max_pool: in
                       rounds=rounds, student=student, baseline=False)
     seconds = time.perf_counter() - start
     rows = {r["strategy"]: r for r in model.metrics["results"]}
-    plain, trained = [r for r in rows if r.endswith("(labels only)")][0], [r for r in rows
-                                                                            if r.endswith("+ self-training")][0]
+    plain = next(r for r in rows if r.endswith("(labels only)"))  # auto's row names its winner too
+    trained = next(r for r in rows if r.endswith("+ self-training"))
     st = model.metrics["self_training"]
     common = {"dataset": name, "n": n, "seed": seed, "pool": len(pool)}
     results.add(dict(common, method=f"{label} (labels only)", accuracy=rows[plain]["accuracy"],

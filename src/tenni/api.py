@@ -240,8 +240,7 @@ def fit_with_pool(data, unlabeled, *, test=None, strategy=None, backbone: str = 
     from .selftrain import run_key
 
     weights = f"{backbone}@{getattr(space, 'fingerprint', '')}" if space is not None else None  # its own run
-    checkpoint = cache_dir() / "selftrain" / run_key(teaching, (config, options), train, pool, cfg, seed,
-                                                        backbone=weights)
+    checkpoint = cache_dir() / "selftrain" / run_key(teaching, config, train, pool, cfg, seed, backbone=weights)
     start = time.perf_counter()
     check = None
     if cfg.check_folds >= 2 and name in CHEAP_STRATEGIES:
