@@ -150,6 +150,19 @@ def test_setfit_batches_hold_positives_of_a_few_classes():
     assert float(in_batch_cosine_loss(emb, torch.tensor([0, 1, 1]))) > 0.4
 
 
+def test_setfit_learning_rate_follows_the_steps_unless_given(tiny_backbone, train_data):
+    from tenni.strategies import get_strategy_class
+    from tenni.strategies.setfit import learning_rate
+
+    # few steps move further each; many steps keep the small rate; the bounds hold either way
+    assert learning_rate(16) == pytest.approx(8e-5) and learning_rate(5000) == pytest.approx(2e-5)
+    assert learning_rate(32) == pytest.approx(8e-5) and learning_rate(64) == pytest.approx(2e-5)
+    assert 2e-5 < learning_rate(48) < 8e-5 and learning_rate(48, 1e-3) == pytest.approx(1e-3)
+    est = get_strategy_class("setfit")(backbone=str(tiny_backbone), seed=0, config={
+        "examples_seen": 2, "max_length": 24}).fit(*train_data)
+    assert est.training_["learning_rate"] == pytest.approx(learning_rate(est.training_["steps"]))
+
+
 def test_setfit_pairs_loss_is_still_there(tiny_backbone, train_data):
     from tenni.strategies import get_strategy_class
 

@@ -124,6 +124,19 @@ def test_auto_needs_a_margin_to_leave_the_probe():
     assert AutoStrategy._choose(race, AutoConfig(margin=0.01)) == "probe"  # within the margin: keep the probe
 
 
+def test_auto_does_not_choose_a_challenger_that_successive_halving_dropped():
+    """sms_spam, 8 per class, seed 2: finetune lost to setfit and lora on folds 1-2 and was dropped, but its gain
+    over the probe on those two folds (where the probe did worst) beat setfit's over all three."""
+    from tenni.strategies.auto import AutoConfig, AutoStrategy
+
+    race = {"probe": {"scores": [0.83, 0.83, 1.0]},
+            "setfit": {"scores": [0.94, 0.94, 0.95], "status": "racing"},
+            "finetune": {"scores": [0.92, 0.91], "status": "dropped after fold 2 (successive halving)"}}
+    assert AutoStrategy._choose(race, AutoConfig(margin=0.01)) == "setfit"
+    race["finetune"]["status"] = "racing"  # the same scores, stopped by the budget instead: compared on its folds
+    assert AutoStrategy._choose(race, AutoConfig(margin=0.01)) == "finetune"
+
+
 def test_auto_refuses_a_winner_whose_refit_would_overrun_the_budget(train_data, monkeypatch):
     """A challenger that wins its fold by far but took 2 s on two thirds of the data cannot be refitted on all of
     it within a 4 s budget: the probe is kept, and the race says why."""

@@ -248,7 +248,9 @@ class AutoStrategy(Strategy):
         best, best_gain = "probe", 0.0
         for name, entry in race.items():
             n = len(entry["scores"])
-            if name == "probe" or n == 0:
+            # one dropped by successive halving lost to a survivor on the same folds: its gain over the probe on
+            # fewer folds is no reason to prefer it to that survivor
+            if name == "probe" or n == 0 or entry.get("status", "").startswith("dropped"):
                 continue
             gain = float(np.mean(entry["scores"]) - np.mean(probe[:n]))
             # a challenger that ran fewer folds is compared on the folds it ran, and needs the margin to win
