@@ -4,8 +4,8 @@
     python bench/selftrain.py --datasets sms_spam --ns 8 --seeds 0
 
 For each dataset in ../shared/data, N labeled examples per class are sampled from train; the rest of train is the
-pool (its labels hidden from training: they only score the pseudo-labels), capped at ``--max-pool`` items drawn at
-random to bound the encoding time. The probe (MiniLM; the multilingual backbone for livedoor_news) is fitted on
+pool (its labels hidden from training: they only score the pseudo-labels), all of it by default; ``--max-pool N``
+caps it at N items drawn at random, to bound the encoding time (livedoor_news's long articles). The probe (MiniLM; the multilingual backbone for livedoor_news) is fitted on
 the labels alone and with the pool (``tenni.fit(..., unlabeled=pool)``), both scored on the whole test split, and
 a probe on the whole labeled train split is the full-data reference. At N = 64, seed 0, the self-trained model is
 also distilled into a TF-IDF student (``student="scratch"``): its accuracy and predictions per second beside the
@@ -60,7 +60,8 @@ def run_one(results: Results, name: str, n, seed: int, train, test, max_pool: in
     chosen = set(labeled.sources)
     rest = [i for i, s in enumerate(train.sources) if s not in chosen]
     rng = np.random.default_rng(seed)
-    rest = sorted(rng.choice(rest, size=min(max_pool, len(rest)), replace=False).tolist())
+    if max_pool:
+        rest = sorted(rng.choice(rest, size=min(max_pool, len(rest)), replace=False).tolist())
     pool = train.subset(rest)
     student = None  # images: the probe is already the fast model (no scratch student for them)
     if int(n) == 64 and seed == 0 and train.modality == "text" and teacher == "probe":
@@ -110,7 +111,7 @@ def main() -> None:
     parser.add_argument("--datasets", default=",".join(DATASETS[:3]))
     parser.add_argument("--ns", default="8,64,all")
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--max-pool", type=int, default=2000)
+    parser.add_argument("--max-pool", type=int, default=0, help="cap the pool at this many items (0: no cap)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--teacher", choices=sorted(TEACHERS), default="probe",
                         help="probe, or names: the probe blended with the label-name prior")
