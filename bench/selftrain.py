@@ -5,11 +5,12 @@
 
 For each dataset in ../shared/data, N labeled examples per class are sampled from train; the rest of train is the
 pool (its labels hidden from training: they only score the pseudo-labels), all of it by default; ``--max-pool N``
-caps it at N items drawn at random, to bound the encoding time (livedoor_news's long articles). The probe (MiniLM; the multilingual backbone for livedoor_news) is fitted on
-the labels alone and with the pool (``tenni.fit(..., unlabeled=pool)``), both scored on the whole test split, and
-a probe on the whole labeled train split is the full-data reference. At N = 64, seed 0, the self-trained model is
-also distilled into a TF-IDF student (``student="scratch"``): its accuracy and predictions per second beside the
-teacher's. Results are written after every run; a re-run skips what is done.
+caps it at N items drawn at random, to bound the encoding time (livedoor_news's long articles). The probe (MiniLM;
+the multilingual backbone for livedoor_news) is fitted on the labels alone and with the pool
+(``tenni.fit(..., unlabeled=pool)``), both scored on the whole test split, and a probe on the whole labeled train
+split is the full-data reference. At N = 64, seed 0, the self-trained model is also distilled into a TF-IDF student
+(``student="scratch"``): its accuracy and predictions per second beside the teacher's. Results are written after
+every run; a re-run skips what is done.
 
 ``--teacher names`` runs the probe blended with the label-name prior instead (``auto`` racing the probe alone, so
 its label-name prior is on, as in a default ``fit`` whose race picks the probe): labels only and with the pool, the
