@@ -126,6 +126,7 @@ def test_setfit_batch_loss_learns_on_the_tiny_backbone(tiny_backbone):
     accuracy = float(np.mean(est.predict(test[0]) == np.asarray(test[1])))
     assert accuracy >= 0.7, f"accuracy {accuracy:.2f} on 3 separable classes (chance 0.33)"
     assert est.training_["loss"] == "batch" and est.training_["steps"] == 24 * 36 // 16
+    assert est.training_["learning_rate"] == pytest.approx(1e-3)  # a rate given is the rate used
     assert est.training_["texts_encoded"] == pytest.approx(24 * 36, rel=0.2)  # each text once per step it is in
     assert est.length_["source"] == "data" and est.length_["max_length"] <= 64
 

@@ -135,6 +135,12 @@ def test_auto_does_not_choose_a_challenger_that_successive_halving_dropped():
     assert AutoStrategy._choose(race, AutoConfig(margin=0.01)) == "setfit"
     race["finetune"]["status"] = "racing"  # the same scores, stopped by the budget instead: compared on its folds
     assert AutoStrategy._choose(race, AutoConfig(margin=0.01)) == "finetune"
+    # the survivor that beat it is out of the running (not eligible to refit, or stopped mid-fold): it may win again
+    race["finetune"]["status"] = "dropped after fold 2 (successive halving)"
+    without_survivor = {k: v for k, v in race.items() if k != "setfit"}
+    assert AutoStrategy._choose(without_survivor, AutoConfig(margin=0.01)) == "finetune"
+    race["setfit"]["scores"] = []
+    assert AutoStrategy._choose(race, AutoConfig(margin=0.01)) == "finetune"
 
 
 def test_auto_refuses_a_winner_whose_refit_would_overrun_the_budget(train_data, monkeypatch):

@@ -245,12 +245,18 @@ class AutoStrategy(Strategy):
     @staticmethod
     def _choose(race: dict, cfg: AutoConfig) -> str:
         probe = race["probe"]["scores"]
+
+        def dropped(entry) -> bool:
+            return entry.get("status", "").startswith("dropped")
+
+        # one dropped by successive halving lost to a survivor on the same folds: its gain over the probe on fewer
+        # folds is no reason to prefer it to that survivor — while a survivor is still in the running (one stopped
+        # mid-fold or too slow to refit is not)
+        survivors = any(entry["scores"] and not dropped(entry) for name, entry in race.items() if name != "probe")
         best, best_gain = "probe", 0.0
         for name, entry in race.items():
             n = len(entry["scores"])
-            # one dropped by successive halving lost to a survivor on the same folds: its gain over the probe on
-            # fewer folds is no reason to prefer it to that survivor
-            if name == "probe" or n == 0 or entry.get("status", "").startswith("dropped"):
+            if name == "probe" or n == 0 or (survivors and dropped(entry)):
                 continue
             gain = float(np.mean(entry["scores"]) - np.mean(probe[:n]))
             # a challenger that ran fewer folds is compared on the folds it ran, and needs the margin to win
