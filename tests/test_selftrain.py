@@ -210,6 +210,30 @@ def test_a_run_on_another_backbone_does_not_resume_from_this_ones_pseudo_labels(
     assert len(seen) == 2 and seen[0] != seen[1]
 
 
+def test_the_checkpoint_key_holds_the_students_defaults(tiny_backbone, monkeypatch):
+    """A default that changes between versions (the probe's C did) must change the key: the key takes the students'
+    whole config, defaults included, not only the options the caller gave (none here)."""
+    import tenni.selftrain
+
+    train, pool, test = _texts("labeled", 6, 1), _texts("pool", 10, 2), _texts("test", 5, 3)
+    keyed = []
+    real_key = tenni.selftrain.run_key
+
+    def spy(strategy, options, *args, **kwargs):
+        keyed.append(options)
+        return real_key(strategy, options, *args, **kwargs)
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tenni.selftrain, "run_key", spy)
+    monkeypatch.setattr(tenni.selftrain, "self_train", stop)
+    with pytest.raises(KeyboardInterrupt):
+        tenni.fit(train, test=test, strategy="probe", backbone=str(tiny_backbone), unlabeled=pool[0],
+                  baseline=False, selftrain={"check_folds": 0})
+    assert keyed and {"C", "class_weight", "search_C"} <= set(keyed[0])
+
+
 def test_a_student_that_cannot_learn_soft_labels_is_refused_before_the_rounds(image_folder, tiny_vit, tmp_path,
                                                                               monkeypatch):
     """``--student scratch`` on images (the CNN baseline has no soft-label fit) and an unknown student are one-line

@@ -240,7 +240,9 @@ def fit_with_pool(data, unlabeled, *, test=None, strategy=None, backbone: str = 
     from .selftrain import run_key
 
     weights = f"{backbone}@{getattr(space, 'fingerprint', '')}" if space is not None else None  # its own run
-    checkpoint = cache_dir() / "selftrain" / run_key(teaching, config, train, pool, cfg, seed, backbone=weights)
+    # the students' whole config, defaults included: a default that changes between versions changes the key
+    checkpoint = cache_dir() / "selftrain" / run_key(teaching, make().config_dict(), train, pool, cfg, seed,
+                                                     backbone=weights)
     start = time.perf_counter()
     check = None
     if cfg.check_folds >= 2 and name in CHEAP_STRATEGIES:

@@ -294,3 +294,19 @@ def test_text_finetune_ignores_the_media_only_head_warmup(tiny_backbone, train_d
             .fit(*train_data) for warm in (0, 2)]
     assert all("head_only" not in record for record in fits[1].training_["history"])
     np.testing.assert_array_equal(fits[0].predict_proba(train_data[0]), fits[1].predict_proba(train_data[0]))
+
+
+def test_probe_head_strength_follows_the_number_of_classes(tiny_backbone, train_data):
+    from tenni.strategies import get_strategy_class
+    from tenni.strategies.probe import head_strength
+
+    assert head_strength(None, 2) == 1.0 and head_strength(None, 4) == 1.0  # few classes: the stronger penalty
+    assert head_strength(None, 5) == 10.0 and head_strength(None, 77) == 10.0  # many: a weaker one
+    assert head_strength(0.3, 77) == 0.3  # a value given wins
+    probe = get_strategy_class("probe")
+    assert probe(backbone=str(tiny_backbone), seed=0).fit(*train_data).C_ == 1.0  # 3 classes
+    texts, labels = train_data
+    many = [f"{label}{i % 5}" for i, label in enumerate(labels)]  # 15 classes
+    assert probe(backbone=str(tiny_backbone), seed=0).fit(texts, many).C_ == 10.0
+    searched = probe(backbone=str(tiny_backbone), seed=0, config={"search_C": True}).fit(texts, labels)
+    assert searched.C_ in (0.1, 1.0, 10.0, 100.0)

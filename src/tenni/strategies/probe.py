@@ -15,11 +15,24 @@ from ..config import POSITIVE, option
 from ._linear import CLASS_WEIGHTS, fit_logistic, fit_logistic_soft, logistic_proba
 from .base import Strategy
 
+MANY_CLASSES = 4
+
+
+def head_strength(C: float | None, n_classes: int) -> float:
+    """The head's C: as given, else 1.0 up to ``MANY_CLASSES`` classes and 10.0 above. Measured on five sets at 8
+    and 64 per class (docs/design/feature-cache.md): the many-class sets (banking77, livedoor_news) gain 2-3.6
+    points at 10, the two- and four-class sets lose up to 1.6 there."""
+    if C is not None:
+        return float(C)
+    return 1.0 if n_classes <= MANY_CLASSES else 10.0
+
 
 @dataclass
 class ProbeConfig(LengthOptions):
-    C: float | None = option(1.0, "inverse L2 strength of the logistic regression; None picks it by stratified "
-                                  "CV on log-loss (no better than 1.0 on few-shot sets, and 20x slower)", **POSITIVE)
+    C: float | None = option(None, "inverse L2 strength of the logistic regression; None: by the number of "
+                                   "classes, 1.0 up to 4 and 10.0 above (docs/design/feature-cache.md)", **POSITIVE)
+    search_C: bool = option(False, "pick C by stratified CV on log-loss instead (20x slower; no better on the "
+                                   "benchmark sets)")
     class_weight: str | None = option("balanced", "'balanced' re-weights classes by inverse frequency (imbalanced "
                                                   "data); None for equal weights", choices=CLASS_WEIGHTS)
     batch_size: int = option(64, "texts per encoder batch", **POSITIVE)
@@ -37,7 +50,8 @@ class LinearProbe(Strategy):
     def _fit(self, texts, y, cfg: ProbeConfig) -> None:
         self.length_ = self._choose_length(texts, cfg)
         feats = self._encode(texts)
-        self.coef_, self.intercept_, self.C_ = fit_logistic(feats, y, seed=self.seed, C=cfg.C,
+        C = None if cfg.search_C else head_strength(cfg.C, len(self.classes_))
+        self.coef_, self.intercept_, self.C_ = fit_logistic(feats, y, seed=self.seed, C=C,
                                                             class_weight=cfg.class_weight)
 
     def fit_soft(self, inputs, targets: np.ndarray, classes) -> LinearProbe:
@@ -46,7 +60,7 @@ class LinearProbe(Strategy):
         self.classes_ = np.asarray(classes)
         self.length_ = self._choose_length(list(inputs), cfg)
         feats = self._encode(list(inputs))
-        self.C_ = cfg.C if cfg.C is not None else 1.0
+        self.C_ = head_strength(cfg.C, len(self.classes_))
         self.coef_, self.intercept_ = fit_logistic_soft(feats, targets, C=self.C_, class_weight=cfg.class_weight)
         return self
 
