@@ -116,11 +116,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--teacher", choices=sorted(TEACHERS), default="probe",
                         help="probe, or names: the probe blended with the label-name prior")
-    parser.add_argument("--out", default=str(RESULTS / "selftrain_full.json"),
-                        help="results JSON (a re-run skips the rows it holds: use a new file after a change)")
+    parser.add_argument("--out", default=None,
+                        help="results JSON (default: the file behind the published table of --teacher; a re-run "
+                             "skips the rows it holds: use a new file after a change)")
     parser.add_argument("--machine", default="quiet: one job at a time",
                         help="what else ran on the machine, recorded in the JSON")
     args = parser.parse_args()
+    args.out = args.out or str(RESULTS / ("selftrain_full.json" if args.teacher == "probe"
+                                          else f"selftrain_{args.teacher}_full.json"))
     from tenni.data import read_dataset
 
     results = Results(Path(args.out), {"environment": environment(), "max_pool": args.max_pool,

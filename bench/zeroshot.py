@@ -304,7 +304,9 @@ def main(argv=None) -> None:
     parser.add_argument("--setfit", action="store_true", help="also the setfit library (--setfit-seeds)")
     parser.add_argument("--setfit-seeds", default="0", help="the seeds the setfit library runs on")
     parser.add_argument("--skip-few-shot", action="store_true")
-    parser.add_argument("--out", default=str(RESULTS / "zeroshot.json"))
+    parser.add_argument("--out", default=str(RESULTS / "zeroshot_lr.json"),
+                        help="results JSON (default: the file behind the published table; a re-run skips the rows "
+                             "it holds: use a new file after a change)")
     parser.add_argument("--table", action="store_true", help="only rewrite the table from the JSON")
     parser.add_argument("--merge", default=None, help="comma-separated JSON files (parallel runs) to merge into --out")
     args = parser.parse_args(argv)
