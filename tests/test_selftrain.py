@@ -187,6 +187,17 @@ def test_a_pool_that_hurts_on_the_labeled_folds_is_not_used():
     check = cross_check(Misled, train, pool, SelfTrainConfig())
     assert check["folds"] == 4 and not check["helps"]
     assert np.mean(check["student_accuracy"]) < np.mean(check["teacher_accuracy"])
+    assert check["teacher_only"] > check["student_only"] and check["p_worse"] <= 0.1
+
+
+def test_the_cross_check_does_not_skip_on_an_item_or_two():
+    """A student a little lower on a few dozen held-out labels is noise, not evidence that the pool hurts: the
+    decision is a one-sided sign test on the items the two models disagree on."""
+    from tenni.selftrain import sign_test
+
+    assert sign_test(2, 1) == 0.5 and sign_test(0, 0) == 1.0 and sign_test(0, 5) == 1.0
+    assert abs(sign_test(6, 0) - 1 / 64) < 1e-12  # six losses and no win: 1 in 64 for a coin
+    assert sign_test(22, 19) > 0.1 > sign_test(30, 14)
 
 
 def test_a_run_on_another_backbone_does_not_resume_from_this_ones_pseudo_labels(tiny_backbone, monkeypatch):
@@ -304,7 +315,8 @@ def test_a_skipped_self_training_keeps_the_labels_only_model_with_its_prior(monk
     from .conftest import make_texts
 
     monkeypatch.setattr(tenni.selftrain, "cross_check", lambda *a, **k: {
-        "folds": 2, "helps": False, "teacher_accuracy": [1.0, 1.0], "student_accuracy": [0.5, 0.5]})
+        "folds": 2, "helps": False, "teacher_accuracy": [1.0, 1.0], "student_accuracy": [0.5, 0.5],
+        "teacher_only": 2, "student_only": 0, "p_worse": 0.25})
     model = tenni.fit(make_texts(1, seed=6), test=make_texts(6, seed=22), backbone="text/minilm", budget=5,
                       unlabeled=make_texts(15, seed=21), rounds=1, baseline=False)
     st = model.metrics["self_training"]
@@ -312,3 +324,60 @@ def test_a_skipped_self_training_keeps_the_labels_only_model_with_its_prior(monk
     assert model.estimator.name == "auto" and model.estimator.prior_ is not None
     rows = {r["strategy"]: r["accuracy"] for r in model.metrics["results"]}
     assert rows["probe + self-training"] == rows["auto (probe) (labels only)"]
+
+
+def test_the_pool_labelled_as_a_job_gives_the_same_self_training(tmp_path):
+    """The pool labelled shard by shard as a scale-out job (the local engine here; Ray in tests/distributed) keeps
+    the same pseudo-labels as labelling it in this process, and a finished round's job is not run again."""
+    from tenni.data import as_dataset
+    from tenni.distributed import ClusterLabeler
+    from tenni.selftrain import SelfTrainConfig, self_train
+    from tenni.strategies.scratch import TfidfScratch
+
+    train, pool = as_dataset(_texts("labeled", 6, 1)), as_dataset((_texts("pool", 30, 2)[0], None))
+    test = _texts("test", 10, 3)
+    cfg = SelfTrainConfig(rounds=2)
+    here = self_train(TfidfScratch, train, pool, cfg, checkpoint=tmp_path / "here")
+    job = ClusterLabeler("local", rows_per_shard=16)
+    there = self_train(TfidfScratch, train, pool, cfg, checkpoint=tmp_path / "job", labeler=job)
+    assert [r.kept_per_class for r in there.rounds] == [r.kept_per_class for r in here.rounds]
+    assert list(there.estimator.predict(test[0])) == list(here.estimator.predict(test[0]))
+    assert [s["shards"] for s in job.summaries] == [4, 4] and job.summaries[0]["items"] == len(pool)
+    assert (tmp_path / "job" / "round-2-teacher" / "tenni.json").exists()
+    again = job(there.estimator, pool, 2, tmp_path / "job")  # round 2 again: its finished shards are kept
+    assert job.summaries[-1]["shards_run"] == 0 and again.shape == (len(pool), 2)
+
+
+def test_items_the_labeler_could_not_label_are_never_pseudo_labelled(tmp_path):
+    import json
+
+    from tenni.data import as_dataset
+    from tenni.selftrain import SelfTrainConfig, label_locally, self_train
+    from tenni.strategies.scratch import TfidfScratch
+
+    train, pool = as_dataset(_texts("labeled", 6, 1)), as_dataset((_texts("pool", 20, 2)[0], None))
+
+    def holes(teacher, pool, round_no, workdir):
+        proba = label_locally(teacher, pool, round_no, workdir)
+        proba[:5] = np.nan  # rejected by the job (an undecodable row, say)
+        return proba
+
+    result = self_train(TfidfScratch, train, pool, SelfTrainConfig(rounds=1), checkpoint=tmp_path, labeler=holes)
+    kept = json.loads((tmp_path / "round-1.json").read_text())["indices"]
+    assert result.rounds[0].kept == len(pool) - 5 and min(kept) >= 5
+
+
+def test_pool_engine_options_are_checked_before_anything_runs(tmp_path, capsys, monkeypatch):
+    from .conftest import write_csv
+    from .test_cli import run
+
+    train = write_csv(tmp_path / "train.csv", *_texts("labeled", 6, 1))
+    pool = tmp_path / "pool.txt"
+    pool.write_text("\n".join(_texts("pool", 5, 2)[0]) + "\n")
+    for extra, message in ((["--actors", "2"], "--pool-engine ray"), (["--pool-engine", "spark"], "unknown pool")):
+        code, _, err = run(capsys, monkeypatch, "fit", train, "-s", "scratch", "--unlabeled", pool, *extra)
+        assert code == 2 and message in err and "Traceback" not in err
+    with pytest.raises(ConfigError, match="need an unlabeled pool"):
+        from tenni.distributed import ClusterLabeler
+
+        tenni.fit(_texts("labeled", 4, 1), pool_labeler=ClusterLabeler("local"))

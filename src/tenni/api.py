@@ -66,8 +66,8 @@ def fit(data, *, test=None, strategy: str | None = None, backbone: str = AUTO,
         text_col: str | None = None, label_col: str | None = None, encoding: str = "auto",
         budget: float | str | None = None, evaluation: str = "auto", skip_bad_files: bool = False,
         task: str = "classify", unlabeled=None, rounds: int | None = None, student: str | None = None,
-        selftrain: dict | None = None, labels=None, label_descriptions=None, label_names: bool = True,
-        checkpoint_dir: str | Path | None = None, resume: bool = False) -> Model:
+        selftrain: dict | None = None, pool_labeler=None, labels=None, label_descriptions=None,
+        label_names: bool = True, checkpoint_dir: str | Path | None = None, resume: bool = False) -> Model:
     """Fit ``strategy`` on ``data`` and measure it, beside the no-transfer baseline, on a held-out set.
 
     ``data`` is a file (CSV, TSV, JSONL, Parquet), a folder of class sub-folders, a ``(texts, labels)`` pair, a
@@ -90,7 +90,9 @@ def fit(data, *, test=None, strategy: str | None = None, backbone: str = AUTO,
     ``unlabeled``: a pool of unlabeled examples of the same kind (a file, a column, a folder) for self-training
     (``rounds`` teacher -> student rounds, see :mod:`tenni.selftrain`); the model is then measured on a hold-out
     beside the same strategy without the pool. ``student`` (``probe`` or ``scratch``) also distils the result
-    into a faster model, measured beside it (``model.student``).
+    into a faster model, measured beside it (``model.student``). ``pool_labeler``: who labels the pool each round
+    (in this process, a chunk at a time, by default; ``tenni.distributed.ClusterLabeler()`` runs it as a
+    resumable job on a Ray cluster).
 
     Label names (text): ``labels=["World", "Sports", ...]`` with unlabeled ``data`` fits a zero-shot model (no
     labeled examples; evaluated only on a labeled ``test``). With labeled data, ``auto`` uses the labels as a
@@ -137,8 +139,8 @@ def fit(data, *, test=None, strategy: str | None = None, backbone: str = AUTO,
         return fit_without_labels(data, labels, test=test, strategy=strategy, backbone=backbone, config=config,
                                   seed=seed, descriptions=descriptions, where=described_in, **read)
     config = label_config(strategy, config, label_names, descriptions)
-    if unlabeled is None and (rounds is not None or student is not None or selftrain):
-        raise ConfigError("--rounds and --student need an unlabeled pool", hint="add --unlabeled POOL")
+    if unlabeled is None and (rounds is not None or student is not None or selftrain or pool_labeler is not None):
+        raise ConfigError("--rounds, --student and --pool-engine need an unlabeled pool", hint="add --unlabeled POOL")
     if unlabeled is not None:
         if budget is not None:
             if (strategy or DEFAULT_STRATEGY) != "auto":
@@ -146,7 +148,7 @@ def fit(data, *, test=None, strategy: str | None = None, backbone: str = AUTO,
             config = dict(config or {}, budget=parse_budget(budget))
         return fit_with_pool(data, unlabeled, test=test, strategy=strategy, backbone=backbone, config=config,
                              seed=seed, baseline=baseline, test_size=test_size, read=read, rounds=rounds,
-                             student=student, selftrain=selftrain)
+                             student=student, selftrain=selftrain, labeler=pool_labeler)
     data, test = _folder_test_split(data, test)
     if budget is not None:
         if (strategy or DEFAULT_STRATEGY) != "auto":
@@ -198,7 +200,7 @@ def parse_budget(budget: float | str) -> float:
 
 def fit_with_pool(data, unlabeled, *, test=None, strategy=None, backbone: str = AUTO, config=None, seed: int = 0,
                   baseline: bool = True, test_size: float = 0.2, read: dict | None = None, rounds: int | None = None,
-                  student: str | None = None, selftrain: dict | None = None) -> Model:
+                  student: str | None = None, selftrain: dict | None = None, labeler=None) -> Model:
     """Self-training on an unlabeled pool, measured on a hold-out beside the same strategy without the pool."""
     import time
 
@@ -252,11 +254,12 @@ def fit_with_pool(data, unlabeled, *, test=None, strategy=None, backbone: str = 
     if check is not None and not check["helps"]:
         student_acc, teacher_acc = np.mean(check["student_accuracy"]), np.mean(check["teacher_accuracy"])
         warn(f"self-training skipped: on {check['folds']} folds of the labeled data the student scored "
-             f"{student_acc:.3f} against the labels-only {teacher_acc:.3f} (the pool would not help here); the model "
-             "is the labels-only one")
+             f"{student_acc:.3f} against the labels-only {teacher_acc:.3f} ({check['teacher_only']} labels only the "
+             f"labels-only model got right, {check['student_only']} only the student; sign test p = "
+             f"{check['p_worse']:.3f}): the pool would hurt here; the model is the labels-only one")
         result = SelfTrainResult(labels_only, pool_size=len(pool))  # the model the labels-only row measured
     else:
-        result = self_train(make, train, pool, cfg, teacher=teacher, checkpoint=checkpoint)
+        result = self_train(make, train, pool, cfg, teacher=teacher, checkpoint=checkpoint, labeler=labeler)
     result.check = check
     predictions = result.estimator.predict(test_set.inputs)
     seconds = plain.seconds + time.perf_counter() - start

@@ -109,6 +109,12 @@ def fit(
                                           help="Unlabeled pool of the same kind for self-training (a .txt file, "
                                                "a CSV/JSONL/Parquet column, or a folder)."),
     rounds: int | None = typer.Option(None, "--rounds", help="Self-training rounds [2]."),
+    pool_engine: str = typer.Option("local", "--pool-engine",
+                                    help="Who labels the --unlabeled pool each round: local (this process), or ray "
+                                         "(a resumable job on a Ray actor pool, for pools too big for one machine)."),
+    address: str | None = typer.Option(None, "--address", help="--pool-engine ray: a running cluster (auto or "
+                                                               "HOST:PORT); default: a local Ray on 127.0.0.1."),
+    actors: int | None = typer.Option(None, "--actors", help="--pool-engine ray: actors in the pool."),
     student: str | None = typer.Option(None, "--student",
                                        help="Also distil a faster model on the pool: probe or scratch (saved to "
                                             "OUTPUT-student)."),
@@ -189,7 +195,8 @@ def fit(
                         encoding=encoding, budget=parse_duration(budget) if budget else None,
                         evaluation=evaluation, skip_bad_files=skip_bad_files, task=task, unlabeled=unlabeled,
                         rounds=rounds, student=student, labels=labels, label_descriptions=label_descriptions,
-                        label_names=label_names, checkpoint_dir=checkpoints, resume=resume)
+                        label_names=label_names, checkpoint_dir=checkpoints, resume=resume,
+                        pool_labeler=_pool_labeler(pool_engine, address, actors))
     if not main_process:
         return
     if output is not None:
@@ -232,6 +239,19 @@ def fit(
     out.print(f"saved to {output}" if output else "not saved (pass -o DIR to keep the model)", soft_wrap=True)
 
 
+def _pool_labeler(engine: str, address: str | None, actors: int | None):
+    """None (the pool labelled in this process) or a cluster job per round (tenni.distributed.ClusterLabeler)."""
+    if engine == "local":
+        if address is not None or actors is not None:
+            raise ConfigError("--address and --actors are for --pool-engine ray", hint="add --pool-engine ray")
+        return None
+    if engine != "ray":
+        raise ConfigError(f"unknown pool engine '{engine}'", hint="use local or ray")
+    from .distributed import ClusterLabeler
+
+    return ClusterLabeler("ray", address=address, actors=actors)
+
+
 def _print_self_training(model, output) -> None:
     st = model.metrics.get("self_training")
     if not st:
@@ -239,8 +259,8 @@ def _print_self_training(model, output) -> None:
     head = (f"self-training on {st['pool_size']} unlabeled items ({st['dropped_leaks']} left out: duplicates of the "
             "test data): ")
     if st.get("skipped"):
-        out.print(head + "skipped, since on folds of the labeled data the pool did not help; the model is the "
-                  "labels-only one", soft_wrap=True)
+        out.print(head + "skipped, since on folds of the labeled data the student did worse than the labels "
+                  "alone; the model is the labels-only one", soft_wrap=True)
     else:
         kept = ", ".join(str(r["kept"]) for r in st["rounds"])
         out.print(head + f"pseudo-labels kept per round {kept}; {100 * st['gain_over_labels_only']:+.1f} accuracy "

@@ -243,3 +243,23 @@ def test_ray_missing_is_one_line_naming_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(ConfigError, match=r"pip install 'tenni\[ray\]'"):
         require_ray()
+
+
+def test_self_training_labels_its_pool_on_ray_as_it_does_in_process(ray_cluster, tmp_path, monkeypatch):
+    """``tenni.fit(..., unlabeled=pool, pool_labeler=ClusterLabeler(...))``: each round's teacher labels the pool as
+    a job on the actor pool; the self-trained model is the one labelling in this process gives."""
+    import tenni
+    from tenni.distributed import ClusterLabeler
+
+    from ..test_selftrain import _texts
+
+    train, pool, test = _texts("labeled", 6, 1), _texts("pool", 40, 2), _texts("test", 10, 3)
+    here = tenni.fit(train, test=test, strategy="scratch", unlabeled=pool[0], baseline=False, seed=5, rounds=1)
+    labeler = ClusterLabeler("ray", address=ray_cluster, actors=2, rows_per_shard=20)
+    monkeypatch.setenv("TENNI_CACHE_DIR", str(tmp_path))  # a cache of its own: the run must not resume the first
+    there = tenni.fit(train, test=test, strategy="scratch", unlabeled=pool[0], baseline=False, seed=5, rounds=1,
+                      pool_labeler=labeler)
+    assert there.metrics["self_training"]["rounds"][-1]["kept_per_class"] == \
+        here.metrics["self_training"]["rounds"][-1]["kept_per_class"]
+    assert there.metrics["results"][0]["accuracy"] == here.metrics["results"][0]["accuracy"] >= 0.9
+    assert [s["engine"] for s in labeler.summaries] == ["ray"] and labeler.summaries[0]["shards"] == 4

@@ -3,6 +3,7 @@
     from tenni.distributed import predict_at_scale, embed_at_scale
     predict_at_scale("model/", "tickets/", "preds/")            # a local Ray on 127.0.0.1, every core
     predict_at_scale("model/", "tickets/", "preds/", address="auto", actors=8)
+    tenni.fit("labeled.csv", unlabeled="pool.parquet", pool_labeler=ClusterLabeler(address="auto"))
 
 Ray is optional (``pip install 'tenni[ray]'``) and imported only when the Ray engine runs.
 """
@@ -10,5 +11,6 @@ Ray is optional (``pip install 'tenni[ray]'``) and imported only when the Ray en
 from __future__ import annotations
 
 from .batch import embed_at_scale, predict_at_scale
+from .pool_labels import ClusterLabeler
 
-__all__ = ["embed_at_scale", "predict_at_scale"]
+__all__ = ["ClusterLabeler", "embed_at_scale", "predict_at_scale"]
