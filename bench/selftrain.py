@@ -12,6 +12,9 @@ split is the full-data reference. At N = 64, seed 0, the self-trained model is a
 (``student="scratch"``): its accuracy and predictions per second beside the teacher's. Results are written after
 every run; a re-run skips what is done.
 
+``--teacher hybrid`` self-trains the hybrid (probe + TF-IDF; its students vote evenly), with a hybrid on all the
+labels as its full-data row (text sets only).
+
 ``--teacher names`` runs the probe blended with the label-name prior instead (``auto`` racing the probe alone, so
 its label-name prior is on, as in a default ``fit`` whose race picks the probe): labels only and with the pool, the
 blend teaching the first round. Its rows are ``probe+names (labels only)`` and ``probe+names + self-training``.
@@ -36,7 +39,8 @@ BACKBONE = {"livedoor_news": "text/e5-small-multilingual", "cats_vs_dogs": "imag
 
 
 TEACHERS = {"probe": ("probe", None, "probe"),
-            "names": ("auto", {"candidates": ["probe"]}, "probe+names")}
+            "names": ("auto", {"candidates": ["probe"]}, "probe+names"),
+            "hybrid": ("hybrid", None, "hybrid")}
 """--teacher: (strategy, its options, the rows' name)."""
 
 
@@ -47,7 +51,7 @@ def run_one(results: Results, name: str, n, seed: int, train, test, max_pool: in
     backbone = BACKBONE.get(name, "text/minilm")
     strategy, options, label = TEACHERS[teacher]
     if n == "all":  # the full-data references: the probe, and the from-scratch baseline (TF-IDF, a small CNN)
-        for kind in ("probe", "scratch"):
+        for kind in (("hybrid",) if teacher == "hybrid" else ("probe", "scratch")):
             if results.done(dataset=name, n=n, seed=0, method=f"{kind} (all labels)"):
                 continue
             start = time.perf_counter()

@@ -381,3 +381,16 @@ def test_pool_engine_options_are_checked_before_anything_runs(tmp_path, capsys, 
         from tenni.distributed import ClusterLabeler
 
         tenni.fit(_texts("labeled", 4, 1), pool_labeler=ClusterLabeler("local"))
+
+
+def test_a_self_trained_hybrids_students_vote_evenly_unless_told_otherwise():
+    """A hybrid's students blend the probe and TF-IDF evenly rather than re-choosing the weight by a CV that would
+    score pseudo-labels; a weight the caller gives still wins."""
+    train, pool, test = _texts("labeled", 6, 1), _texts("pool", 20, 2), _texts("test", 5, 3)
+    common = {"test": test, "strategy": "hybrid", "backbone": "text/minilm", "unlabeled": pool[0],
+              "baseline": False, "rounds": 1, "selftrain": {"check_folds": 0}}
+    model = tenni.fit(train, **common)
+    assert model.estimator.weight_ == 0.5 and tuple(model.estimator.config_.weights) == (0.5,)
+    assert model.metrics["self_training"]["rounds"][0]["kept"] == 40
+    told = tenni.fit(train, config={"weights": (1.0,)}, **common)
+    assert told.estimator.weight_ == 1.0

@@ -235,16 +235,16 @@ def fit_with_pool(data, unlabeled, *, test=None, strategy=None, backbone: str = 
     teacher = labels_only if getattr(labels_only, "prior_", None) is not None else chosen
     teaching = name if teacher is chosen else f"{name} + label-name prior (weight {labels_only.prior_weight_:g})"
 
-    def make():
-        return make_estimator(name, backbone, options, seed, train.modality)
+    def make(**extra):  # extra: what a self-training student is built with (Strategy.student_options)
+        return make_estimator(name, backbone, {**extra, **(options or {})} or None, seed, train.modality)
 
     from ._paths import cache_dir
     from .selftrain import run_key
 
     weights = f"{backbone}@{getattr(space, 'fingerprint', '')}" if space is not None else None  # its own run
     # the students' whole config, defaults included: a default that changes between versions changes the key
-    checkpoint = cache_dir() / "selftrain" / run_key(teaching, make().config_dict(), train, pool, cfg, seed,
-                                                     backbone=weights)
+    students = make(**make().student_options()).config_dict()
+    checkpoint = cache_dir() / "selftrain" / run_key(teaching, students, train, pool, cfg, seed, backbone=weights)
     start = time.perf_counter()
     check = None
     if cfg.check_folds >= 2 and name in CHEAP_STRATEGIES:

@@ -179,7 +179,8 @@ def label_locally(teacher, pool: Dataset, round_no: int, workdir: Path | None = 
 
 def self_train(make, train: Dataset, pool: Dataset, cfg: SelfTrainConfig, *, teacher=None,
                checkpoint: Path | None = None, show: bool = True, labeler=None) -> SelfTrainResult:
-    """Rounds of teacher -> pseudo-labels -> student; ``make()`` builds a fresh estimator of the strategy.
+    """Rounds of teacher -> pseudo-labels -> student; ``make(**options)`` builds a fresh estimator of the strategy
+    (a student gets the strategy's ``student_options``: a hybrid's views vote evenly).
 
     With ``checkpoint`` (a folder), each finished round's pseudo-labels are saved there; a run interrupted after
     some rounds resumes from the last one (its student is refitted from the saved pseudo-labels, the earlier
@@ -190,12 +191,17 @@ def self_train(make, train: Dataset, pool: Dataset, cfg: SelfTrainConfig, *, tea
 
     done = _load_rounds(checkpoint)
     result = SelfTrainResult(None, pool_size=len(pool))
+    options = getattr(make(), "student_options", dict)()  # what a student is built with (hybrid: an even vote)
+
+    def make_student():
+        return make(**options) if options else make()
+
     hidden = pool.labels  # benchmarks pass pools whose labels are hidden from training: report accuracy
     if done:
         last = done[-1]
         info(f"self-training: resuming after round {len(done)} of {cfg.rounds} ({checkpoint})")
-        teacher = make().fit(list(train.inputs) + [pool.inputs[i] for i in last["indices"]],
-                             list(train.labels) + last["pseudo"])
+        teacher = make_student().fit(list(train.inputs) + [pool.inputs[i] for i in last["indices"]],
+                                     list(train.labels) + last["pseudo"])
         result.rounds = [RoundRecord(**d["record"]) for d in done]
     else:
         teacher = teacher if teacher is not None else make().fit(train.inputs, train.labels)
@@ -229,7 +235,8 @@ def self_train(make, train: Dataset, pool: Dataset, cfg: SelfTrainConfig, *, tea
                     warn(f"self-training round {r}: no pool item reached confidence {cfg.threshold}; stopping")
                 result.rounds.append(record)
                 break
-            student = make().fit(list(train.inputs) + [pool.inputs[i] for i in idx], list(train.labels) + pseudo)
+            student = make_student().fit(list(train.inputs) + [pool.inputs[i] for i in idx],
+                                         list(train.labels) + pseudo)
             teacher = student
             record.seconds = time.perf_counter() - start
             result.rounds.append(record)

@@ -98,6 +98,13 @@ def test_hybrid_picks_tfidf_when_the_backbone_cannot_see_the_signal(tiny_backbon
     assert set(est.cv_) == {str(w) for w in est.config_.weights}
 
 
+def test_a_single_hybrid_weight_is_the_weight_used(tiny_backbone, train_data):
+    """``weights=(0.8,)`` fixes the blend at 0.8 (it was taken for "no CV" and became an even 0.5)."""
+    for weights, expected in (((0.8,), 0.8), ((0.0,), 0.0)):
+        est = get_strategy_class("hybrid")(backbone=str(tiny_backbone), config={"weights": weights}).fit(*train_data)
+        assert est.weight_ == expected and est.cv_ == {}
+
+
 def test_auto_races_within_a_tiny_budget_and_round_trips(train_data, test_data, tmp_path):
     """With 5 seconds, only the cheap candidates can run; the trained ones are stopped, never half-counted."""
     est = get_strategy_class("auto")(config={"budget": 5.0}).fit(*train_data)

@@ -200,3 +200,8 @@ class Strategy(SearchableOptions, ClassifierMixin, BaseEstimator):
 
     def config_dict(self) -> dict:
         return config_dict(self.config_)
+
+    def student_options(self) -> dict:
+        """Options a self-training student of this strategy is built with (it learns from true labels followed by
+        pseudo-labels, so a choice validated on them would score agreement with the teacher). None by default."""
+        return {}

@@ -90,11 +90,17 @@ class Hybrid(Strategy):
                     best = probe_only
             self.weight_ = float(best[3])
             self.cv_ = {str(w): {"accuracy": s[0], "log_loss": -s[1]} for s, w in zip(scores, cfg.weights)}
-        else:
-            self.weight_, self.cv_ = 0.5, {}
+        else:  # one candidate is a fixed weight; too few labels per class to cross-validate: an even blend
+            self.weight_, self.cv_ = (float(cfg.weights[0]) if len(cfg.weights) == 1 else 0.5), {}
         self.probe_, self.scratch_ = self._parts(cfg)
         self.probe_.fit(texts, labels)
         self.scratch_.fit(texts, labels)
+
+    def student_options(self) -> dict:
+        """Self-trained, the probe and TF-IDF students vote evenly (co-training's two views): a CV on 16-128 true
+        labels cannot tell blends apart (its choice jumps between 0 and 1 from seed to seed), and one over the
+        pseudo-labels too scores agreement with the teacher, not accuracy (docs/guides/selftrain.md)."""
+        return {"weights": (0.5,)}
 
     def _predict_proba(self, texts) -> np.ndarray:
         return (self.weight_ * self.probe_.predict_proba(texts)
