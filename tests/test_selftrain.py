@@ -394,3 +394,23 @@ def test_a_self_trained_hybrids_students_vote_evenly_unless_told_otherwise():
     assert model.metrics["self_training"]["rounds"][0]["kept"] == 40
     told = tenni.fit(train, config={"weights": (1.0,)}, **common)
     assert told.estimator.weight_ == 1.0
+
+
+def test_the_distilled_student_is_not_re_weighted_on_an_imbalanced_pool():
+    """The student fits the teacher's probabilities as they are: weighting them again by inverse class mass (the
+    heads' 'balanced' default) on a pool that is 90% one class tipped this student to the minority everywhere."""
+    from tenni.data import as_dataset
+    from tenni.selftrain import distill
+    from tenni.strategies.scratch import TfidfScratch
+
+    def imbalanced(kind, seed):
+        texts, labels = _texts(kind, 60, seed)
+        keep = [i for i, y in enumerate(labels) if y == "north"] + [i for i, y in enumerate(labels) if y == "south"][:6]
+        return [texts[i] for i in keep], [labels[i] for i in keep]
+
+    train = as_dataset(_texts("labeled", 6, 1))
+    pool, test = as_dataset((imbalanced("pool", 2)[0], None)), imbalanced("test", 3)
+    teacher = TfidfScratch().fit(train.inputs, train.labels)
+    student = distill(teacher, "scratch", train, pool, backbone="text/minilm")
+    assert student.config_.class_weight is None
+    assert np.mean(np.asarray(student.predict(test[0])) == np.asarray(test[1])) >= 0.9
