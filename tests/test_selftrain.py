@@ -352,7 +352,7 @@ def test_items_the_labeler_could_not_label_are_never_pseudo_labelled(tmp_path):
     import json
 
     from tenni.data import as_dataset
-    from tenni.selftrain import SelfTrainConfig, label_locally, self_train
+    from tenni.selftrain import SelfTrainConfig, label_locally, select_pseudo_labels, self_train
     from tenni.strategies.scratch import TfidfScratch
 
     train, pool = as_dataset(_texts("labeled", 6, 1)), as_dataset((_texts("pool", 20, 2)[0], None))
@@ -365,6 +365,11 @@ def test_items_the_labeler_could_not_label_are_never_pseudo_labelled(tmp_path):
     result = self_train(TfidfScratch, train, pool, SelfTrainConfig(rounds=1), checkpoint=tmp_path, labeler=holes)
     kept = json.loads((tmp_path / "round-1.json").read_text())["indices"]
     assert result.rounds[0].kept == len(pool) - 5 and min(kept) >= 5
+    # and where the budget would reach them: confident rows the labeler marked unusable are still left out
+    proba = np.array([[0.99, 0.01]] * 5 + [[0.6, 0.4]] * 5)
+    usable = np.array([False] * 5 + [True] * 5)
+    chosen = select_pseudo_labels(proba, np.array(["a", "b"]), np.array([1.0, 0.0]), 0.0, budget=10, usable=usable)
+    assert chosen.tolist() == [5, 6, 7, 8, 9]
 
 
 def test_pool_engine_options_are_checked_before_anything_runs(tmp_path, capsys, monkeypatch):
@@ -374,13 +379,19 @@ def test_pool_engine_options_are_checked_before_anything_runs(tmp_path, capsys, 
     train = write_csv(tmp_path / "train.csv", *_texts("labeled", 6, 1))
     pool = tmp_path / "pool.txt"
     pool.write_text("\n".join(_texts("pool", 5, 2)[0]) + "\n")
-    for extra, message in ((["--actors", "2"], "--pool-engine ray"), (["--pool-engine", "spark"], "unknown pool")):
-        code, _, err = run(capsys, monkeypatch, "fit", train, "-s", "scratch", "--unlabeled", pool, *extra)
+    for extra, message in ((["--unlabeled", pool, "--actors", "2"], "--pool-engine ray"),
+                           (["--unlabeled", pool, "--pool-engine", "spark"], "unknown pool"),
+                           (["--pool-engine", "ray"], "add --unlabeled POOL")):
+        code, _, err = run(capsys, monkeypatch, "fit", train, "-s", "scratch", *extra)
         assert code == 2 and message in err and "Traceback" not in err
-    with pytest.raises(ConfigError, match="need an unlabeled pool"):
-        from tenni.distributed import ClusterLabeler
+    from tenni.distributed import ClusterLabeler
 
+    with pytest.raises(ConfigError, match="labels an unlabeled pool"):
         tenni.fit(_texts("labeled", 4, 1), pool_labeler=ClusterLabeler("local"))
+    with pytest.raises(ConfigError, match="at least 1"):
+        ClusterLabeler("ray", actors=0)
+    with pytest.raises(ConfigError, match="ray engine"):
+        ClusterLabeler("local", address="auto")
 
 
 def test_a_self_trained_hybrids_students_vote_evenly_unless_told_otherwise():
@@ -414,3 +425,21 @@ def test_the_distilled_student_is_not_re_weighted_on_an_imbalanced_pool():
     student = distill(teacher, "scratch", train, pool, backbone="text/minilm")
     assert student.config_.class_weight is None
     assert np.mean(np.asarray(student.predict(test[0])) == np.asarray(test[1])) >= 0.9
+
+
+def test_a_config_dataclass_still_fits_with_a_pool():
+    """A caller's config dataclass (every option fixed) goes to the students as it is."""
+    from tenni.strategies.scratch import ScratchConfig
+
+    model = tenni.fit(_texts("labeled", 6, 1), test=_texts("test", 5, 3), strategy="scratch",
+                      config=ScratchConfig(C=5.0), unlabeled=_texts("pool", 10, 2)[0], rounds=1, baseline=False)
+    assert model.estimator.config_.C == 5.0
+
+
+def test_check_alpha_zero_never_runs_the_cross_check(monkeypatch):
+    import tenni.selftrain
+
+    monkeypatch.setattr(tenni.selftrain, "cross_check", lambda *a, **k: pytest.fail("the check ran"))
+    model = tenni.fit(_texts("labeled", 6, 1), test=_texts("test", 5, 3), strategy="scratch",
+                      unlabeled=_texts("pool", 10, 2)[0], rounds=1, baseline=False, selftrain={"check_alpha": 0})
+    assert model.metrics["self_training"]["check"] is None and not model.metrics["self_training"]["skipped"]

@@ -113,6 +113,8 @@ def fit(data, *, test=None, strategy: str | None = None, backbone: str = AUTO,
     if resume:
         raise ConfigError("resume continues from checkpoints: it needs checkpoint_dir",
                           hint="pass checkpoint_dir (tenni fit -o DIR keeps them in DIR.partial)")
+    if pool_labeler is not None and unlabeled is None:
+        raise ConfigError("--pool-engine labels an unlabeled pool", hint="add --unlabeled POOL, or drop --pool-engine")
     from .zeroshot_fit import check_described_labels, label_config, load_descriptions
 
     descriptions, described_in = load_descriptions(label_descriptions)
@@ -236,7 +238,10 @@ def fit_with_pool(data, unlabeled, *, test=None, strategy=None, backbone: str = 
     teaching = name if teacher is chosen else f"{name} + label-name prior (weight {labels_only.prior_weight_:g})"
 
     def make(**extra):  # extra: what a self-training student is built with (Strategy.student_options)
-        return make_estimator(name, backbone, {**extra, **(options or {})} or None, seed, train.modality)
+        given = options  # a config dataclass fixes every option: nothing to add to it
+        if extra and (options is None or isinstance(options, dict)):
+            given = {**extra, **(options or {})}  # the caller's own options win
+        return make_estimator(name, backbone, given, seed, train.modality)
 
     from ._paths import cache_dir
     from .selftrain import run_key
@@ -247,7 +252,7 @@ def fit_with_pool(data, unlabeled, *, test=None, strategy=None, backbone: str = 
     checkpoint = cache_dir() / "selftrain" / run_key(teaching, students, train, pool, cfg, seed, backbone=weights)
     start = time.perf_counter()
     check = None
-    if cfg.check_folds >= 2 and name in CHEAP_STRATEGIES:
+    if cfg.check_folds >= 2 and cfg.check_alpha > 0 and name in CHEAP_STRATEGIES:
         from .selftrain import SelfTrainResult, cross_check
 
         check = cross_check(make, train, pool, cfg, seed)

@@ -111,7 +111,7 @@ def fit(
     rounds: int | None = typer.Option(None, "--rounds", help="Self-training rounds [2]."),
     pool_engine: str = typer.Option("local", "--pool-engine",
                                     help="Who labels the --unlabeled pool each round: local (this process), or ray "
-                                         "(a resumable job on a Ray actor pool, for pools too big for one machine)."),
+                                         "(a resumable job on a Ray actor pool, for pools too slow to label here)."),
     address: str | None = typer.Option(None, "--address", help="--pool-engine ray: a running cluster (auto or "
                                                                "HOST:PORT); default: a local Ray on 127.0.0.1."),
     actors: int | None = typer.Option(None, "--actors", help="--pool-engine ray: actors in the pool."),
@@ -162,6 +162,9 @@ def fit(
 
         check_model_target(output)
     settings = {k: v for k, v in (("TENNI_DEVICE", device), ("TENNI_PRECISION", precision)) if v}
+    if pool_engine != "local" and (unlabeled is None or processes > 1):  # before Ray is imported or started
+        raise ConfigError("--pool-engine labels an --unlabeled pool in a single-process fit",
+                          hint="add --unlabeled POOL" if unlabeled is None else "drop --processes")
     if processes > 1 and not in_launched_run():
         check_parallel_fit(strategy, budget, task)
         with temporary_env(**settings):

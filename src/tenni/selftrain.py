@@ -282,7 +282,7 @@ def cross_check(make, train: Dataset, pool: Dataset, cfg: SelfTrainConfig, seed:
         teacher_only += int(np.sum(t_right & ~s_right))
         student_only += int(np.sum(s_right & ~t_right))
     p_worse = sign_test(teacher_only, student_only)
-    helps = p_worse > cfg.check_alpha
+    helps = cfg.check_alpha == 0 or p_worse > cfg.check_alpha
     return {"folds": folds, "teacher_accuracy": teacher_acc, "student_accuracy": student_acc,
             "teacher_only": teacher_only, "student_only": student_only, "p_worse": p_worse, "helps": helps}
 
@@ -323,7 +323,7 @@ def distill(teacher, kind: str, train: Dataset, pool: Dataset, *, backbone: str,
 
     check_student(kind, train.modality)
     classes = np.asarray(teacher.classes_)
-    soft = teacher.predict_proba(pool.inputs) if len(pool) else np.zeros((0, len(classes)))
+    soft = label_locally(teacher, pool, 0) if len(pool) else np.zeros((0, len(classes)))
     hard = np.zeros((len(train), len(classes)))
     hard[np.arange(len(train)), np.searchsorted(classes, np.asarray(train.labels))] = 1.0
     student = make_estimator(kind, backbone, {"class_weight": None}, seed, train.modality)

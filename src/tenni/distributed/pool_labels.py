@@ -1,10 +1,12 @@
 """Self-training's pool labelled as a scale-out job: each round's teacher runs over the pool like ``predict_at_scale``.
 
-For pools too large for one process's time: the round's teacher is saved as a model folder under the run's
-checkpoint, the pool as one Parquet file beside it (written once, the row number carried along), and the round is
-one predict job on the Ray engine (or the local one): finished shards are skipped when an interrupted round runs
-again. The teacher's probabilities come back in pool order; the students still train in this process, on the kept
-pseudo-labels. ``tenni fit LABELED --unlabeled POOL --pool-engine ray [--address auto] [--actors 8]``.
+For pools too slow to label in one process (labelling is each round's big cost): the round's teacher is saved as a
+model folder under the run's checkpoint, the pool as one Parquet file beside it (written once, the row number
+carried along), and the round is one predict job on the Ray engine (or the local one): finished shards are skipped
+when an interrupted round runs again. The teacher's probabilities come back in pool order (rounded to 6 decimals,
+as ``tenni predict`` writes them). The pool is still read into this process, the leak check encodes it here, and
+the students train here on the kept pseudo-labels.
+``tenni fit LABELED --unlabeled POOL --pool-engine ray [--address auto] [--actors 8]``.
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ class ClusterLabeler:
                  rows_per_shard: int = 4096, cpus_per_actor: float = 1.0):
         if engine not in ENGINES:
             raise ConfigError(f"unknown pool engine '{engine}'", hint=f"choose one of: {', '.join(ENGINES)}")
+        if actors is not None and actors < 1:
+            raise ConfigError(f"--actors must be at least 1, not {actors}")
+        if engine == "local" and (address is not None or actors is not None):
+            raise ConfigError("--address and --actors are for the ray engine", hint="use ClusterLabeler('ray', ...)")
         if engine == "ray":  # before any round runs, not after the first teacher is fitted
             from .ray_engine import require_ray
 
