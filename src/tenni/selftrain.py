@@ -244,6 +244,8 @@ def self_train(make, train: Dataset, pool: Dataset, cfg: SelfTrainConfig, *, tea
                 atomic_write_json(checkpoint / f"round-{r}.json", {
                     "indices": idx.tolist(), "pseudo": pseudo, "prior": np.asarray(prior).tolist(),
                     "record": vars(record)})
+                if hasattr(labeler, "round_done"):  # the round is saved: its labelling job's files can go
+                    labeler.round_done(r, checkpoint, last=r == cfg.rounds)
             if show:
                 info(f"self-training round {r}: {len(idx)} pseudo-labels kept ({record.kept_per_class})")
             bar.advance(1)

@@ -52,6 +52,15 @@ class ClusterLabeler:
                 return self._label(teacher, pool, round_no, Path(tmp))
         return self._label(teacher, pool, round_no, Path(workdir))
 
+    def round_done(self, round_no: int, workdir: Path, *, last: bool = False) -> None:
+        """The round's pseudo-labels are saved: remove its job's files (and, after the last round, the pool copy)."""
+        import shutil
+
+        for name in (f"round-{round_no}-teacher", f"round-{round_no}-labels"):
+            shutil.rmtree(Path(workdir) / name, ignore_errors=True)
+        if last:
+            (Path(workdir) / "pool.parquet").unlink(missing_ok=True)
+
     def _label(self, teacher, pool, round_no: int, workdir: Path) -> np.ndarray:
         import pyarrow.parquet as pq
 
