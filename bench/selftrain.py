@@ -7,10 +7,10 @@ For each dataset in ../shared/data, N labeled examples per class are sampled fro
 pool (its labels hidden from training: they only score the pseudo-labels), all of it by default; ``--max-pool N``
 caps it at N items drawn at random, to bound the encoding time (livedoor_news's long articles). The probe (MiniLM;
 the multilingual backbone for livedoor_news) is fitted on the labels alone and with the pool
-(``tenni.fit(..., unlabeled=pool)``), both scored on the whole test split, and a probe on the whole labeled train
-split is the full-data reference. At N = 64, seed 0, the self-trained model is also distilled into a TF-IDF student
-(``student="scratch"``): its accuracy and predictions per second beside the teacher's. Results are written after
-every run; a re-run skips what is done.
+(``tenni.fit(..., unlabeled=pool)``), both scored on the whole test split, and a probe and the from-scratch
+baseline on the whole labeled train split are the full-data references. At N = 64, seed 0, the self-trained model
+is also distilled into a TF-IDF student (``student="scratch"``): its accuracy and predictions per second beside the
+teacher's. Results are written after every run; a re-run skips what is done.
 
 ``--teacher hybrid`` self-trains the hybrid (probe + TF-IDF; its students vote evenly), with a hybrid on all the
 labels as its full-data row (text sets only).
@@ -121,7 +121,7 @@ def main() -> None:
     parser.add_argument("--max-pool", type=int, default=0, help="cap the pool at this many items (0: no cap)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--teacher", choices=sorted(TEACHERS), default="probe",
-                        help="probe, or names: the probe blended with the label-name prior")
+                        help="probe; names: the probe blended with the label-name prior; hybrid: probe + TF-IDF")
     parser.add_argument("--out", default=None,
                         help="results JSON (default: the file behind the published table of --teacher; a re-run "
                              "skips the rows it holds: use a new file after a change)")

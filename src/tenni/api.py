@@ -141,8 +141,8 @@ def fit(data, *, test=None, strategy: str | None = None, backbone: str = AUTO,
         return fit_without_labels(data, labels, test=test, strategy=strategy, backbone=backbone, config=config,
                                   seed=seed, descriptions=descriptions, where=described_in, **read)
     config = label_config(strategy, config, label_names, descriptions)
-    if unlabeled is None and (rounds is not None or student is not None or selftrain or pool_labeler is not None):
-        raise ConfigError("--rounds, --student and --pool-engine need an unlabeled pool", hint="add --unlabeled POOL")
+    if unlabeled is None and (rounds is not None or student is not None or selftrain):
+        raise ConfigError("--rounds and --student need an unlabeled pool", hint="add --unlabeled POOL")
     if unlabeled is not None:
         if budget is not None:
             if (strategy or DEFAULT_STRATEGY) != "auto":

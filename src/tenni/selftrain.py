@@ -171,10 +171,8 @@ def label_locally(teacher, pool: Dataset, round_no: int, workdir: Path | None = 
     """The teacher's probabilities over the pool (columns in ``teacher.classes_`` order), in this process, a chunk
     at a time (the features go through the backbone's feature cache, so a resumed round re-reads them)."""
     inputs = pool.inputs
-    if len(inputs) <= POOL_CHUNK:
-        return np.asarray(teacher.predict_proba(inputs), dtype=np.float64)
     return np.vstack([np.asarray(teacher.predict_proba(inputs[i:i + POOL_CHUNK]), dtype=np.float64)
-                      for i in range(0, len(inputs), POOL_CHUNK)])
+                      for i in range(0, max(len(inputs), 1), POOL_CHUNK)])
 
 
 def self_train(make, train: Dataset, pool: Dataset, cfg: SelfTrainConfig, *, teacher=None,

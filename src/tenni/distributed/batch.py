@@ -69,16 +69,22 @@ def _weights_sha(model_dir) -> str | None:
         return None
 
 
-def _run(spec, identity, modality, data, out_dir, *, engine, address, actors, batch_size, rows_per_shard,
-         text_col, cache, cpus_per_actor) -> dict:
-    from .._logging import info, progress
-
+def check_engine(engine: str, address: str | None, actors: int | None, flag: str = "--engine") -> None:
+    """A known engine, and ``address``/``actors`` only where they mean something (the Ray one)."""
     if engine not in ENGINES:
         raise ConfigError(f"unknown engine '{engine}'", hint=f"choose one of: {', '.join(ENGINES)}")
     if actors is not None and actors < 1:
         raise ConfigError(f"--actors must be at least 1, not {actors}")
     if engine == "local" and (address is not None or actors is not None):
-        raise ConfigError("--address and --actors are for --engine ray", hint="add --engine ray, or drop them")
+        raise ConfigError(f"--address and --actors are for the ray engine ({flag} ray)",
+                          hint=f"add {flag} ray, or drop them")
+
+
+def _run(spec, identity, modality, data, out_dir, *, engine, address, actors, batch_size, rows_per_shard,
+         text_col, cache, cpus_per_actor) -> dict:
+    from .._logging import info, progress
+
+    check_engine(engine, address, actors)
     out_dir = Path(out_dir)
     shards, data_modality = plan_shards(data, rows_per_shard)
     if data_modality != "text" and data_modality != modality:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, TenniError
-from .batch import ENGINES, predict_at_scale
+from .batch import check_engine, predict_at_scale
 
 ROW = "_row"
 
@@ -31,12 +31,7 @@ class ClusterLabeler:
 
     def __init__(self, engine: str = "ray", *, address: str | None = None, actors: int | None = None,
                  rows_per_shard: int = 4096, cpus_per_actor: float = 1.0):
-        if engine not in ENGINES:
-            raise ConfigError(f"unknown pool engine '{engine}'", hint=f"choose one of: {', '.join(ENGINES)}")
-        if actors is not None and actors < 1:
-            raise ConfigError(f"--actors must be at least 1, not {actors}")
-        if engine == "local" and (address is not None or actors is not None):
-            raise ConfigError("--address and --actors are for the ray engine", hint="use ClusterLabeler('ray', ...)")
+        check_engine(engine, address, actors, flag="--pool-engine")
         if engine == "ray":  # before any round runs, not after the first teacher is fitted
             from .ray_engine import require_ray
 
