@@ -445,3 +445,29 @@ def test_check_alpha_zero_never_runs_the_cross_check(monkeypatch):
     model = tenni.fit(_texts("labeled", 6, 1), test=_texts("test", 5, 3), strategy="scratch",
                       unlabeled=_texts("pool", 10, 2)[0], rounds=1, baseline=False, selftrain={"check_alpha": 0})
     assert model.metrics["self_training"]["check"] is None and not model.metrics["self_training"]["skipped"]
+
+
+def test_speed_is_timed_after_a_warm_up_and_without_the_feature_cache(tiny_backbone):
+    """The teacher's first call may load its backbone's weights: that must not count as prediction time; the
+    measurement reads no feature cache, and the backbone gets its own cache back."""
+    from tenni.backbones import get_backbone
+    from tenni.choose import make_estimator
+    from tenni.selftrain import predictions_per_second
+
+    from .conftest import make_texts
+
+    texts, labels = make_texts(10, seed=1)
+    probe = make_estimator("probe", str(tiny_backbone), None, 0, "text").fit(texts, labels)
+    backbone = get_backbone(probe.backbone)
+    own = backbone._cache
+    calls = []
+    original = probe.predict_proba
+
+    def recording(inputs):
+        calls.append((len(inputs), backbone._cache is own))
+        return original(inputs)
+
+    probe.predict_proba = recording
+    assert predictions_per_second(probe, texts) > 0
+    assert calls == [(8, False), (len(texts), False)]
+    assert backbone._cache is own
