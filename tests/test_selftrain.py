@@ -471,3 +471,18 @@ def test_speed_is_timed_after_a_warm_up_and_without_the_feature_cache(tiny_backb
     assert predictions_per_second(probe, texts) > 0
     assert calls == [(8, False), (len(texts), False)]
     assert backbone._cache is own
+
+
+def test_a_run_that_stops_early_leaves_no_job_files(tmp_path):
+    """No pool item confident enough: the run ends in round 1, and its labelling job's files go with it."""
+    from tenni.data import as_dataset
+    from tenni.distributed import ClusterLabeler
+    from tenni.selftrain import SelfTrainConfig, self_train
+    from tenni.strategies.scratch import TfidfScratch
+
+    train, pool = as_dataset(_texts("labeled", 6, 1)), as_dataset((_texts("pool", 10, 2)[0], None))
+    job = ClusterLabeler("local", rows_per_shard=8)
+    result = self_train(TfidfScratch, train, pool, SelfTrainConfig(rounds=2, threshold=1.0), checkpoint=tmp_path,
+                        labeler=job)
+    assert [r.kept for r in result.rounds] == [0] and job.summaries[0]["items"] == len(pool)
+    assert list(tmp_path.iterdir()) == []

@@ -232,6 +232,8 @@ def self_train(make, train: Dataset, pool: Dataset, cfg: SelfTrainConfig, *, tea
                 if show:
                     warn(f"self-training round {r}: no pool item reached confidence {cfg.threshold}; stopping")
                 result.rounds.append(record)
+                if hasattr(labeler, "round_done") and checkpoint is not None:  # the run ends here: nothing to resume
+                    labeler.round_done(r, checkpoint, last=True)
                 break
             student = make_student().fit(list(train.inputs) + [pool.inputs[i] for i in idx],
                                          list(train.labels) + pseudo)
