@@ -85,7 +85,7 @@ def run_one(results: Results, name: str, n, seed: int, train, test, max_pool: in
     results.add(dict(common, method=f"{label} (labels only)", accuracy=rows[plain]["accuracy"],
                      macro_f1=rows[plain]["macro_f1"], seconds=rows[plain]["seconds"]))
     extra = {"rounds": st["rounds"], "dropped_leaks": st["dropped_leaks"], "teacher": st["teacher"],
-             "skipped": st["skipped"], "load_average": round(os.getloadavg()[0], 2)}
+             "skipped": st["skipped"], "check": st.get("check"), "load_average": round(os.getloadavg()[0], 2)}
     if student:
         extra["student"] = model.metrics["student"]
     results.add(dict(common, method=f"{label} + self-training", accuracy=rows[trained]["accuracy"],
