@@ -10,7 +10,8 @@ the multilingual backbone for livedoor_news) is fitted on the labels alone and w
 (``tenni.fit(..., unlabeled=pool)``), both scored on the whole test split, and a probe and the from-scratch
 baseline on the whole labeled train split are the full-data references. At N = 64, seed 0, the self-trained model
 is also distilled into a TF-IDF student (``student="scratch"``): its accuracy and predictions per second beside the
-teacher's. Results are written after every run; a re-run skips what is done.
+teacher's; ``--student small`` distils into the backbone cut to one layer and fine-tuned instead, on every seed
+(its own results file and table). Results are written after every run; a re-run skips what is done.
 
 ``--teacher hybrid`` self-trains the hybrid (probe + TF-IDF; its students vote evenly), with a hybrid on all the
 labels as its full-data row (text sets only).
@@ -43,9 +44,11 @@ TEACHERS = {"probe": ("probe", None, "probe"),
             "hybrid": ("hybrid", None, "hybrid")}
 """--teacher: (strategy, its options, the rows' name)."""
 
+STUDENT_NAMES = {"scratch": "TF-IDF", "small": "backbone cut to 1 layer, fine-tuned", "probe": "probe"}
+
 
 def run_one(results: Results, name: str, n, seed: int, train, test, max_pool: int, rounds: int,
-            teacher: str = "probe") -> None:
+            teacher: str = "probe", student_kind: str = "scratch") -> None:
     import tenni
 
     backbone = BACKBONE.get(name, "text/minilm")
@@ -71,8 +74,8 @@ def run_one(results: Results, name: str, n, seed: int, train, test, max_pool: in
         rest = sorted(rng.choice(rest, size=min(max_pool, len(rest)), replace=False).tolist())
     pool = train.subset(rest)
     student = None  # images: the probe is already the fast model (no scratch student for them)
-    if int(n) == 64 and seed == 0 and train.modality == "text" and teacher == "probe":
-        student = "scratch"
+    if int(n) == 64 and (seed == 0 or student_kind != "scratch") and train.modality == "text" and teacher == "probe":
+        student = student_kind  # the TF-IDF student on seed 0; the small one on every seed
     start = time.perf_counter()
     model = tenni.fit(labeled, test=test, strategy=strategy, config=options, backbone=backbone, unlabeled=pool,
                       rounds=rounds, student=student, baseline=False)
@@ -102,13 +105,12 @@ def render_table(data: dict) -> str:
                      f"{r['accuracy_std']:.3f} | {r['seeds']} | {r['seconds_mean']:.0f} |")
     students = [r for r in data["runs"] if r.get("student")]
     if students:
-        lines += ["", "| set | teacher accuracy | student (scratch: TF-IDF, or a CNN on images) accuracy | "
-                  "teacher / student predictions per s |",
-                  "|---|---|---|---|"]
-        for r in students:
+        lines += ["", "| set | seed | teacher accuracy | student | student accuracy | teacher / student predictions "
+                      "per s |", "|---|---|---|---|---|---|"]
+        for r in sorted(students, key=lambda r: (r["dataset"], r["seed"])):
             s = r["student"]
-            lines.append(f"| {r['dataset']} | {r['accuracy']:.3f} | {s['accuracy']:.3f} | "
-                         f"{s['predictions_per_second']['teacher']:.0f} / "
+            lines.append(f"| {r['dataset']} | {r['seed']} | {r['accuracy']:.3f} | {STUDENT_NAMES[s['kind']]} | "
+                         f"{s['accuracy']:.3f} | {s['predictions_per_second']['teacher']:.0f} / "
                          f"{s['predictions_per_second']['student']:.0f} |")
     return "\n".join(lines)
 
@@ -122,14 +124,19 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--teacher", choices=sorted(TEACHERS), default="probe",
                         help="probe; names: the probe blended with the label-name prior; hybrid: probe + TF-IDF")
+    parser.add_argument("--student", choices=["scratch", "small"], default="scratch",
+                        help="the student distilled at N = 64, seed 0 (--teacher probe): scratch (TF-IDF) or small "
+                             "(the backbone cut to one layer, fine-tuned; its own results file and table)")
     parser.add_argument("--out", default=None,
                         help="results JSON (default: the file behind the published table of --teacher; a re-run "
                              "skips the rows it holds: use a new file after a change)")
     parser.add_argument("--machine", default="quiet: one job at a time",
                         help="what else ran on the machine, recorded in the JSON")
     args = parser.parse_args()
-    args.out = args.out or str(RESULTS / ("selftrain_full.json" if args.teacher == "probe"
-                                          else f"selftrain_{args.teacher}_full.json"))
+    tag = "selftrain" if args.teacher == "probe" else f"selftrain-{args.teacher}"
+    if args.student != "scratch":
+        tag += f"-{args.student}"
+    args.out = args.out or str(RESULTS / (tag.replace("-", "_") + "_full.json"))
     from tenni.data import read_dataset
 
     results = Results(Path(args.out), {"environment": environment(), "max_pool": args.max_pool,
@@ -141,9 +148,9 @@ def main() -> None:
         for n in args.ns.split(","):
             for seed in ([0] if n == "all" else [int(s) for s in args.seeds.split(",")]):
                 if n == "all" or args.teacher == "probe" or train.modality == "text":
-                    run_one(results, name, n, seed, train, test, args.max_pool, args.rounds, args.teacher)
-    publish("selftrain" if args.teacher == "probe" else f"selftrain-{args.teacher}", args.out,
-            render_table(results.data))
+                    run_one(results, name, n, seed, train, test, args.max_pool, args.rounds, args.teacher,
+                            args.student)
+    publish(tag, args.out, render_table(results.data))
 
 
 if __name__ == "__main__":

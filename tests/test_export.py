@@ -282,3 +282,20 @@ def test_served_with_the_onnx_runtime(saved, tmp_path, test_data):
         reply = client.post("/v1/models/onnx/predict", json={"inputs": texts})
     assert reply.status_code == 200, reply.text
     assert [p["label"] for p in reply.json()["predictions"]] == tenni.load(saved("probe")).predict(texts)
+
+
+def test_a_finetuned_model_cut_to_fewer_layers_exports_as_the_cut_model(saved, tiny_backbone, train_data, tmp_path,
+                                                                         check_csv, test_data):
+    """A cut encoder (finetune's ``layers``: the distilled ``small`` student) exports with parity, and its graph
+    holds only the layers kept."""
+    est = get_strategy_class("finetune")(backbone=str(tiny_backbone), seed=0,
+                                         config=dict(FAST_CONFIGS["finetune"], layers=1))
+    folder = tenni.Model(est.fit(*train_data)).save(tmp_path / "cut")
+    export_model(folder, tmp_path / "onnx", check=check_csv)
+    export_model(saved("finetune"), tmp_path / "full")
+    parity = json.loads((tmp_path / "onnx" / "parity.json").read_text())
+    assert parity["max_abs_diff_fp32"] < 1e-4
+    onnx_model = load_onnx_model(tmp_path / "onnx")
+    np.testing.assert_allclose(onnx_model.predict_proba(test_data[0]), tenni.load(folder).predict_proba(test_data[0]),
+                               atol=1e-4)
+    assert (tmp_path / "onnx" / "model.onnx").stat().st_size < (tmp_path / "full" / "model.onnx").stat().st_size

@@ -486,3 +486,59 @@ def test_a_run_that_stops_early_leaves_no_job_files(tmp_path):
                         labeler=job)
     assert [r.kept for r in result.rounds] == [0] and job.summaries[0]["items"] == len(pool)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_small_student_is_the_backbone_cut_to_one_layer_and_round_trips(tmp_path):
+    """``student="small"``: MiniLM cut to its first layer, fine-tuned on the teacher's probabilities; it learns the
+    task, and a saved student loads back as the same cut model with the same predictions."""
+    from .conftest import make_texts
+
+    train, test = make_texts(10, seed=1), make_texts(6, seed=2)
+    model = tenni.fit(train, test=test, strategy="probe", backbone="text/minilm",
+                      unlabeled=make_texts(20, seed=5)[0], rounds=1, student="small", baseline=False)
+    s = model.metrics["student"]
+    assert s["kind"] == "small" and s["accuracy"] >= 0.8
+    fast = model.student.estimator
+    assert fast.name == "finetune" and fast.config_.layers == 1 and fast.config_.class_weight is None
+    assert fast._model.encoder.model.config.num_hidden_layers == 1 and len(fast._model.encoder.model.encoder.layer) == 1
+    again = tenni.load(model.student.save(tmp_path / "student"))
+    assert again.estimator._model.encoder.model.config.num_hidden_layers == 1
+    np.testing.assert_allclose(again.predict_proba(test[0]), model.student.predict_proba(test[0]), atol=1e-5)
+
+
+def test_finetune_fits_soft_targets(tiny_backbone):
+    """Fine-tuning on a teacher's probabilities learns what their argmax says, class weights on or off."""
+    from tenni.strategies.finetune import FineTune
+
+    from .conftest import make_texts
+
+    texts, labels = make_texts(12, seed=3)
+    classes = np.unique(labels)
+    targets = np.full((len(texts), len(classes)), 0.2 / (len(classes) - 1))
+    targets[np.arange(len(texts)), np.searchsorted(classes, labels)] = 0.8
+    for weight in (None, "balanced"):
+        est = FineTune(backbone=str(tiny_backbone), config={"epochs": 8, "class_weight": weight, "layers": 1,
+                                                            "head_init": "random", "learning_rate": 1e-3})
+        est.fit_soft(texts, targets, classes)
+        assert np.mean(est.predict(texts) == np.asarray(labels)) >= 0.8
+
+
+def test_a_backbone_cut_to_more_layers_than_it_has_is_a_one_line_error(tiny_backbone):
+    from tenni.errors import BackboneError
+    from tenni.strategies.finetune import FineTune
+
+    from .conftest import make_texts
+
+    with pytest.raises(BackboneError, match="has 2 layers, fewer than the 5 asked for"):
+        FineTune(backbone=str(tiny_backbone), config={"layers": 5}).fit(*make_texts(6, seed=1))
+
+
+def test_a_small_student_on_images_is_refused_before_the_rounds(image_folder, tiny_vit, tmp_path, monkeypatch):
+    import tenni.selftrain
+
+    from .conftest import make_images
+
+    monkeypatch.setattr(tenni.selftrain, "self_train", lambda *a, **k: pytest.fail("rounds ran"))
+    with pytest.raises(ConfigError, match="student 'small' cannot be distilled on image data.*probe"):
+        tenni.fit(image_folder / "train", test=image_folder / "test", strategy="probe", backbone=str(tiny_vit),
+                  unlabeled=make_images(tmp_path / "pool", 3, seed=9), student="small", baseline=False)

@@ -89,7 +89,7 @@ def fit(data, *, test=None, strategy: str | None = None, backbone: str = AUTO,
 
     ``unlabeled``: a pool of unlabeled examples of the same kind (a file, a column, a folder) for self-training
     (``rounds`` teacher -> student rounds, see :mod:`tenni.selftrain`); the model is then measured on a hold-out
-    beside the same strategy without the pool. ``student`` (``probe`` or ``scratch``) also distils the result
+    beside the same strategy without the pool. ``student`` (``probe``, ``small`` or ``scratch``) distils the result
     into a faster model, measured beside it (``model.student``). ``pool_labeler``: who labels the pool each round
     (in this process, a chunk at a time, by default; ``tenni.distributed.ClusterLabeler()`` runs it as a
     resumable job on a Ray cluster).

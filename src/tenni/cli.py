@@ -116,8 +116,9 @@ def fit(
                                                                "HOST:PORT); default: a local Ray on 127.0.0.1."),
     actors: int | None = typer.Option(None, "--actors", help="--pool-engine ray: actors in the pool."),
     student: str | None = typer.Option(None, "--student",
-                                       help="Also distil a faster model on the pool: probe or scratch (saved to "
-                                            "OUTPUT-student)."),
+                                       help="Also distil a faster model on the pool: probe, small (the backbone cut "
+                                            "to one layer, fine-tuned) or scratch (TF-IDF); saved to "
+                                            "OUTPUT-student."),
     instruction: str | None = typer.Option(None, "--instruction",
                                            help="--task generate: text put before every input."),
     json_out: bool = typer.Option(False, "--json", help="Print the results as JSON."),

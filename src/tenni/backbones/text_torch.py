@@ -40,9 +40,12 @@ class PooledEncoder(nn.Module):
         return pooled
 
 
-def load_encoder(backbone, *, normalise: bool | None = None):
-    """(tokenizer, PooledEncoder, dim) for a text backbone, from its local folder; no remote code by default."""
-    from transformers import AutoModel, AutoTokenizer
+def load_encoder(backbone, *, normalise: bool | None = None, layers: int | None = None):
+    """(tokenizer, PooledEncoder, dim) for a text backbone, from its local folder; no remote code by default.
+
+    ``layers`` keeps only the first that many transformer layers (the rest of the checkpoint is not loaded): a
+    smaller, faster encoder to fine-tune, such as the distilled student of :mod:`tenni.selftrain`."""
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     folder = backbone.transformer_dir()
     from .text import refuse_pickles
@@ -51,7 +54,13 @@ def load_encoder(backbone, *, normalise: bool | None = None):
     try:
         with quiet_transformers():
             tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=backbone.trust_remote_code)
-            model = AutoModel.from_pretrained(str(folder), trust_remote_code=backbone.trust_remote_code)
+            extra = {}
+            if layers is not None:
+                config = AutoConfig.from_pretrained(str(folder), trust_remote_code=backbone.trust_remote_code)
+                extra["num_hidden_layers"] = _kept_layers(config, layers, backbone.name)
+            model = AutoModel.from_pretrained(str(folder), trust_remote_code=backbone.trust_remote_code, **extra)
+    except BackboneError:
+        raise
     except Exception as err:
         raise BackboneError(f"cannot load '{backbone.name}' for training: {type(err).__name__}: {err}",
                             path=folder) from None
@@ -59,6 +68,17 @@ def load_encoder(backbone, *, normalise: bool | None = None):
     encoder = PooledEncoder(model, pooling, st_normalise if normalise is None else normalise)
     dim = int(getattr(model.config, "hidden_size", 0) or backbone.dim)
     return tokenizer, encoder, dim
+
+
+def _kept_layers(config, layers: int, name: str) -> int:
+    have = getattr(config, "num_hidden_layers", None)
+    if not isinstance(have, int):
+        raise BackboneError(f"backbone '{name}' does not say how many layers it has (no num_hidden_layers in its "
+                            "config), so it cannot be cut to fewer", hint="leave the layers option unset")
+    if layers > have:
+        raise BackboneError(f"backbone '{name}' has {have} layers, fewer than the {layers} asked for",
+                            hint=f"use layers from 1 to {have}")
+    return int(layers)
 
 
 class Tokenized:

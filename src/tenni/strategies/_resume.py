@@ -30,12 +30,16 @@ def state_key(model, parts, feed=None) -> str:
     return digest.hexdigest()[:32]
 
 
-def training_key(model, inputs, y, param_groups, plan, class_weight, seed, description, head_warmup_epochs) -> str:
-    """The classifier loop's key: its data, labels, plan, optimizer settings and starting weights."""
+def training_key(model, inputs, y, param_groups, plan, class_weight, seed, description, head_warmup_epochs,
+                 soft=None) -> str:
+    """The classifier loop's key: its data, labels (soft targets too), plan, optimizer settings and starting
+    weights."""
     settings = [{k: v for k, v in g.items() if k != "params"} for g in param_groups]
 
     def feed(digest):
         digest.update(np.ascontiguousarray(y, dtype=np.int64).tobytes())
+        if soft is not None:
+            digest.update(np.ascontiguousarray(soft, dtype=np.float64).tobytes())
         inputs.update_digest(digest)
 
     return state_key(model, [description, asdict(plan), int(seed), head_warmup_epochs, settings,

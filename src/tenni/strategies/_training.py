@@ -104,11 +104,20 @@ def freeze_norm_stats(model: nn.Module) -> None:
             m.eval()
 
 
+def soft_loss_share(logits, targets, weight, global_targets) -> torch.Tensor:
+    """Cross-entropy against soft targets (a teacher's probabilities), class-weighted like the hard loss: the sum
+    over these rows of sum_c w_c t_ic (-log p_ic), over the global batch's sum of w_c t_ic; with one-hot targets it
+    is the weighted cross-entropy, and the shares of several ranks add up to the global batch's mean."""
+    w = torch.ones(targets.shape[1]) if weight is None else weight.to(targets.dtype)
+    return -(targets * w * logits.log_softmax(-1)).sum() / (global_targets * w).sum()
+
+
 def train_classifier(model: nn.Module, inputs, y: np.ndarray, *, param_groups, plan: TrainPlan,
                      class_weight: np.ndarray | None, seed: int, description: str,
-                     head_warmup_epochs: int = 0) -> dict:
+                     head_warmup_epochs: int = 0, soft: np.ndarray | None = None) -> dict:
     """Train ``model`` (an encoder + head with ``model.encoder`` and ``model.head``) on ``inputs`` (an adapter, see
-    the module docstring) for the labels ``y``; returns the training record (epochs run, history).
+    the module docstring) for the labels ``y``; returns the training record (epochs run, history). ``soft``: one
+    probability row per item (a teacher's, in distillation), the targets of the loss instead of ``y``.
 
     Launched on several processes (torchrun, accelerate launch, ``tenni fit --processes``), each rank runs its
     slice of every global batch and the gradients are summed before the step (see :mod:`._parallel`): the ranks
@@ -119,8 +128,8 @@ def train_classifier(model: nn.Module, inputs, y: np.ndarray, *, param_groups, p
 
     par = _parallel.current()  # None: one process on the CPU, the plain loop below
     slot = _checkpoints.next_slot()  # None unless the run keeps checkpoints (tenni fit -o DIR: DIR.partial)
-    key = training_key(model, inputs, y, param_groups, plan, class_weight, seed, description, head_warmup_epochs) \
-        if slot is not None else ""
+    key = training_key(model, inputs, y, param_groups, plan, class_weight, seed, description, head_warmup_epochs,
+                       soft) if slot is not None else ""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -133,8 +142,14 @@ def train_classifier(model: nn.Module, inputs, y: np.ndarray, *, param_groups, p
     scheduler = linear_schedule(optimizer, head_only_steps=warm * steps_per_epoch, total_steps=total,
                                 warmup_steps=int(plan.warmup_ratio * (total - warm * steps_per_epoch)))
     weight = None if class_weight is None else torch.as_tensor(class_weight)
-    loss_fn = nn.CrossEntropyLoss(weight=weight)
     y_t = torch.as_tensor(y, dtype=torch.long)
+    soft_t = None if soft is None else torch.as_tensor(soft, dtype=torch.float32)
+
+    def loss_fn(logits, idx):
+        if soft_t is None:
+            return nn.functional.cross_entropy(logits, y_t[idx], weight=weight)
+        return soft_loss_share(logits, soft_t[idx], weight, soft_t[idx])
+
     body = [p for p in model.encoder.parameters() if p.requires_grad]
     stopper, history = EarlyStopping(model, plan.patience, weight), []
     first_epoch, steps, before, finished = 0, 0, 0.0, False
@@ -162,13 +177,13 @@ def train_classifier(model: nn.Module, inputs, y: np.ndarray, *, param_groups, p
                 check_deadline()
                 idx = order[start:start + plan.batch_size]
                 if par is None:
-                    loss = loss_fn(inputs.train_logits(model, idx, gen), y_t[idx])
+                    loss = loss_fn(inputs.train_logits(model, idx, gen), idx)
                     loss.backward()
                     tables.densify()
                     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                     optimizer.step()
                 else:
-                    loss = _parallel_backward(par, model, inputs, idx, y_t, weight, gen, scaler, tables)
+                    loss = _parallel_backward(par, model, inputs, idx, y_t, weight, gen, scaler, tables, soft_t)
                     if scaler is not None:
                         scaler.unscale_(optimizer)
                     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -213,7 +228,7 @@ def train_classifier(model: nn.Module, inputs, y: np.ndarray, *, param_groups, p
     return record
 
 
-def _parallel_backward(par, model, inputs, idx, y_t, weight, gen, scaler, tables):
+def _parallel_backward(par, model, inputs, idx, y_t, weight, gen, scaler, tables, soft_t=None):
     """One step's forward and backward on this rank's slice of the global batch ``idx``, gradients summed over
     the ranks; returns the global batch's loss (the same number one process would compute)."""
     from ._parallel import weighted_loss_share
@@ -225,7 +240,10 @@ def _parallel_backward(par, model, inputs, idx, y_t, weight, gen, scaler, tables
     if len(mine):  # a last batch smaller than the world leaves a rank without rows: it still joins the sum
         with par.autocast():
             logits = inputs.train_logits(model, mine, gen)
-        share = weighted_loss_share(logits.float(), y_t[mine], weight, y_t[idx])
+        if soft_t is None:
+            share = weighted_loss_share(logits.float(), y_t[mine], weight, y_t[idx])
+        else:
+            share = soft_loss_share(logits.float(), soft_t[mine], weight, soft_t[idx])
         (scaler.scale(share) if scaler is not None else share).backward()
         tables.densify()
     if not par.distributed:

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..backbones.length import LengthOptions
 from ..config import NON_NEGATIVE, POSITIVE, SHARE, option
+from ..errors import ConfigError
 from ._linear import CLASS_WEIGHTS
 from .base import Strategy, balanced_class_weight
 
@@ -43,6 +44,8 @@ class FinetuneConfig(LengthOptions):
     layer_decay: float = option(0.5, "images/audio: the body's learning rate in 4 slices by depth, each earlier "
                                      "slice this many times the next (discriminative rates); 1 for one rate", **SHARE)
     augment: bool = option(True, "images/audio: random crops, flips, colour (images); time shift, gain, noise (audio)")
+    layers: int | None = option(None, "text: keep only the backbone's first N transformer layers, a smaller and "
+                                      "faster model (the distilled 'small' student); none: all", **POSITIVE)
 
 
 MEDIA_DEFAULTS = {"learning_rate": 2e-4, "head_learning_rate": 1e-3, "epochs": 6, "min_steps": 30, "max_epochs": 15,
@@ -83,8 +86,11 @@ class FineTune(Strategy):
 
         backbone = self._backbone()
         if backbone.modality != "text":
+            if cfg.layers is not None:
+                raise ConfigError(f"option layers cuts a transformer text encoder, and '{backbone.name}' is "
+                                  f"{backbone.modality}", hint="leave layers unset for images and audio")
             return None, EncoderClassifier(backbone.module(), backbone.dim, n_classes, dropout=cfg.dropout)
-        tokenizer, encoder, dim = load_encoder(backbone)
+        tokenizer, encoder, dim = load_encoder(backbone, layers=cfg.layers)
         return tokenizer, EncoderClassifier(encoder, dim, n_classes, dropout=cfg.dropout)
 
     def _param_groups(self, model, cfg):
@@ -114,7 +120,18 @@ class FineTune(Strategy):
         length, truncation = saved_choice(getattr(self, "length_", None), cfg)
         return TextInputs(Tokenized(self._tokenizer, items, length, truncation))
 
-    def _fit(self, texts, y, cfg) -> None:
+    def fit_soft(self, inputs, targets: np.ndarray, classes) -> FineTune:
+        """Fit on soft targets (one probability per class in ``classes`` order): distillation of a teacher. The
+        loss is the cross-entropy against the teacher's probabilities; their argmax only picks and scores the
+        held-out slice for early stopping."""
+        from ..data import as_texts
+
+        targets = np.asarray(targets, dtype=np.float64)
+        self.classes_ = np.asarray(classes)
+        self._fit(as_texts(inputs), targets.argmax(1), self.config_, soft=targets)
+        return self
+
+    def _fit(self, texts, y, cfg, soft: np.ndarray | None = None) -> None:
         import torch
 
         from ._training import TrainPlan, train_classifier
@@ -128,7 +145,7 @@ class FineTune(Strategy):
 
             self.length_ = choose_for(self._tokenizer, texts, cfg, self._backbone().token_cap, who=self.name,
                                       model_config=self._model.encoder.model.config).as_dict()
-        if cfg.head_init == "probe":
+        if cfg.head_init == "probe" and cfg.layers is None:  # a cut encoder's features are not the cached ones
             self._init_head_from_probe(texts, y, cfg)
         plan = TrainPlan(epochs=cfg.epochs, batch_size=cfg.batch_size, min_steps=cfg.min_steps,
                          max_epochs=cfg.max_epochs, warmup_ratio=cfg.warmup_ratio, patience=cfg.patience,
@@ -137,7 +154,8 @@ class FineTune(Strategy):
         inputs = self._inputs(texts, cfg)
         self.training_ = train_classifier(self._model, inputs, y,
                                           param_groups=self._param_groups(self._model, cfg), plan=plan,
-                                          class_weight=weight, seed=self.seed, description=f"training ({self.name})",
+                                          class_weight=weight, soft=soft, seed=self.seed,
+                                          description=f"training ({self.name})",
                                           head_warmup_epochs=cfg.head_warmup_epochs if self._is_media() else 0)
         if self._is_media():
             self.training_["effective_config"] = dataclasses.asdict(cfg)  # with the image/audio defaults applied
