@@ -542,3 +542,16 @@ def test_a_small_student_on_images_is_refused_before_the_rounds(image_folder, ti
     with pytest.raises(ConfigError, match="student 'small' cannot be distilled on image data.*probe"):
         tenni.fit(image_folder / "train", test=image_folder / "test", strategy="probe", backbone=str(tiny_vit),
                   unlabeled=make_images(tmp_path / "pool", 3, seed=9), student="small", baseline=False)
+
+
+def test_a_small_student_on_a_frozen_backbone_is_refused_before_the_rounds(monkeypatch):
+    """The multilingual backbone is frozen (a C engine): a student that fine-tunes it is a one-line error before any
+    round, naming the backbone and the student that works."""
+    import tenni.selftrain
+
+    monkeypatch.setattr(tenni.selftrain, "self_train", lambda *a, **k: pytest.fail("rounds ran"))
+    with pytest.raises(ConfigError, match="'text/e5-small-multilingual' is frozen") as err:
+        tenni.fit(_texts("labeled", 6, 1), test=_texts("test", 5, 3), strategy="probe",
+                  backbone="text/e5-small-multilingual", unlabeled=_texts("pool", 5, 2)[0], student="small",
+                  baseline=False)
+    assert "--student scratch" in err.value.hint

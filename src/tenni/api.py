@@ -223,6 +223,8 @@ def fit_with_pool(data, unlabeled, *, test=None, strategy=None, backbone: str = 
         check_student(student, train.modality)
     strategy = choose_strategy(strategy, train.inputs, train.modality)
     backbone = choose_backbone(backbone, train.inputs, strategy, train.modality)
+    if student is not None:
+        check_student(student, train.modality, backbone)  # small: a backbone it can cut and fine-tune
     entry = get_entry(strategy)
     space = get_backbone(backbone) if entry.uses_backbone else None
     pool, leaks = drop_test_leaks(pool, test_set, space, cfg.leak_similarity)

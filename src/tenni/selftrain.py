@@ -316,8 +316,9 @@ def _student_strategy(kind: str) -> tuple[str, dict]:
     return kind, {"class_weight": None}
 
 
-def check_student(kind: str, modality: str) -> None:
-    """A student that can learn from soft labels on this modality (checked before any round runs)."""
+def check_student(kind: str, modality: str, backbone: str | None = None) -> None:
+    """A student that can learn from soft labels on this modality, and, for ``small``, a ``backbone`` it can cut
+    and fine-tune (checked before any round runs)."""
     from .strategies.registry import get_strategy_class
 
     if kind not in STUDENTS:
@@ -329,6 +330,12 @@ def check_student(kind: str, modality: str) -> None:
     if not usable(kind):
         raise ConfigError(f"student '{kind}' cannot be distilled on {modality} data",
                           hint=f"use --student {' or '.join(k for k in STUDENTS if usable(k))}")
+    if kind == "small" and backbone is not None:
+        from .backbones import get_backbone
+
+        if not get_backbone(backbone).trainable:
+            raise ConfigError(f"student 'small' fine-tunes a cut copy of the backbone, and '{backbone}' is frozen",
+                              hint="use --student scratch, or a trainable backbone (`tenni models`)")
 
 
 def distill(teacher, kind: str, train: Dataset, pool: Dataset, *, backbone: str, seed: int = 0):
@@ -343,7 +350,7 @@ def distill(teacher, kind: str, train: Dataset, pool: Dataset, *, backbone: str,
     banking77 0.3 and 0.4 lower; docs/guides/selftrain.md)."""
     from .choose import make_estimator
 
-    check_student(kind, train.modality)
+    check_student(kind, train.modality, backbone)
     classes = np.asarray(teacher.classes_)
     soft = label_locally(teacher, pool, 0) if len(pool) else np.zeros((0, len(classes)))
     hard = np.zeros((len(train), len(classes)))
