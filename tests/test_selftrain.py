@@ -555,3 +555,19 @@ def test_a_small_student_on_a_frozen_backbone_is_refused_before_the_rounds(monke
                   backbone="text/e5-small-multilingual", unlabeled=_texts("pool", 5, 2)[0], student="small",
                   baseline=False)
     assert "--student scratch" in err.value.hint
+
+
+def test_the_distilled_students_pass_over_the_pool_runs_through_the_pool_labeler():
+    """With a pool labeler (a scale-out job), the distillation's labelling of the pool is one more job, not a pass
+    in this process; its files are removed once the probabilities are back."""
+    from tenni._paths import cache_dir
+    from tenni.distributed import ClusterLabeler
+
+    job = ClusterLabeler("local", rows_per_shard=16)
+    pool = _texts("pool", 20, 2)[0]
+    model = tenni.fit(_texts("labeled", 6, 1), test=_texts("test", 5, 3), strategy="scratch", unlabeled=pool,
+                      rounds=2, student="scratch", pool_labeler=job, baseline=False,
+                      selftrain={"check_folds": 0})
+    assert len(job.summaries) == 3 and [s["items"] for s in job.summaries] == [40, 40, 40]
+    assert model.metrics["student"]["accuracy"] >= 0.9
+    assert not [p for p in (cache_dir() / "selftrain").rglob("*") if p.name.startswith(("round-0-", "pool."))]

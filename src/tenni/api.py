@@ -293,7 +293,8 @@ def fit_with_pool(data, unlabeled, *, test=None, strategy=None, backbone: str = 
                            test_source=str(test_set.path) if test is not None else protocol.describe())
     model = Model(result.estimator, modality=train.modality, metrics=metrics, data_summary=summary)
     if student is not None:
-        fast = distill(result.estimator, student, train, pool, backbone=backbone, seed=seed)
+        fast = distill(result.estimator, student, train, pool, backbone=backbone, seed=seed, labeler=labeler,
+                       workdir=checkpoint)
         student_pred = fast.predict(test_set.inputs)
         student_metrics = classification_metrics(test_set.labels, student_pred, [str(c) for c in fast.classes_])
         speed = {"teacher": predictions_per_second(result.estimator, test_set.inputs),

@@ -338,7 +338,12 @@ def check_student(kind: str, modality: str, backbone: str | None = None) -> None
                               hint="use --student scratch, or a trainable backbone (`tenni models`)")
 
 
-def distill(teacher, kind: str, train: Dataset, pool: Dataset, *, backbone: str, seed: int = 0):
+DISTILL_JOB = 0
+"""The labelling job number of distillation's pass over the pool (the rounds are numbered from 1)."""
+
+
+def distill(teacher, kind: str, train: Dataset, pool: Dataset, *, backbone: str, seed: int = 0, labeler=None,
+            workdir: Path | None = None):
     """A cheaper model trained on the teacher's soft labels over the pool (and the true labels): ``probe`` (a
     logistic head on ``backbone``'s frozen features), ``small`` (``backbone`` cut to one transformer layer and
     fine-tuned: an encoder still, at several times the speed) or ``scratch`` (TF-IDF: no encoder at prediction
@@ -347,17 +352,30 @@ def distill(teacher, kind: str, train: Dataset, pool: Dataset, *, backbone: str,
     The student mimics the teacher's probabilities without class weights: they already carry the teacher's own
     (class-balanced) weighting, and weighting them again by their inverse mass moved a sms_spam student (13% spam
     pool) to 0.913 against its teacher's 0.945; unweighted 0.966 (64 per class, three seeds; ag_news_sample and
-    banking77 0.3 and 0.4 lower; docs/guides/selftrain.md)."""
+    banking77 0.3 and 0.4 lower; docs/guides/selftrain.md).
+
+    ``labeler`` and ``workdir``: who labels the pool, as in :func:`self_train` (a cluster job under the run's
+    checkpoint, its files removed once the probabilities are back); items it could not label are left out."""
     from .choose import make_estimator
 
     check_student(kind, train.modality, backbone)
     classes = np.asarray(teacher.classes_)
-    soft = label_locally(teacher, pool, 0) if len(pool) else np.zeros((0, len(classes)))
+    inputs = list(pool.inputs)
+    if not len(pool):
+        soft = np.zeros((0, len(classes)))
+    elif labeler is None:
+        soft = label_locally(teacher, pool, DISTILL_JOB)
+    else:
+        soft = labeler(teacher, pool, DISTILL_JOB, workdir)
+        if hasattr(labeler, "round_done") and workdir is not None:
+            labeler.round_done(DISTILL_JOB, workdir, last=True)
+        usable = ~np.isnan(soft).any(axis=1)  # a row of NaN: an item the labeler rejected
+        inputs, soft = [inputs[i] for i in np.flatnonzero(usable)], soft[usable]
     hard = np.zeros((len(train), len(classes)))
     hard[np.arange(len(train)), np.searchsorted(classes, np.asarray(train.labels))] = 1.0
     strategy, options = _student_strategy(kind)
     student = make_estimator(strategy, backbone, options, seed, train.modality)
-    student.fit_soft(list(train.inputs) + list(pool.inputs), np.vstack([hard, soft]), classes)
+    student.fit_soft(list(train.inputs) + inputs, np.vstack([hard, soft]), classes)
     return student
 
 
