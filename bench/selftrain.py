@@ -11,7 +11,8 @@ the multilingual backbone for livedoor_news) is fitted on the labels alone and w
 baseline on the whole labeled train split are the full-data references. At N = 64, seed 0, the self-trained model
 is also distilled into a TF-IDF student (``student="scratch"``): its accuracy and predictions per second beside the
 teacher's; ``--student small`` distils into the backbone cut to one layer and fine-tuned instead, on every seed
-(its own results file and table). Results are written after every run; a re-run skips what is done.
+(its own results file and table; with ``--teacher hybrid`` too). Results are written after every run; a re-run
+skips what is done.
 
 ``--teacher hybrid`` self-trains the hybrid (probe + TF-IDF; its students vote evenly), with a hybrid on all the
 labels as its full-data row (text sets only).
@@ -74,7 +75,8 @@ def run_one(results: Results, name: str, n, seed: int, train, test, max_pool: in
         rest = sorted(rng.choice(rest, size=min(max_pool, len(rest)), replace=False).tolist())
     pool = train.subset(rest)
     student = None  # images: the probe is already the fast model (no scratch student for them)
-    if int(n) == 64 and (seed == 0 or student_kind != "scratch") and train.modality == "text" and teacher == "probe":
+    if int(n) == 64 and train.modality == "text" and (
+            (teacher == "probe" and seed == 0) or (teacher != "names" and student_kind != "scratch")):
         student = student_kind  # the TF-IDF student on seed 0; the small one on every seed
     start = time.perf_counter()
     model = tenni.fit(labeled, test=test, strategy=strategy, config=options, backbone=backbone, unlabeled=pool,
@@ -125,8 +127,9 @@ def main() -> None:
     parser.add_argument("--teacher", choices=sorted(TEACHERS), default="probe",
                         help="probe; names: the probe blended with the label-name prior; hybrid: probe + TF-IDF")
     parser.add_argument("--student", choices=["scratch", "small"], default="scratch",
-                        help="the student distilled at N = 64, seed 0 (--teacher probe): scratch (TF-IDF) or small "
-                             "(the backbone cut to one layer, fine-tuned; its own results file and table)")
+                        help="the student distilled at N = 64: scratch (TF-IDF; seed 0, --teacher probe) or small (the "
+                             "backbone cut to one layer, fine-tuned; every seed, --teacher probe or hybrid; its own "
+                             "results file and table)")
     parser.add_argument("--out", default=None,
                         help="results JSON (default: the file behind the published table of --teacher; a re-run "
                              "skips the rows it holds: use a new file after a change)")
