@@ -219,12 +219,10 @@ def fit_with_pool(data, unlabeled, *, test=None, strategy=None, backbone: str = 
     train, test_set = split_for_fit(data, test, test_size=test_size, seed=seed, **read)
     pool = as_dataset(unlabeled, labeled=False, **read)  # labels a pool may carry are hidden from training
     pool.require_modality(train.modality, "the training data")
-    if student is not None:  # before the rounds, not after them
-        check_student(student, train.modality)
     strategy = choose_strategy(strategy, train.inputs, train.modality)
     backbone = choose_backbone(backbone, train.inputs, strategy, train.modality)
-    if student is not None:
-        check_student(student, train.modality, backbone)  # small: a backbone it can cut and fine-tune
+    if student is not None:  # before the rounds, not after them (small: a backbone it can cut and fine-tune)
+        check_student(student, train.modality, backbone)
     entry = get_entry(strategy)
     space = get_backbone(backbone) if entry.uses_backbone else None
     pool, leaks = drop_test_leaks(pool, test_set, space, cfg.leak_similarity)

@@ -306,7 +306,7 @@ SMALL_STUDENT = {"layers": 1, "class_weight": None, "learning_rate": 5e-4, "head
 probabilities. Its head starts from random (a cut encoder's features are not the frozen ones a probe head could
 start from) on unit-length features, so it needs a far higher rate than a head started from a probe: at the
 finetune defaults (2e-3, body 1e-4, 4 epochs) a banking77 student reached 0.805 against its teacher's 0.920; with
-these 0.919 (docs/guides/selftrain.md)."""
+these 0.910-0.916 against 0.917-0.921 over three seeds, at 6-7 times the teacher's speed (docs/benchmarks.md)."""
 
 
 def _student_strategy(kind: str) -> tuple[str, dict]:

@@ -45,7 +45,8 @@ class FinetuneConfig(LengthOptions):
                                      "slice this many times the next (discriminative rates); 1 for one rate", **SHARE)
     augment: bool = option(True, "images/audio: random crops, flips, colour (images); time shift, gain, noise (audio)")
     layers: int | None = option(None, "text: keep only the backbone's first N transformer layers, a smaller and "
-                                      "faster model (the distilled 'small' student); none: all", **POSITIVE)
+                                      "faster model (the distilled 'small' student; its head starts from random); "
+                                      "none: all", **POSITIVE)
 
 
 MEDIA_DEFAULTS = {"learning_rate": 2e-4, "head_learning_rate": 1e-3, "epochs": 6, "min_steps": 30, "max_epochs": 15,
