@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 
 import numpy as np
 import pytest
@@ -103,6 +104,8 @@ def test_cli_self_training_saves_the_model_and_the_student(tmp_path, capsys, mon
                          "-o", tmp_path / "m")
     assert code == 0, err
     assert "self-training on 40 unlabeled items" in out and "student (scratch)" in out
+    assert re.search(r"student \(scratch\): accuracy \d\.\d{3} vs the teacher's \d\.\d{3}, \d+ predictions/s vs "
+                     r"\d+ \(\d+\.\dx\)", " ".join(out.split()))
     assert (tmp_path / "m" / "tenni.json").exists() and (tmp_path / "m-student" / "tenni.json").exists()
 
 

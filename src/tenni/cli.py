@@ -272,8 +272,10 @@ def _print_self_training(model, output) -> None:
     s = model.metrics.get("student")
     if s:
         speed = s["predictions_per_second"]
-        out.print(f"student ({s['kind']}): accuracy {s['accuracy']:.3f}, {speed['student']:.0f} predictions/s vs "
-                  f"the teacher's {speed['teacher']:.0f}"
+        ratio = speed["student"] / max(speed["teacher"], 1e-9)
+        out.print(f"student ({s['kind']}): accuracy {s['accuracy']:.3f} vs the teacher's "
+                  f"{model.metrics['test']['accuracy']:.3f}, {speed['student']:.0f} predictions/s vs "
+                  f"{speed['teacher']:.0f} ({ratio:.1f}x)"
                   + (f"; saved to {output.parent / (output.name + '-student')}" if output else ""), soft_wrap=True)
 
 
