@@ -574,3 +574,21 @@ def test_the_distilled_students_pass_over_the_pool_runs_through_the_pool_labeler
     assert len(job.summaries) == 3 and [s["items"] for s in job.summaries] == [40, 40, 40]
     assert model.metrics["student"]["accuracy"] >= 0.9
     assert not [p for p in (cache_dir() / "selftrain").rglob("*") if p.name.startswith(("round-0-", "pool."))]
+
+
+def test_the_soft_loss_on_one_hot_targets_is_the_weighted_cross_entropy():
+    """One loss for both: on one-hot targets the soft share is the class-weighted share, and two ranks' shares add up
+    to the whole batch's loss."""
+    import torch
+
+    from tenni.strategies._parallel import soft_loss_share, weighted_loss_share
+
+    torch.manual_seed(0)
+    logits, y = torch.randn(6, 3), torch.tensor([0, 1, 2, 2, 1, 0])
+    onehot = torch.nn.functional.one_hot(y, 3).float()
+    for weight in (None, torch.tensor([0.5, 1.0, 2.0])):
+        whole = soft_loss_share(logits, onehot, weight, onehot)
+        assert torch.allclose(whole, weighted_loss_share(logits, y, weight, y))
+        halves = soft_loss_share(logits[:2], onehot[:2], weight, onehot) + soft_loss_share(logits[2:], onehot[2:],
+                                                                                           weight, onehot)
+        assert torch.allclose(halves, whole)

@@ -457,3 +457,12 @@ def weighted_loss_share(logits: torch.Tensor, y: torch.Tensor, weight: torch.Ten
     if weight is None:
         return losses.sum() / len(global_y)
     return (weight[y] * losses).sum() / weight[global_y].sum()
+
+
+def soft_loss_share(logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor | None,
+                    global_targets: torch.Tensor) -> torch.Tensor:
+    """The same share for soft targets (a teacher's probabilities, in distillation): sum over this rank's rows of
+    sum_c w_c t_ic (-log p_ic), over the global batch's sum of w_c t_ic; with one-hot targets it is
+    :func:`weighted_loss_share`."""
+    w = torch.ones(targets.shape[1]) if weight is None else weight.to(targets.dtype)
+    return -(targets * w * logits.log_softmax(-1)).sum() / (global_targets * w).sum()

@@ -104,14 +104,6 @@ def freeze_norm_stats(model: nn.Module) -> None:
             m.eval()
 
 
-def soft_loss_share(logits, targets, weight, global_targets) -> torch.Tensor:
-    """Cross-entropy against soft targets (a teacher's probabilities), class-weighted like the hard loss: the sum
-    over these rows of sum_c w_c t_ic (-log p_ic), over the global batch's sum of w_c t_ic; with one-hot targets it
-    is the weighted cross-entropy, and the shares of several ranks add up to the global batch's mean."""
-    w = torch.ones(targets.shape[1]) if weight is None else weight.to(targets.dtype)
-    return -(targets * w * logits.log_softmax(-1)).sum() / (global_targets * w).sum()
-
-
 def train_classifier(model: nn.Module, inputs, y: np.ndarray, *, param_groups, plan: TrainPlan,
                      class_weight: np.ndarray | None, seed: int, description: str,
                      head_warmup_epochs: int = 0, soft: np.ndarray | None = None) -> dict:
@@ -145,10 +137,12 @@ def train_classifier(model: nn.Module, inputs, y: np.ndarray, *, param_groups, p
     y_t = torch.as_tensor(y, dtype=torch.long)
     soft_t = None if soft is None else torch.as_tensor(soft, dtype=torch.float32)
 
-    def loss_fn(logits, idx):
+    def loss_share(logits, rows, batch):
+        """The loss over ``rows`` as their part of the mean over the global batch ``batch`` (one process: the
+        batch's mean), against the labels or, in distillation, the teacher's probabilities."""
         if soft_t is None:
-            return nn.functional.cross_entropy(logits, y_t[idx], weight=weight)
-        return soft_loss_share(logits, soft_t[idx], weight, soft_t[idx])
+            return _parallel.weighted_loss_share(logits, y_t[rows], weight, y_t[batch])
+        return _parallel.soft_loss_share(logits, soft_t[rows], weight, soft_t[batch])
 
     body = [p for p in model.encoder.parameters() if p.requires_grad]
     stopper, history = EarlyStopping(model, plan.patience, weight), []
@@ -177,13 +171,13 @@ def train_classifier(model: nn.Module, inputs, y: np.ndarray, *, param_groups, p
                 check_deadline()
                 idx = order[start:start + plan.batch_size]
                 if par is None:
-                    loss = loss_fn(inputs.train_logits(model, idx, gen), idx)
+                    loss = loss_share(inputs.train_logits(model, idx, gen), idx, idx)
                     loss.backward()
                     tables.densify()
                     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                     optimizer.step()
                 else:
-                    loss = _parallel_backward(par, model, inputs, idx, y_t, weight, gen, scaler, tables, soft_t)
+                    loss = _parallel_backward(par, model, inputs, idx, loss_share, gen, scaler, tables)
                     if scaler is not None:
                         scaler.unscale_(optimizer)
                     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -228,11 +222,9 @@ def train_classifier(model: nn.Module, inputs, y: np.ndarray, *, param_groups, p
     return record
 
 
-def _parallel_backward(par, model, inputs, idx, y_t, weight, gen, scaler, tables, soft_t=None):
+def _parallel_backward(par, model, inputs, idx, loss_share, gen, scaler, tables):
     """One step's forward and backward on this rank's slice of the global batch ``idx``, gradients summed over
     the ranks; returns the global batch's loss (the same number one process would compute)."""
-    from ._parallel import weighted_loss_share
-
     mine = inputs.shard(idx, par) if par.distributed else idx
     share = torch.zeros(())
     if par.distributed:
@@ -240,10 +232,7 @@ def _parallel_backward(par, model, inputs, idx, y_t, weight, gen, scaler, tables
     if len(mine):  # a last batch smaller than the world leaves a rank without rows: it still joins the sum
         with par.autocast():
             logits = inputs.train_logits(model, mine, gen)
-        if soft_t is None:
-            share = weighted_loss_share(logits.float(), y_t[mine], weight, y_t[idx])
-        else:
-            share = soft_loss_share(logits.float(), soft_t[mine], weight, soft_t[idx])
+        share = loss_share(logits.float(), mine, idx)
         (scaler.scale(share) if scaler is not None else share).backward()
         tables.densify()
     if not par.distributed:
