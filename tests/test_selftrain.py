@@ -476,6 +476,48 @@ def test_speed_is_timed_after_a_warm_up_and_without_the_feature_cache(tiny_backb
     assert backbone._cache is own
 
 
+def test_a_pool_on_a_frozen_backbone_is_encoded_once_as_a_job(tiny_backbone, tmp_path, monkeypatch):
+    """With a pool engine and a probe, the pool's features are one embedding job imported into this machine's
+    cache: the leak check, the rounds and the students read them, so no pool item is encoded twice (before: once
+    here for the leak check, then again by the cluster in every round), and the model is the same."""
+    from tenni.backbones.text import TextBackbone
+    from tenni.distributed import ClusterLabeler
+
+    monkeypatch.setenv("TENNI_CACHE_DIR", str(tmp_path / "cache"))  # nothing of this pool cached yet
+    encoded = []
+    real = TextBackbone.embed
+
+    def counting(self, texts, batch_size=64):
+        encoded.extend(texts)
+        return real(self, texts, batch_size)
+
+    monkeypatch.setattr(TextBackbone, "embed", counting)
+    train, test = _texts("labeled", 6, 1), _texts("test", 5, 3)
+    pool = list(dict.fromkeys(_texts("pool", 20, 2)[0]))
+    options = dict(test=test, strategy="probe", backbone=str(tiny_backbone), unlabeled=pool, baseline=False,
+                   selftrain={"check_folds": 0})
+    job = ClusterLabeler("local", rows_per_shard=8)
+    there = tenni.fit(train, pool_labeler=job, **options)
+    assert sorted(t for t in encoded if t in set(pool)) == sorted(pool)  # each pool item once, by the job
+    assert len(job.summaries) == 1 and job.summaries[0]["items"] == len(pool)  # no labelling jobs: a head, here
+    assert not list((tmp_path / "cache" / "selftrain").glob("pool-features-*"))  # the job's files, once imported
+    encoded.clear()
+    here = tenni.fit(train, **options)  # the same run labelled in this process: every feature from the cache
+    assert not [t for t in encoded if t in set(pool)]
+    assert here.metrics["self_training"]["rounds"][-1]["kept_per_class"] == \
+        there.metrics["self_training"]["rounds"][-1]["kept_per_class"]
+    assert here.predict(test[0]) == there.predict(test[0])
+
+
+def test_a_strategy_without_a_backbone_still_labels_the_pool_as_jobs(tmp_path):
+    from tenni.distributed import ClusterLabeler
+
+    job = ClusterLabeler("local", rows_per_shard=16)
+    tenni.fit(_texts("labeled", 6, 1), test=_texts("test", 5, 3), strategy="scratch",
+              unlabeled=_texts("pool", 10, 2)[0], baseline=False, pool_labeler=job, selftrain={"check_folds": 0})
+    assert len(job.summaries) == 2 and all(s["items"] == 20 for s in job.summaries)  # one labelling job a round
+
+
 def test_a_run_that_stops_early_leaves_no_job_files(tmp_path):
     """No pool item confident enough: the run ends in round 1, and its labelling job's files go with it."""
     from tenni.data import as_dataset

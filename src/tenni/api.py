@@ -92,7 +92,8 @@ def fit(data, *, test=None, strategy: str | None = None, backbone: str = AUTO,
     beside the same strategy without the pool. ``student`` (``probe``, ``small`` or ``scratch``) distils the result
     into a faster model, measured beside it (``model.student``). ``pool_labeler``: who labels the pool each round
     (in this process, a chunk at a time, by default; ``tenni.distributed.ClusterLabeler()`` runs it as a
-    resumable job on a Ray cluster).
+    resumable job on a Ray cluster; for a probe or hybrid, one embedding job whose features come back into the
+    feature cache, the rounds then labelling here).
 
     Label names (text): ``labels=["World", "Sports", ...]`` with unlabeled ``data`` fits a zero-shot model (no
     labeled examples; evaluated only on a labeled ``test``). With labeled data, ``auto`` uses the labels as a
@@ -225,6 +226,9 @@ def fit_with_pool(data, unlabeled, *, test=None, strategy=None, backbone: str = 
         check_student(student, train.modality, backbone)
     entry = get_entry(strategy)
     space = get_backbone(backbone) if entry.uses_backbone else None
+    embedded = labeler is not None and hasattr(labeler, "embed") and space is not None and space.cache.persist
+    if embedded:  # the pool encoded once, as a job: the leak check, the teachers and the students read it here
+        labeler.embed(pool, backbone)
     pool, leaks = drop_test_leaks(pool, test_set, space, cfg.leak_similarity)
     labels_only = make_estimator(strategy, backbone, config, seed, train.modality)
     plain = fit_and_score(labels_only, train, test_set)
@@ -236,6 +240,8 @@ def fit_with_pool(data, unlabeled, *, test=None, strategy=None, backbone: str = 
     # label-name prior, so the students learn what the names know through the pseudo-labels
     teacher = labels_only if getattr(labels_only, "prior_", None) is not None else chosen
     teaching = name if teacher is chosen else f"{name} + label-name prior (weight {labels_only.prior_weight_:g})"
+    if embedded and not get_entry(name).trains_backbone:  # its teachers read the cached features: a head, here
+        labeler = None
 
     def make(**extra):  # extra: what a self-training student is built with (Strategy.student_options)
         given = options  # a config dataclass fixes every option: nothing to add to it

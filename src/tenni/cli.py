@@ -110,8 +110,8 @@ def fit(
                                                "a CSV/JSONL/Parquet column, or a folder)."),
     rounds: int | None = typer.Option(None, "--rounds", help="Self-training rounds [2]."),
     pool_engine: str = typer.Option("local", "--pool-engine",
-                                    help="Who labels the --unlabeled pool each round: local (this process), or ray "
-                                         "(a resumable job on a Ray actor pool, for pools too slow to label here)."),
+                                    help="Who encodes or labels the --unlabeled pool: local (this process), or ray "
+                                         "(resumable jobs on a Ray actor pool, for pools too slow to label here)."),
     address: str | None = typer.Option(None, "--address", help="--pool-engine ray: a running cluster (auto or "
                                                                "HOST:PORT); default: a local Ray on 127.0.0.1."),
     actors: int | None = typer.Option(None, "--actors", help="--pool-engine ray: actors in the pool."),

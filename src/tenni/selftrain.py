@@ -69,6 +69,10 @@ class SelfTrainResult:
     """The cross-check on the labeled data: accuracy of the labels-only teacher and of the student, per fold."""
 
 
+POOL_CHUNK = 4096
+"""Pool items a teacher labels at once in this process: memory holds one chunk's features, not the pool's."""
+
+
 def drop_test_leaks(pool: Dataset, test: Dataset | None, backbone, similarity: float) -> tuple[Dataset, int]:
     """The pool without items that duplicate (same text or bytes) or nearly duplicate (cosine >= ``similarity``
     in ``backbone``'s space) an item of ``test``: a model must never learn the test set from the pool."""
@@ -79,9 +83,17 @@ def drop_test_leaks(pool: Dataset, test: Dataset | None, backbone, similarity: f
     form = _exact_form(pool.modality)
     test_forms = {form(x) for x in test.inputs}
     leaked = {i for i, x in enumerate(pool.inputs) if form(x) in test_forms}
-    if backbone is not None:
+    if backbone is not None and len(pool) <= POOL_CHUNK:
         _, score = nearest(backbone.encode(pool.inputs), backbone.encode(test.inputs))
         leaked |= set(np.flatnonzero(score >= similarity).tolist())
+    elif backbone is not None:  # a chunk of the pool's features in memory at a time, not the pool's
+        test_features = backbone.encode(test.inputs)
+        with progress("leak check (pool against test)", len(pool)) as bar:
+            for start in range(0, len(pool), POOL_CHUNK):
+                part = pool.inputs[start:start + POOL_CHUNK]
+                _, score = nearest(backbone.encode(part, show_progress=False), test_features)
+                leaked |= set((np.flatnonzero(score >= similarity) + start).tolist())
+                bar.advance(len(part))
     if leaked:
         warn(f"{len(leaked)} item(s) of the unlabeled pool duplicate the test data; left out of self-training")
     keep = [i for i in range(len(pool)) if i not in leaked]
@@ -161,10 +173,6 @@ def _load_rounds(folder: Path | None) -> list[dict]:
         except (OSError, ValueError):
             break
     return done
-
-
-POOL_CHUNK = 4096
-"""Pool items a teacher labels at once in this process: memory holds one chunk's features, not the pool's."""
 
 
 def label_locally(teacher, pool: Dataset, round_no: int, workdir: Path | None = None) -> np.ndarray:

@@ -263,3 +263,26 @@ def test_self_training_labels_its_pool_on_ray_as_it_does_in_process(ray_cluster,
         here.metrics["self_training"]["rounds"][-1]["kept_per_class"]
     assert there.metrics["results"][0]["accuracy"] == here.metrics["results"][0]["accuracy"] >= 0.9
     assert [s["engine"] for s in labeler.summaries] == ["ray"] and labeler.summaries[0]["shards"] == 4
+
+
+def test_a_probes_pool_is_embedded_once_on_ray_and_labelled_here(ray_cluster, tiny_backbone, tmp_path, monkeypatch):
+    """A probe's pool: one embedding job on the actors, imported into this machine's cache; the rounds label it
+    here from the cache (no labelling job), and the model is the one labelling in this process gives."""
+    import tenni
+    from tenni.distributed import ClusterLabeler
+
+    from ..test_selftrain import _texts
+
+    train, test = _texts("labeled", 6, 1), _texts("test", 10, 3)
+    pool = list(dict.fromkeys(_texts("pool", 40, 2)[0]))
+    options = dict(test=test, strategy="probe", backbone=str(tiny_backbone), unlabeled=pool, baseline=False, seed=5,
+                   rounds=1, selftrain={"check_folds": 0})
+    monkeypatch.setenv("TENNI_CACHE_DIR", str(tmp_path / "here"))
+    here = tenni.fit(train, **options)
+    labeler = ClusterLabeler("ray", address=ray_cluster, actors=2, rows_per_shard=20)
+    monkeypatch.setenv("TENNI_CACHE_DIR", str(tmp_path / "there"))  # nothing cached: the job must bring it
+    there = tenni.fit(train, pool_labeler=labeler, **options)
+    assert [s["engine"] for s in labeler.summaries] == ["ray"] and labeler.summaries[0]["items"] == len(pool)
+    assert there.metrics["self_training"]["rounds"][-1]["kept_per_class"] == \
+        here.metrics["self_training"]["rounds"][-1]["kept_per_class"]
+    assert there.predict(test[0]) == here.predict(test[0])

@@ -4,8 +4,13 @@ For pools too slow to label in one process (labelling is each round's big cost):
 model folder under the run's checkpoint, the pool as one Parquet file beside it (written once, the row number
 carried along), and the round is one predict job on the Ray engine (or the local one): finished shards are skipped
 when an interrupted round runs again. The teacher's probabilities come back in pool order (rounded to 6 decimals,
-as ``tenni predict`` writes them). The pool is still read into this process, the leak check encodes it here, and
-the students train here on the kept pseudo-labels.
+as ``tenni predict`` writes them).
+
+For a strategy on a frozen backbone the encoding is the cost, so :meth:`ClusterLabeler.embed` runs it once, as an
+embedding job, and puts the features into this machine's feature cache: the leak check, the rounds' labelling and
+the students then read them here (a linear head over cached features; before, the pool was encoded here for the
+leak check and again on the cluster every round). The pool is still read into this process, and the students
+train here on the kept pseudo-labels.
 ``tenni fit LABELED --unlabeled POOL --pool-engine ray [--address auto] [--actors 8]``.
 """
 
@@ -17,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, TenniError
-from .batch import check_engine, predict_at_scale
+from .batch import check_engine, embed_at_scale, predict_at_scale
 
 ROW = "_row"
 
@@ -55,6 +60,47 @@ class ClusterLabeler:
             shutil.rmtree(Path(workdir) / name, ignore_errors=True)
         if last:
             (Path(workdir) / "pool.parquet").unlink(missing_ok=True)
+
+    def embed(self, pool, backbone: str, workdir: Path | None = None) -> dict:
+        """``backbone``'s features of every pool item, computed as one job (resumable: an interrupted one keeps its
+        finished shards) and put into this machine's feature cache, where ``backbone.encode`` then finds them;
+        the job's files are removed once imported. Returns the job's summary. ``workdir`` defaults to a folder
+        under the cache named by the backbone's weights and the pool's items."""
+        import hashlib
+        import shutil
+
+        import pyarrow.parquet as pq
+
+        from .._paths import cache_dir
+        from ..backbones import get_backbone
+
+        space = get_backbone(backbone)
+        if workdir is None:
+            digest = hashlib.sha256(f"{space.name}@{space.fingerprint}".encode())
+            for item in pool.inputs:
+                digest.update(str(item).encode("utf-8", "surrogatepass") + b"\0")
+            workdir = cache_dir() / "selftrain" / f"pool-features-{digest.hexdigest()[:24]}"
+        workdir = Path(workdir)
+        pool_file = write_pool(pool, workdir / "pool.parquet")
+        engine = {"address": self.address, "actors": self.actors} if self.engine == "ray" else {}
+        out = workdir / "features"
+        summary = embed_at_scale(backbone, pool_file, out, engine=self.engine, rows_per_shard=self.rows_per_shard,
+                                 cpus_per_actor=self.cpus_per_actor,
+                                 text_col="text" if pool.modality == "text" else None, **engine)
+        self.summaries.append(summary)
+        if summary["shards_failed"]:
+            first = summary["failures"][0]
+            raise TenniError(f"embedding the pool: {summary['shards_failed']} shard(s) failed (first "
+                             f"{first['shard']}: {first['error']}); the finished shards are kept: run the same "
+                             "command again to resume")
+        for shard in sorted(out.glob("[!_.]*.parquet")):  # one shard's features in memory at a time
+            table = pq.read_table(shard, columns=[ROW, "embedding"])
+            column = table.column("embedding").combine_chunks()
+            feats = column.flatten().to_numpy().reshape(len(table), column.type.list_size)
+            rows = table.column(ROW).to_numpy()
+            space.cache.put([space.item_key(str(pool.inputs[r])) for r in rows], feats)
+        shutil.rmtree(workdir, ignore_errors=True)
+        return summary
 
     def _label(self, teacher, pool, round_no: int, workdir: Path) -> np.ndarray:
         import pyarrow.parquet as pq
