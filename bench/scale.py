@@ -1,8 +1,8 @@
 """Scale-out benchmark: predict throughput on 1 process vs Ray with 1 and 2 actors; training step throughput on 1
-vs 2 gloo processes.
+vs 2 gloo processes; self-training with its pool in this process vs as jobs.
 
     TENNI_BENCH_DATA=/path/to/shared/data nice -n 10 python bench/scale.py [--items 20000] [--reps 1]
-        [--part predict|train|all]
+        [--part predict|train|selftrain|all]
 
 Predict: a probe on MiniLM (8 labels per class of banking77), over ``--items`` banking77 texts (train + test,
 repeated as needed) in one Parquet file. Every configuration runs in a fresh process with a fresh, empty
@@ -12,6 +12,11 @@ Train: finetune of MiniLM, ``--train-steps`` optimizer steps (12 and 48: the sho
 one-off costs, the long one is closer to steady state) on global batches of 16 banking77 texts, 1 process (2
 threads) vs ``torch.distributed.run --nproc_per_node 2`` (gloo, 1 thread each): samples/s over the training loop
 (model load excluded), and whether the ranks end with identical weights (a hash of each rank's).
+Self-training (``--part selftrain``): the probe on MiniLM, 64 labels per class of sms_spam (seed 0), the rest of
+its training split as the pool (2 rounds, the cross-check on), with the pool labelled in this process, with the
+``local`` pool engine (the jobs run in this process) and with ``ray2`` (2 actors); each in a fresh process with a
+fresh cache. Recorded: the fit's seconds, the test accuracy, and the texts this process encoded (with ``local`` the
+jobs' texts included; with ``ray2`` only the driver's).
 Results: bench/results/scale.json and scale.md.
 """
 
@@ -188,6 +193,54 @@ def bench_train(work: Path, reps: int, step_counts: list[int]) -> dict:
             "ranks_identical": all(r.get("ranks_identical", True) for r in runs if r["processes"] == 2)}
 
 
+def one_selftrain(config: str) -> dict:
+    """Runs in its own process (fresh cache): one self-trained probe with the pool labelled by ``config``."""
+    import tenni
+    from tenni.backbones.text import TextBackbone
+    from tenni.data import read_dataset
+    from tenni.distributed import ClusterLabeler
+
+    encoded = [0]
+    real = TextBackbone.embed
+
+    def counting(self, texts, batch_size=64):
+        encoded[0] += len(texts)
+        return real(self, texts, batch_size)
+
+    TextBackbone.embed = counting
+    data = shared_data() / "sms_spam"
+    train, test = read_dataset(data / "train.csv"), read_dataset(data / "test.csv")
+    labeled = train.sample_per_class(64, seed=0)
+    chosen = set(labeled.sources)
+    pool = train.subset([i for i, s in enumerate(train.sources) if s not in chosen])
+    labeler = None if config == "here" else (ClusterLabeler("local") if config == "local"
+                                             else ClusterLabeler("ray", actors=int(config[3:])))
+    start = time.perf_counter()
+    model = tenni.fit(labeled, test=test, strategy="probe", backbone="text/minilm", unlabeled=pool,
+                      baseline=False, pool_labeler=labeler)
+    return {"seconds": time.perf_counter() - start, "accuracy": model.metrics["results"][0]["accuracy"],
+            "pool": len(pool), "encoded_here": encoded[0],
+            "jobs": [{"items": s["items"], "seconds": s["seconds"], "startup_seconds": s["startup_seconds"]}
+                     for s in (labeler.summaries if labeler is not None else [])]}
+
+
+def bench_selftrain(work: Path, reps: int) -> dict:
+    runs = []
+    for rep in range(reps):
+        for config in ("here", "local", "ray2"):
+            cache = Path(tempfile.mkdtemp(dir=work, prefix="cache-"))
+            load = os.getloadavg()[0]
+            proc = subprocess.run([sys.executable, __file__, "--selftrain-one", config], env=_env(cache),
+                                  capture_output=True, text=True, timeout=3600)
+            if proc.returncode != 0:
+                raise SystemExit(f"{config} failed: {proc.stderr[-3000:]}")
+            result = json.loads(proc.stdout.strip().splitlines()[-1])
+            result.update(config=config, rep=rep, load_average_before=round(load, 1))
+            print(json.dumps(result), flush=True)
+            runs.append(result)
+    return {"runs": runs}
+
+
 def write_markdown(result: dict, path: Path) -> None:
     """The tables, in ``scale.md`` and in docs/benchmarks.md between the ``scale`` markers."""
     lines = [f"Machine: {result['env']['cpus']} cores; the load average before each run is in the tables (under ~3: "
@@ -222,6 +275,18 @@ def write_markdown(result: dict, path: Path) -> None:
                          f"{', '.join(f'{x:.2f}' for x in ratio['per_rep'])}: mean **{ratio['mean']:.2f}x** "
                          f"(target >= 0.9x)")
         lines += ["", f"Ranks identical: {t['ranks_identical']}.", ""]
+    st = result.get("selftrain")
+    if st:
+        lines += ["**Self-training a probe (sms_spam, 64 labels per class, the rest of the split as the pool; fresh "
+                  "cache per run)**", "",
+                  "| pool labelled | rep | fit seconds | accuracy | texts encoded in this process (pool, labels, "
+                  "test) | jobs (items, seconds) | load avg |", "|---|---|---|---|---|---|---|"]
+        names = {"here": "in this process", "local": "as jobs, local engine", "ray2": "as jobs, Ray, 2 actors"}
+        for r in st["runs"]:
+            jobs = "; ".join(f"{j['items']}, {j['seconds']:.0f} s" for j in r["jobs"]) or "none"
+            lines.append(f"| {names.get(r['config'], r['config'])} | {r['rep']} | {r['seconds']:.0f} | "
+                         f"{r['accuracy']:.3f} | {r['encoded_here']} | {jobs} | {r['load_average_before']} |")
+        lines.append("")
     publish("scale", path.with_suffix(".json"), "\n".join(lines).rstrip() + "\n")
 
 
@@ -229,7 +294,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--items", type=int, default=20000)
     parser.add_argument("--reps", type=int, default=1)
-    parser.add_argument("--part", choices=("predict", "train", "all"), default="all")
+    parser.add_argument("--part", choices=("predict", "train", "selftrain", "all"), default="all")
+    parser.add_argument("--selftrain-one", metavar="CONFIG", help=argparse.SUPPRESS)
     parser.add_argument("--one", nargs=4, metavar=("CONFIG", "MODEL", "DATA", "OUT"), help=argparse.SUPPRESS)
     parser.add_argument("--train-steps", type=int, nargs="+", default=[12, 48])
     parser.add_argument("--train-one", nargs=2, metavar=("OUT", "STEPS"), help=argparse.SUPPRESS)
@@ -240,6 +306,9 @@ def main() -> None:
         return
     if args.one:
         print(json.dumps(one_predict(*args.one)))
+        return
+    if args.selftrain_one:
+        print(json.dumps(one_selftrain(args.selftrain_one)))
         return
     if args.table:
         write_markdown(json.loads((RESULTS / "scale.json").read_text()), RESULTS / "scale.md")
@@ -254,6 +323,8 @@ def main() -> None:
             result["predict"] = bench_predict(work, args.items, args.reps)
         if args.part in ("train", "all"):
             result["train"] = bench_train(work, args.reps, args.train_steps)
+        if args.part in ("selftrain", "all"):
+            result["selftrain"] = bench_selftrain(work, args.reps)
     path.write_text(json.dumps(result, indent=2) + "\n")
     write_markdown(result, RESULTS / "scale.md")
     print(f"written: {path}, {RESULTS / 'scale.md'}")
