@@ -52,8 +52,9 @@ class _Task:
 
 @contextmanager
 def progress(description: str, total: int | None) -> Iterator[_Task | _NullTask]:
-    """A rich progress bar on stderr for anything slow (encoding, training); silent when quiet."""
-    if _quiet or os.environ.get("TENNI_NO_PROGRESS"):
+    """A rich progress bar on stderr for anything slow (encoding, training); silent when quiet, and for a ``total`` of
+    None (a caller told not to show one: the cross-check's inner rounds, encodings inside a job)."""
+    if _quiet or total is None or os.environ.get("TENNI_NO_PROGRESS"):
         yield _NullTask()
         return
     from rich.console import Console

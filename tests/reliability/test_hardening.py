@@ -213,3 +213,18 @@ def test_adapt_reads_a_latin1_corpus_folder_with_encoding(tmp_path):
         read_corpus(tmp_path)
     (tmp_path / "b.txt").unlink()
     assert read_corpus(tmp_path, encoding="latin-1") == ["Facture erronée"]
+
+
+def test_a_progress_bar_asked_not_to_show_prints_nothing(monkeypatch, capsys):
+    """``total=None`` is how callers say "not here" (the cross-check's inner rounds, a job's encodings): it printed
+    an empty bar with an unknown total before, four of them in a self-training fit's output."""
+    from tenni import _logging
+
+    monkeypatch.delenv("TENNI_NO_PROGRESS", raising=False)
+    monkeypatch.setattr(_logging, "_quiet", False)
+    with _logging.progress("hidden", None) as bar:
+        bar.advance(2)
+    assert capsys.readouterr().err == ""
+    with _logging.progress("shown", 2) as bar:
+        bar.advance(2)
+    assert "shown" in capsys.readouterr().err
