@@ -63,6 +63,24 @@ def test_pool_items_that_duplicate_the_test_data_are_left_out():
     assert model.data_summary["unlabeled_pool"] == 20
 
 
+def test_the_leak_check_finds_the_same_items_a_chunk_at_a_time(tiny_backbone, monkeypatch):
+    """A pool larger than a chunk is compared with the test data a chunk of features at a time: the same items,
+    near duplicates (cosine) included, at the same positions as in one pass."""
+    import tenni.selftrain
+    from tenni.backbones import get_backbone
+    from tenni.data import as_dataset
+
+    test = as_dataset(_texts("test", 5, 3))
+    near = [t + "!" for t in test.inputs[:2]]  # not the same text: found by cosine only
+    pool = as_dataset((_texts("pool", 10, 2)[0][:7] + [test.inputs[3]] + near + _texts("pool", 5, 4)[0], None))
+    space = get_backbone(str(tiny_backbone))
+    whole, n_whole = tenni.selftrain.drop_test_leaks(pool, test, space, 0.97)
+    monkeypatch.setattr(tenni.selftrain, "POOL_CHUNK", 4)
+    chunked, n_chunked = tenni.selftrain.drop_test_leaks(pool, test, space, 0.97)
+    assert n_whole == n_chunked >= 3 and list(chunked.inputs) == list(whole.inputs)
+    assert test.inputs[3] not in chunked.inputs and not set(near) & set(chunked.inputs)
+
+
 def test_distilled_student_is_faster_and_close(tiny_backbone, tmp_path):
     from .conftest import make_texts
 
