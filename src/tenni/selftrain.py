@@ -70,7 +70,8 @@ class SelfTrainResult:
 
 
 POOL_CHUNK = 4096
-"""Pool items a teacher labels at once in this process: memory holds one chunk's features, not the pool's."""
+"""Pool items the leak check compares, or a teacher labels, at once in this process: memory holds one chunk's
+features, not the pool's."""
 
 
 def drop_test_leaks(pool: Dataset, test: Dataset | None, backbone, similarity: float) -> tuple[Dataset, int]:
@@ -83,15 +84,13 @@ def drop_test_leaks(pool: Dataset, test: Dataset | None, backbone, similarity: f
     form = _exact_form(pool.modality)
     test_forms = {form(x) for x in test.inputs}
     leaked = {i for i, x in enumerate(pool.inputs) if form(x) in test_forms}
-    if backbone is not None and len(pool) <= POOL_CHUNK:
-        _, score = nearest(backbone.encode(pool.inputs), backbone.encode(test.inputs))
-        leaked |= set(np.flatnonzero(score >= similarity).tolist())
-    elif backbone is not None:  # a chunk of the pool's features in memory at a time, not the pool's
+    if backbone is not None:  # a chunk of the pool's features in memory at a time, not the pool's
         test_features = backbone.encode(test.inputs)
-        with progress("leak check (pool against test)", len(pool)) as bar:
+        one = len(pool) <= POOL_CHUNK  # one chunk: the encoder's own bar, else one bar over the chunks
+        with progress("leak check (pool against test)", None if one else len(pool)) as bar:
             for start in range(0, len(pool), POOL_CHUNK):
                 part = pool.inputs[start:start + POOL_CHUNK]
-                _, score = nearest(backbone.encode(part, show_progress=False), test_features)
+                _, score = nearest(backbone.encode(part, show_progress=one), test_features)
                 leaked |= set((np.flatnonzero(score >= similarity) + start).tolist())
                 bar.advance(len(part))
     if leaked:
