@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._logging import info
 from ..errors import ConfigError, TenniError
 from .batch import check_engine, embed_at_scale, predict_at_scale
 
@@ -100,6 +101,8 @@ class ClusterLabeler:
             rows = table.column(ROW).to_numpy()
             space.cache.put([space.item_key(str(pool.inputs[r])) for r in rows], feats)
         shutil.rmtree(workdir, ignore_errors=True)
+        info(f"the pool's features ({summary['items']} items) are in this machine's feature cache; the job's files "
+             "are removed")
         return summary
 
     def _label(self, teacher, pool, round_no: int, workdir: Path) -> np.ndarray:
