@@ -182,6 +182,56 @@ def test_qlora_runs_or_says_why(tiny_llm_64):
     assert gen.training["steps"] > 0 and len(gen.generate(["red"])) == 1
 
 
+def test_q4_blocks_hold_a_q4_grid_exactly_and_round_other_weights_to_it():
+    import torch
+
+    from tenni.generate.quant4 import Q4Linear, quantize_linears
+
+    torch.manual_seed(0)
+    codes = torch.randint(0, 16, (8, 4, 32)).float()
+    codes[..., 0], codes[..., 1] = 0, 15  # every block spans its grid, as a Q4_1 file's do
+    scale, offset = (torch.rand(8, 4, 1) / 10).half(), (torch.randn(8, 4, 1) / 10).half()
+    grid = torch.nn.Linear(128, 8, bias=False)
+    with torch.no_grad():
+        grid.weight.copy_((codes * scale.float() + offset.float()).reshape(8, 128))
+    assert torch.equal(Q4Linear(grid).dequantize(), grid.weight)  # a GGUF-expanded base: nothing lost
+    other = torch.nn.Linear(64, 16)
+    step = (other.weight.reshape(16, 2, 32).amax(-1) - other.weight.reshape(16, 2, 32).amin(-1)) / 15
+    error = (Q4Linear(other).dequantize() - other.weight).abs().reshape(16, 2, 32).amax(-1)
+    assert bool((error <= step / 2 + 1e-3).all())  # round to nearest, the fp16 scale's rounding aside
+    x = torch.randn(3, 64)
+    assert torch.allclose(Q4Linear(other)(x), torch.nn.functional.linear(x, Q4Linear(other).weight, other.bias))
+    model = torch.nn.Sequential(torch.nn.Linear(64, 40), torch.nn.Linear(40, 8))
+    facts = quantize_linears(model)
+    assert facts["replaced"] == 1 and facts["kept"] == 1 and isinstance(model[0], Q4Linear)  # 40 wide: no blocks
+
+
+def test_qlora_on_q4_blocks_learns_and_round_trips(tiny_llm, tmp_path):
+    """qlora over the base's 4-bit blocks: no bitsandbytes needed; it learns the copy task, and a saved model
+    loads with the same blocks and gives the same greedy outputs."""
+    train, test = copy_pairs(48, 1, length=1), copy_pairs(20, 2, length=1)
+    gen = Generator("qlora", str(tiny_llm), dict(FAST, quant="q4"), decoding=DECODE).fit(train)
+    assert gen.evaluate(test)["exact_match"] >= 0.5
+    gen.save(tmp_path / "m")
+    loaded = Generator.load(tmp_path / "m")
+    assert loaded.config.quant == "q4" and loaded.generate(test[0]) == gen.generate(test[0])
+
+
+def test_qlora_picks_the_bases_own_blocks_where_it_came_from_a_q4_gguf(tiny_llm, tmp_path):
+    import shutil
+
+    from tenni.generate.backbone import native_q4
+
+    assert not native_q4(tiny_llm)
+    converted = shutil.copytree(tiny_llm, tmp_path / "converted")
+    (converted / "tenni-converted.json").write_text(json.dumps({"source": "/x/Some-Model.Q4_1.gguf"}))
+    assert native_q4(converted)
+    gen = Generator("qlora", str(converted), dict(FAST, epochs=1), decoding=DECODE).fit(copy_pairs(16, 1, 1))
+    assert gen.config.quant == "q4"
+    with pytest.raises(ConfigError, match="quant="):
+        Generator("qlora", str(tiny_llm), {"quant": "int3"})
+
+
 def test_unknown_options_are_refused(tiny_llm):
     with pytest.raises(ConfigError, match="'rank' is not an option"):
         Generator("lora", str(tiny_llm), {"rank": 4})

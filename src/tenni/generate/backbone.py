@@ -179,14 +179,15 @@ def bitsandbytes_problem() -> str | None:
 
 
 def load_causal_lm(folder: Path, *, quantize: str | None = None, trust_remote_code: bool = False):
-    """(model, tokenizer) in eval mode; ``quantize="nf4"`` loads the linear layers in 4-bit NF4 via bitsandbytes."""
+    """(model, tokenizer) in eval mode; ``quantize="nf4"`` loads the linear layers in 4-bit NF4 via bitsandbytes,
+    ``"q4"`` stores them as affine 4-bit blocks of 32 (:mod:`.quant4`: exact for a base expanded from a Q4 GGUF)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     kwargs: dict = {"trust_remote_code": trust_remote_code}
-    if quantize is not None:
-        if quantize != "nf4":
-            raise ConfigError(f"unknown quantization {quantize!r}", hint="use nf4")
+    if quantize not in (None, "nf4", "q4"):
+        raise ConfigError(f"unknown quantization {quantize!r}", hint="use nf4 or q4")
+    if quantize == "nf4":
         problem = bitsandbytes_problem()
         if problem:
             raise ConfigError(problem)
@@ -214,8 +215,21 @@ def load_causal_lm(folder: Path, *, quantize: str | None = None, trust_remote_co
                             hint="check that the folder holds a complete causal LM and its tokenizer") from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    if quantize == "q4":
+        from .quant4 import quantize_linears
+
+        model.quantization_ = quantize_linears(model)
     model.eval()
     return model, tokenizer
+
+
+def native_q4(folder: Path) -> bool:
+    """Whether ``folder`` is tenni's conversion of a Q4_0/Q4_1 GGUF: weights already on 4-bit blocks of 32."""
+    try:
+        source = json.loads((Path(folder) / _CONVERTED_MARK).read_text()).get("source", "")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return any(tag in Path(source).name.upper() for tag in (".Q4_0.", ".Q4_1."))
 
 
 def _is_causal(config) -> bool:

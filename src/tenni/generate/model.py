@@ -4,8 +4,8 @@ Strategies:
 - ``prompt``: no training; zero-shot, or k-shot with the k training examples most similar to the input (MiniLM
   embeddings), dropped least-similar first until the prompt fits the context;
 - ``lora``: PEFT LoRA adapters on every linear projection (attention and MLP), loss on output tokens only;
-- ``qlora``: the same adapters over a 4-bit NF4 base (bitsandbytes), with gradient checkpointing: a fraction of
-  the memory.
+- ``qlora``: the same adapters over a 4-bit base, with gradient checkpointing: a fraction of the memory. The base
+  is NF4 (bitsandbytes), or, for a model expanded from a Q4 GGUF, its own 4-bit blocks (:mod:`.quant4`, exact).
 
 Saved as a tenni model folder: the adapter (safetensors), the manifest (strategy, config, the backbone's weight
 fingerprint, the instruction, the k-shot pool) and ``generation_config.json``; loading runs no code from it.
@@ -57,7 +57,12 @@ class AdapterConfig:
     checkpoint_dir: str = ""
     k: int = 0
     retriever: str = DEFAULT_RETRIEVER
+    quant: str = "auto"
+    """qlora's 4-bit base: nf4 (bitsandbytes), q4 (affine blocks of 32, :mod:`.quant4`), or auto: q4 for a base
+    expanded from a Q4 GGUF (its own blocks, exactly), nf4 otherwise."""
 
+
+QUANTS = ("auto", "nf4", "q4")
 
 _RANGES = {"k": (0, 64), "r": (1, 1024), "alpha": (1, 4096), "lora_dropout": (0.0, 0.9),
            "learning_rate": (1e-7, 1.0), "weight_decay": (0.0, 1.0), "epochs": (1, 1000), "min_steps": (0, 10 ** 6),
@@ -93,6 +98,8 @@ def make_config(strategy: str, values: dict | None):
         low, high = _RANGES.get(key, (None, None))
         if low is not None and not low <= value <= high:
             raise ConfigError(f"{key}={value} is outside [{low}, {high}]", hint=f"default: {getattr(base, key)}")
+        if key == "quant" and value not in QUANTS:
+            raise ConfigError(f"quant={value!r} is not one of {', '.join(QUANTS)}", hint="e.g. --set quant=nf4")
         out[key] = value
     return cls(**out)
 
@@ -128,7 +135,11 @@ class Generator:
         if base is not None and self.strategy != "qlora":
             model, tokenizer = base
         else:
-            model, tokenizer = load_causal_lm(path, quantize="nf4" if self.strategy == "qlora" else None)
+            if self.strategy == "qlora" and self.config.quant == "auto":  # fixed at fit: a loaded model rebuilds it
+                from .backbone import native_q4
+
+                self.config.quant = "q4" if native_q4(path) else "nf4"
+            model, tokenizer = load_causal_lm(path, quantize=self.config.quant if self.strategy == "qlora" else None)
         self._model, self._tokenizer = model, tokenizer
         self._formatter = Formatter(tokenizer)
         return model
@@ -146,13 +157,24 @@ class Generator:
         cfg = self.config
         targets = cfg.target_modules if cfg.target_modules == "all-linear" else \
             [t.strip() for t in cfg.target_modules.split(",") if t.strip()]
+        q4 = self.strategy == "qlora" and cfg.quant == "q4"
+        if q4 and targets == "all-linear":  # PEFT's all-linear finds nn.Linear only
+            from .quant4 import q4_target_names
+
+            targets = q4_target_names(model)
         lora = peft.LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.lora_dropout, target_modules=targets,
                                bias="none", task_type="CAUSAL_LM")
-        if self.strategy == "qlora":
+        if q4:
+            from peft.tuners.lora.layer import Linear as LoraLinear
+
+            from .quant4 import Q4Linear
+
+            lora._register_custom_module({Q4Linear: LoraLinear})  # LoRA's own Linear wraps any module with a weight
+        if self.strategy == "qlora" and not q4:
             model = peft.prepare_model_for_kbit_training(
                 model, use_gradient_checkpointing=cfg.gradient_checkpointing,
                 gradient_checkpointing_kwargs={"use_reentrant": False})
-        elif cfg.gradient_checkpointing:
+        elif cfg.gradient_checkpointing:  # lora, and qlora on q4 blocks (frozen buffers, nothing to cast)
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             model.enable_input_require_grads()
         try:
@@ -346,7 +368,10 @@ class Generator:
         manifest, tensors = read_model_dir(path)
         check_generate_manifest(manifest, Path(path))
         strategy = manifest["strategy"]
-        self = cls(strategy["name"], backbone or manifest["backbone"]["name"], strategy["config"],
+        config = dict(strategy["config"] or {})
+        if strategy["name"] == "qlora":
+            config.setdefault("quant", "nf4")  # saved before the option existed: trained over NF4
+        self = cls(strategy["name"], backbone or manifest["backbone"]["name"], config,
                    instruction=manifest.get("instruction"), decoding=manifest.get("generation"),
                    seed=manifest.get("seed", 0))
         self.training, self.metrics = manifest.get("training", {}), manifest.get("metrics", {})
