@@ -82,18 +82,8 @@ class ClusterLabeler:
                 digest.update(str(item).encode("utf-8", "surrogatepass") + b"\0")
             workdir = cache_dir() / "selftrain" / f"pool-features-{digest.hexdigest()[:24]}"
         workdir = Path(workdir)
-        pool_file = write_pool(pool, workdir / "pool.parquet")
-        engine = {"address": self.address, "actors": self.actors} if self.engine == "ray" else {}
         out = workdir / "features"
-        summary = embed_at_scale(backbone, pool_file, out, engine=self.engine, rows_per_shard=self.rows_per_shard,
-                                 cpus_per_actor=self.cpus_per_actor,
-                                 text_col="text" if pool.modality == "text" else None, **engine)
-        self.summaries.append(summary)
-        if summary["shards_failed"]:
-            first = summary["failures"][0]
-            raise TenniError(f"embedding the pool: {summary['shards_failed']} shard(s) failed (first "
-                             f"{first['shard']}: {first['error']}); the finished shards are kept: run the same "
-                             "command again to resume")
+        summary = self._job("embedding", embed_at_scale, backbone, pool, workdir, out)
         for shard in sorted(out.glob("[!_.]*.parquet")):  # one shard's features in memory at a time
             table = pq.read_table(shard, columns=[ROW, "embedding"])
             column = table.column("embedding").combine_chunks()
@@ -105,25 +95,31 @@ class ClusterLabeler:
              "are removed")
         return summary
 
+    def _job(self, what: str, run, model, pool, workdir: Path, out: Path) -> dict:
+        """``run`` (``predict_at_scale`` or ``embed_at_scale``) of ``model`` over the pool's Parquet copy into
+        ``out`` on this labeler's engine; its summary, kept in ``summaries``; one error if shards failed."""
+        pool_file = write_pool(pool, workdir / "pool.parquet")
+        engine = {"address": self.address, "actors": self.actors} if self.engine == "ray" else {}
+        summary = run(model, pool_file, out, engine=self.engine, rows_per_shard=self.rows_per_shard,
+                      cpus_per_actor=self.cpus_per_actor, text_col="text" if pool.modality == "text" else None,
+                      **engine)
+        self.summaries.append(summary)
+        if summary["shards_failed"]:
+            first = summary["failures"][0]
+            raise TenniError(f"{what} the pool: {summary['shards_failed']} shard(s) failed (first {first['shard']}: "
+                             f"{first['error']}); the finished shards are kept: run the same command again to "
+                             "resume")
+        return summary
+
     def _label(self, teacher, pool, round_no: int, workdir: Path) -> np.ndarray:
         import pyarrow.parquet as pq
 
         from ..model import Model
 
-        pool_file = write_pool(pool, workdir / "pool.parquet")
         teacher_dir = workdir / f"round-{round_no}-teacher"
         if not (teacher_dir / "tenni.json").exists():  # a resumed round keeps the teacher its finished shards used
             Model(teacher, modality=pool.modality).save(teacher_dir)
-        engine = {"address": self.address, "actors": self.actors} if self.engine == "ray" else {}
-        summary = predict_at_scale(teacher_dir, pool_file, workdir / f"round-{round_no}-labels", engine=self.engine,
-                                   rows_per_shard=self.rows_per_shard, cpus_per_actor=self.cpus_per_actor,
-                                   text_col="text" if pool.modality == "text" else None, **engine)
-        self.summaries.append(summary)
-        if summary["shards_failed"]:
-            first = summary["failures"][0]
-            raise TenniError(f"labelling the pool: {summary['shards_failed']} shard(s) failed (first {first['shard']}: "
-                             f"{first['error']}); the finished shards are kept: run the same command again to "
-                             "resume")
+        self._job("labelling", predict_at_scale, teacher_dir, pool, workdir, workdir / f"round-{round_no}-labels")
         classes = [str(c) for c in teacher.classes_]
         table = pq.read_table(workdir / f"round-{round_no}-labels", columns=[ROW] + [f"p_{c}" for c in classes])
         proba = np.full((len(pool), len(classes)), np.nan)
