@@ -107,6 +107,29 @@ def test_soft_targets_fit_the_teacher():
 def test_options_without_a_pool_are_refused():
     with pytest.raises(ConfigError, match="need an unlabeled pool"):
         tenni.fit(_texts("labeled", 4, 1), rounds=2)
+    with pytest.raises(ConfigError, match="need an unlabeled pool"):  # zero-shot too: not silently ignored
+        tenni.fit(_texts("labeled", 4, 1)[0], labels=["north", "south"], student="probe")
+    with pytest.raises(ConfigError, match="--unlabeled, --rounds do\\(es\\) not apply to --task anomaly"):
+        tenni.fit(_texts("labeled", 4, 1), task="anomaly", unlabeled=_texts("pool", 4, 2)[0], rounds=2)
+
+
+def test_cli_refuses_pool_options_it_would_ignore_and_a_student_folder_it_cannot_use(tmp_path, capsys,
+                                                                                      monkeypatch):
+    from .conftest import write_csv
+    from .test_cli import run
+
+    train = write_csv(tmp_path / "train.csv", *_texts("labeled", 6, 1))
+    pool = tmp_path / "pool.txt"
+    pool.write_text("\n".join(_texts("pool", 20, 2)[0]) + "\n")
+    code, _, err = run(capsys, monkeypatch, "fit", train, "--task", "generate", "--unlabeled", pool)
+    assert code == 2 and "--unlabeled do(es) not apply to --task generate" in " ".join(err.split())
+    theirs = tmp_path / "m-student"
+    theirs.mkdir()
+    (theirs / "report.txt").write_text("not a model")
+    code, _, err = run(capsys, monkeypatch, "fit", train, "-s", "scratch", "--unlabeled", pool, "--student",
+                       "scratch", "-o", tmp_path / "m")
+    assert code == 2 and "m-student" in err and "not a tenni model directory" in " ".join(err.split())
+    assert (theirs / "report.txt").read_text() == "not a model" and not (tmp_path / "m").exists()
 
 
 def test_cli_self_training_saves_the_model_and_the_student(tmp_path, capsys, monkeypatch):
@@ -652,3 +675,33 @@ def test_the_soft_loss_on_one_hot_targets_is_the_weighted_cross_entropy():
         halves = soft_loss_share(logits[:2], onehot[:2], weight, onehot) + soft_loss_share(logits[2:], onehot[2:],
                                                                                            weight, onehot)
         assert torch.allclose(halves, whole)
+
+
+def test_embedding_a_pool_into_a_callers_folder_leaves_its_other_files(tiny_backbone, tmp_path, monkeypatch):
+    """``ClusterLabeler.embed(workdir=...)`` removes the job's files once imported, never the folder's own."""
+    from tenni.data import as_dataset
+    from tenni.distributed import ClusterLabeler
+
+    monkeypatch.setenv("TENNI_CACHE_DIR", str(tmp_path / "cache"))
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    pool = as_dataset((list(dict.fromkeys(_texts("pool", 5, 2)[0])), None))
+    ClusterLabeler("local", rows_per_shard=8).embed(pool, str(tiny_backbone), workdir=mine)
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+    assert (mine / "notes.txt").read_text() == "keep me"
+
+
+def test_a_pool_needs_no_column_named_by_label_col(tiny_backbone, tmp_path):
+    """``--label-col`` names the labeled file's column; a pool (a .txt file here) has none and is still read."""
+    texts, labels = _texts("labeled", 6, 1)
+    data = tmp_path / "labeled.csv"
+    data.write_text("text,category\n" + "".join(f"{t},{y}\n" for t, y in zip(texts, labels)))
+    before = data.read_bytes()
+    pool = tmp_path / "pool.txt"
+    pool.write_text("\n".join(dict.fromkeys(_texts("pool", 8, 2)[0])) + "\n")
+    model = tenni.fit(str(data), test=_texts("test", 5, 3), strategy="probe", backbone=str(tiny_backbone),
+                      unlabeled=str(pool), baseline=False, label_col="category",
+                      selftrain={"check_folds": 0})
+    assert model.metrics["self_training"]["rounds"]
+    assert data.read_bytes() == before

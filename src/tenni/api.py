@@ -24,7 +24,7 @@ from .choose import (  # noqa: F401  (the choosing helpers, also reachable from 
     choose_strategy,
     make_estimator,
 )
-from .data import Dataset, as_dataset
+from .data import Dataset, as_dataset, read_pool
 from .errors import ConfigError
 from .evaluation.protocol import (  # noqa: F401
     FitResult,
@@ -120,10 +120,14 @@ def fit(data, *, test=None, strategy: str | None = None, backbone: str = AUTO,
 
     descriptions, described_in = load_descriptions(label_descriptions)
     read = {"text_col": text_col, "label_col": label_col, "encoding": encoding, "skip_bad_files": skip_bad_files}
+    if task == "classify" and unlabeled is None and (rounds is not None or student is not None or selftrain):
+        raise ConfigError("--rounds and --student need an unlabeled pool", hint="add --unlabeled POOL")
     if task == "anomaly":
         ignored = [name for name, given in (("--strategy", strategy not in (None, "patchcore")),
                                             ("--budget", budget is not None),
-                                            ("--evaluation", evaluation != "auto")) if given]
+                                            ("--evaluation", evaluation != "auto"),
+                                            ("--unlabeled", unlabeled is not None), ("--rounds", rounds is not None),
+                                            ("--student", student is not None)) if given]
         if ignored:
             raise ConfigError(f"{', '.join(ignored)} do(es) not apply to --task anomaly (a PatchCore memory bank of "
                               "the normal images, thresholded on held-out normals)", hint=f"drop {', '.join(ignored)}")
@@ -142,8 +146,6 @@ def fit(data, *, test=None, strategy: str | None = None, backbone: str = AUTO,
         return fit_without_labels(data, labels, test=test, strategy=strategy, backbone=backbone, config=config,
                                   seed=seed, descriptions=descriptions, where=described_in, **read)
     config = label_config(strategy, config, label_names, descriptions)
-    if unlabeled is None and (rounds is not None or student is not None or selftrain):
-        raise ConfigError("--rounds and --student need an unlabeled pool", hint="add --unlabeled POOL")
     if unlabeled is not None:
         if budget is not None:
             if (strategy or DEFAULT_STRATEGY) != "auto":
@@ -218,7 +220,7 @@ def fit_with_pool(data, unlabeled, *, test=None, strategy=None, backbone: str = 
     cfg = make_config(SelfTrainConfig, options)
     data, test = _folder_test_split(data, test)
     train, test_set = split_for_fit(data, test, test_size=test_size, seed=seed, **read)
-    pool = as_dataset(unlabeled, labeled=False, **read)  # labels a pool may carry are hidden from training
+    pool = read_pool(unlabeled, read)
     pool.require_modality(train.modality, "the training data")
     strategy = choose_strategy(strategy, train.inputs, train.modality)
     backbone = choose_backbone(backbone, train.inputs, strategy, train.modality)

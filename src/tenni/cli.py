@@ -156,12 +156,19 @@ def fit(
     generate = task == "generate"
     if instruction is not None and not generate:
         raise ConfigError("--instruction is for --task generate", hint="add --task generate, or drop --instruction")
+    pooled = [name for name, given in (("--unlabeled", unlabeled is not None), ("--rounds", rounds is not None),
+                                       ("--student", student is not None)) if given]
+    if generate and pooled:
+        raise ConfigError(f"{', '.join(pooled)} do(es) not apply to --task generate (self-training is for "
+                          "classifiers)", hint=f"drop {', '.join(pooled)}")
     if not generate:
         _limits(max_pixels, max_audio_seconds)
     if output is not None and not generate:  # a folder that cannot take the model is refused now, not after training
         from .artifacts import check_model_target
 
         check_model_target(output)
+        if student is not None:
+            check_model_target(output.parent / f"{output.name}-student")
     settings = {k: v for k, v in (("TENNI_DEVICE", device), ("TENNI_PRECISION", precision)) if v}
     if pool_engine != "local" and (unlabeled is None or processes > 1):  # before Ray is imported or started
         raise ConfigError("--pool-engine labels an --unlabeled pool in a single-process fit",

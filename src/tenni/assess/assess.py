@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .._logging import warn
-from ..data import as_dataset
+from ..data import as_dataset, read_pool
 from ..evaluation.metrics import interval, mean_ci_diff
 from .gap import describe_gap, fragmentation_is_high, language_signal, tokenizer_signals
 from .scores import cv_splits, far_share, h_score, knn_cv, logme, probe_cv
@@ -170,7 +170,7 @@ def assess(data, *, backbones: list[str] | None = None, test=None, seed: int = 0
     if unlabeled is not None and reports:
         from .pool import pool_signal
 
-        pool = as_dataset(unlabeled, labeled=False, **read_options)
+        pool = read_pool(unlabeled, read_options)
         pool.require_modality(dataset.modality, "the training data")
         best = get_backbone(reports[0].backbone)
         assessment.self_training = pool_signal(best.encode(texts), y, best.encode(pool.inputs))

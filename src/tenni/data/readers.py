@@ -422,11 +422,19 @@ def as_dataset(data, *, text_col=None, label_col=None, labeled=True, encoding="a
         tcol = pick_column(columns, text_col, TEXT_COLUMNS, "text", "DataFrame", required=True)
         lcol = pick_column(columns, label_col, LABEL_COLUMNS, "label", "DataFrame", required=labeled)
         labels = None if lcol is None else list(data[lcol])
+        if not labeled and labels is not None and not all(_cell(y) for y in labels):
+            labels = None  # an unlabeled table's partly filled label column: not its labels
         return as_dataset((list(data[tcol]), labels), skip_bad_files=skip_bad_files)
     if isinstance(data, (list,)) and all(isinstance(t, (str, Path)) for t in data):
         return as_dataset(([str(t) for t in data], None), skip_bad_files=skip_bad_files)
     raise DataError(f"cannot use data of type {type(data).__name__}",
                     hint="pass a file path, a folder, a (texts, labels) pair, or a DataFrame")
+
+
+def read_pool(data, read: dict | None = None) -> Dataset:
+    """An unlabeled pool read with the labeled data's options, except its label column: a pool need not have
+    one (a label column it does have is read, and hidden from training by the caller)."""
+    return as_dataset(data, labeled=False, **{k: v for k, v in (read or {}).items() if k != "label_col"})
 
 
 def as_texts(inputs, *, text_col: str | None = None) -> list[str]:

@@ -90,7 +90,12 @@ class ClusterLabeler:
             feats = column.flatten().to_numpy().reshape(len(table), column.type.list_size)
             rows = table.column(ROW).to_numpy()
             space.cache.put([space.item_key(str(pool.inputs[r])) for r in rows], feats)
-        shutil.rmtree(workdir, ignore_errors=True)
+        shutil.rmtree(out, ignore_errors=True)  # the job's files only: a caller's workdir may hold its own
+        (workdir / "pool.parquet").unlink(missing_ok=True)
+        try:
+            workdir.rmdir()  # only when nothing else is left in it
+        except OSError:
+            pass
         info(f"the pool's features ({summary['items']} items) are in this machine's feature cache; the job's files "
              "are removed")
         return summary
