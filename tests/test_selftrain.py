@@ -55,6 +55,26 @@ def test_a_majority_class_cannot_swallow_the_pool():
     assert (picked == 0).sum() == 20 and (picked == 1).sum() == 10
 
 
+def test_quotas_sum_to_the_budget_even_when_it_is_smaller_than_the_classes():
+    from tenni.selftrain import class_quotas, select_pseudo_labels
+
+    assert class_quotas(np.full(20, 0.05), 10).sum() == 10  # rounding each share alone: 20 quotas of 0
+    assert class_quotas(np.array([0.5, 0.5]), 3).tolist() == [2, 1]  # not 2 + 2
+    assert class_quotas(np.array([0.7, 0.2, 0.1]), 10).tolist() == [7, 2, 1]
+    proba = np.tile(np.eye(20) * 0.9 + 0.005, (1, 1))
+    assert len(select_pseudo_labels(proba, np.arange(20).astype(str), np.full(20, 0.05), 0.0, budget=10)) == 10
+
+
+def test_a_pool_of_one_item_is_still_pseudo_labelled():
+    from tenni.data import as_dataset
+    from tenni.selftrain import SelfTrainConfig, self_train
+    from tenni.strategies.scratch import TfidfScratch
+
+    train, pool = as_dataset(_texts("labeled", 6, 1)), as_dataset((_texts("pool", 1, 2)[0][:1], None))
+    result = self_train(TfidfScratch, train, pool, SelfTrainConfig(rounds=2), show=False)
+    assert [r.kept for r in result.rounds] == [1, 1]
+
+
 def test_pool_items_that_duplicate_the_test_data_are_left_out():
     train, pool, test = _texts("labeled", 6, 1), _texts("pool", 10, 2), _texts("test", 5, 3)
     leaky = (pool[0] + test[0][:3], pool[1] + test[1][:3])
@@ -705,3 +725,29 @@ def test_a_pool_needs_no_column_named_by_label_col(tiny_backbone, tmp_path):
                       selftrain={"check_folds": 0})
     assert model.metrics["self_training"]["rounds"]
     assert data.read_bytes() == before
+
+
+def test_the_checkpoint_key_follows_a_pool_files_bytes_not_its_path(tmp_path):
+    """An image edited in place is another run (its saved rounds are not reused); a renamed one is the same."""
+    import os
+
+    from tenni.data import Dataset
+    from tenni.selftrain import SelfTrainConfig, run_key
+
+    files = []
+    for i in range(3):
+        files.append(tmp_path / f"{i}.png")
+        files[-1].write_bytes(bytes([i]) * 64)
+    train = Dataset(inputs=[str(f) for f in files[:2]], labels=["a", "b"], modality="image")
+
+    def key():
+        return run_key("probe", {}, train, Dataset(inputs=[str(files[2])], modality="image"), SelfTrainConfig(), 0)
+
+    before = key()
+    files[2].write_bytes(b"\xff" * 64)
+    os.utime(files[2], ns=(1, 1))  # another mtime: the content hash is not a memo of the old bytes
+    edited = key()
+    renamed = tmp_path / "moved.png"
+    files[2].rename(renamed)
+    files[2] = renamed
+    assert edited != before and key() == edited

@@ -203,6 +203,20 @@ def parse_budget(budget: float | str) -> float:
     return budget
 
 
+def _prior_key(auto) -> str:
+    """A digest of ``auto``'s label-name prior (its state): what the names or descriptions put into the teacher."""
+    import hashlib
+    import json
+
+    from .strategies.zeroshot import label_prior_state
+
+    tensors, meta = label_prior_state(auto)
+    digest = hashlib.sha256(json.dumps(meta, sort_keys=True, default=str).encode())
+    for key in sorted(tensors):
+        digest.update(key.encode() + np.ascontiguousarray(tensors[key]).tobytes())
+    return f" {digest.hexdigest()[:12]}"
+
+
 def fit_with_pool(data, unlabeled, *, test=None, strategy=None, backbone: str = AUTO, config=None, seed: int = 0,
                   baseline: bool = True, test_size: float = 0.2, read: dict | None = None, rounds: int | None = None,
                   student: str | None = None, selftrain: dict | None = None, labeler=None) -> Model:
@@ -242,6 +256,7 @@ def fit_with_pool(data, unlabeled, *, test=None, strategy=None, backbone: str = 
     # label-name prior, so the students learn what the names know through the pseudo-labels
     teacher = labels_only if getattr(labels_only, "prior_", None) is not None else chosen
     teaching = name if teacher is chosen else f"{name} + label-name prior (weight {labels_only.prior_weight_:g})"
+    prior_key = _prior_key(labels_only) if teacher is not chosen else ""  # other names or descriptions: another run
     if embedded and not get_entry(name).trains_backbone:  # its teachers read the cached features: a head, here
         labeler = None
 
@@ -257,7 +272,8 @@ def fit_with_pool(data, unlabeled, *, test=None, strategy=None, backbone: str = 
     weights = f"{backbone}@{getattr(space, 'fingerprint', '')}" if space is not None else None  # its own run
     # the students' whole config, defaults included: a default that changes between versions changes the key
     students = make(**make().student_options()).config_dict()
-    checkpoint = cache_dir() / "selftrain" / run_key(teaching, students, train, pool, cfg, seed, backbone=weights)
+    checkpoint = cache_dir() / "selftrain" / run_key(teaching + prior_key, students, train, pool, cfg, seed,
+                                                     backbone=weights)
     start = time.perf_counter()
     check = None
     if cfg.check_folds >= 2 and cfg.check_alpha > 0 and name in CHEAP_STRATEGIES:

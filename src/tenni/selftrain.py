@@ -129,6 +129,17 @@ def shift_prior(proba: np.ndarray, base: np.ndarray, prior: np.ndarray) -> np.nd
     return weighted / np.clip(weighted.sum(axis=1, keepdims=True), 1e-12, None)
 
 
+def class_quotas(prior: np.ndarray, budget: int) -> np.ndarray:
+    """``budget`` split by the shares ``prior``, whole numbers summing to it (largest remainders first): rounding
+    each share alone gives every class 0 when the budget is smaller than the classes, or more than the budget."""
+    exact = np.clip(prior, 0, None) / max(float(np.clip(prior, 0, None).sum()), 1e-12) * budget
+    quotas = np.floor(exact).astype(np.int64)
+    rest = int(budget - quotas.sum())
+    if rest > 0:
+        quotas[np.argsort(-(exact - quotas), kind="stable")[:rest]] += 1
+    return quotas
+
+
 def select_pseudo_labels(proba: np.ndarray, classes: np.ndarray, prior: np.ndarray, threshold: float,
                          budget: int, usable: np.ndarray | None = None) -> np.ndarray:
     """Indices of the pool items to pseudo-label: confident ones (max probability >= ``threshold``), at most
@@ -138,9 +149,10 @@ def select_pseudo_labels(proba: np.ndarray, classes: np.ndarray, prior: np.ndarr
     confidence = proba.max(1)
     usable = np.ones(len(proba), bool) if usable is None else np.asarray(usable, bool)
     chosen: list[int] = []
+    quotas = class_quotas(np.asarray(prior, dtype=np.float64), budget)
     for c in range(len(classes)):
         candidates = np.flatnonzero((best == c) & (confidence >= threshold) & usable)
-        quota = int(round(prior[c] * budget))
+        quota = int(quotas[c])
         order = candidates[np.argsort(-confidence[candidates], kind="stable")]
         chosen.extend(order[:quota].tolist())
     return np.asarray(sorted(chosen), dtype=np.int64)
@@ -148,15 +160,19 @@ def select_pseudo_labels(proba: np.ndarray, classes: np.ndarray, prior: np.ndarr
 
 def run_key(strategy: str, options, train: Dataset, pool: Dataset, cfg: SelfTrainConfig, seed: int,
             backbone: str | None = None) -> str:
-    """What identifies a self-training run (for resuming it): the data, the strategy with its options and its
-    backbone (name and weights), the config."""
+    """What identifies a self-training run (for resuming it): the data (a file's bytes, not its path), the
+    strategy with its options (and the first teacher's label-name prior, in ``strategy``) and its backbone (name
+    and weights), the config."""
     import hashlib
     import json
 
+    from ._paths import file_key
+
     digest = hashlib.sha256(json.dumps([strategy, repr(options), seed, repr(cfg), backbone]).encode())
-    for items in (train.inputs, train.labels, pool.inputs):
+    media = train.modality != "text"  # files: their bytes, not their paths (an edited image is another run)
+    for items, files in ((train.inputs, media), (train.labels, False), (pool.inputs, media)):
         for item in items:
-            digest.update(str(item).encode("utf-8", "surrogatepass") + b"\0")
+            digest.update((file_key(str(item)) if files else str(item).encode("utf-8", "surrogatepass")) + b"\0")
     return digest.hexdigest()[:24]
 
 
@@ -228,7 +244,8 @@ def self_train(make, train: Dataset, pool: Dataset, cfg: SelfTrainConfig, *, tea
                 prior = em_prior(proba[usable], base) if cfg.prior == "pool" else count_prior(proba[usable])
             if cfg.prior in ("pool", "counts"):  # the teacher's probabilities under the pool's shares
                 proba = shift_prior(proba, base, prior)
-            budget = int(round(cfg.max_share * int(usable.sum()) * r / cfg.rounds))
+            share = cfg.max_share * int(usable.sum()) * r / cfg.rounds
+            budget = max(int(round(share)), 1) if share > 0 else 0  # a pool of one item is labelled too
             idx = select_pseudo_labels(proba, classes, prior, cfg.threshold, budget, usable)
             pseudo = [str(classes[k]) for k in proba[idx].argmax(1)]
             record = RoundRecord(r, len(idx), {str(c): pseudo.count(str(c)) for c in classes},
@@ -237,7 +254,8 @@ def self_train(make, train: Dataset, pool: Dataset, cfg: SelfTrainConfig, *, tea
                 record.pseudo_accuracy = float(np.mean([p == hidden[i] for p, i in zip(pseudo, idx)]))
             if not len(idx):
                 if show:
-                    warn(f"self-training round {r}: no pool item reached confidence {cfg.threshold}; stopping")
+                    warn(f"self-training round {r}: no pool item was kept (confidence {cfg.threshold} or more, within "
+                         "the class quotas); stopping")
                 result.rounds.append(record)
                 if hasattr(labeler, "round_done") and checkpoint is not None:  # the run ends here: nothing to resume
                     labeler.round_done(r, checkpoint, last=True)
