@@ -195,6 +195,12 @@ def test_q4_blocks_hold_a_q4_grid_exactly_and_round_other_weights_to_it():
     with torch.no_grad():
         grid.weight.copy_((codes * scale.float() + offset.float()).reshape(8, 128))
     assert torch.equal(Q4Linear(grid).dequantize(), grid.weight)  # a GGUF-expanded base: nothing lost
+    q40 = torch.randint(1, 15, (8, 4, 32)).float()  # Q4_0: w = d * (q - 8), no block reaching code 15
+    q40[..., 0] = 0  # its largest-magnitude weight (-8d), of either sign
+    d = (torch.rand(8, 4, 1) / 10 * torch.where(torch.rand(8, 4, 1) < 0.5, -1, 1)).half()
+    with torch.no_grad():
+        grid.weight.copy_(((q40 - 8) * d.float()).reshape(8, 128))
+    assert torch.equal(Q4Linear(grid).dequantize(), grid.weight)
     other = torch.nn.Linear(64, 16)
     step = (other.weight.reshape(16, 2, 32).amax(-1) - other.weight.reshape(16, 2, 32).amin(-1)) / 15
     error = (Q4Linear(other).dequantize() - other.weight).abs().reshape(16, 2, 32).amax(-1)

@@ -1,8 +1,9 @@
 """Affine 4-bit linear layers in blocks of 32 (the GGUF Q4_1 layout: ``w = q * d + m``, ``q`` in 0..15, an fp16
 ``d`` and ``m`` per block): qlora's base where the model already came as 4-bit blocks.
 
-A base expanded from a Q4_0/Q4_1 GGUF (the offline SmolLM2) is already on this grid, so storing it this way loses
-nothing: the blocks are recovered exactly from the expanded weights, and LoRA trains over the same function as
+A base expanded from a Q4_0/Q4_1 GGUF (the offline SmolLM2) is already on this grid (Q4_0's ``w = d * (q - 8)`` is
+the case ``m = -8d``, recovered where a block's codes do not span 0..15), so storing it this way loses nothing: the
+blocks are recovered exactly from the expanded weights, and LoRA trains over the same function as
 lora's fp32 base at 5 bits a weight. bitsandbytes' NF4 instead re-rounds those weights to another grid (0.45 nats
 of answer-token loss on SmolLM2: docs/benchmarks.md). On any other base this is plain round-to-nearest 4-bit with a
 scale and offset per 32 weights. Pure PyTorch (no kernels): each call dequantizes the layer's weights, so qlora
@@ -27,9 +28,21 @@ class Q4Linear(nn.Module):
         self.in_features, self.out_features = linear.in_features, linear.out_features
         blocks = w.reshape(self.out_features, -1, BLOCK)
         low, high = blocks.min(-1, keepdim=True).values, blocks.max(-1, keepdim=True).values
-        # the scale and offset as a Q4_1 file stores them (fp16), the codes rounded against those
-        scale, offset = ((high - low) / 15).half(), low.half()
-        codes = torch.round((blocks - offset.float()) / scale.float().clamp_min(1e-12)).clamp(0, 15).to(torch.uint8)
+        # two grids per block, each kept where it holds the block more closely: the scale and offset as a Q4_1
+        # file stores them (fp16), and Q4_0's (w = d * (q - 8), its largest-magnitude weight at q = 0, so d may be
+        # negative; -8d is exact in fp16), which need not reach code 15 and so is not the first grid
+        biggest = blocks.gather(-1, blocks.abs().argmax(-1, keepdim=True))
+        d = (-biggest / 8).half()
+        grids = [(((high - low) / 15).half(), low.half()), (d, (-8 * d.float()).half())]
+        fits = []
+        for scale, offset in grids:
+            step = torch.where(scale == 0, torch.ones_like(scale), scale).float()
+            q = torch.round((blocks - offset.float()) / step).clamp(0, 15)
+            fits.append((q, (q * scale.float() + offset.float() - blocks).abs().amax(-1, keepdim=True)))
+        q40 = fits[1][1] < fits[0][1]
+        scale = torch.where(q40, grids[1][0], grids[0][0])
+        offset = torch.where(q40, grids[1][1], grids[0][1])
+        codes = torch.where(q40, fits[1][0], fits[0][0]).to(torch.uint8)
         self.register_buffer("codes", (codes[..., :BLOCK // 2] | (codes[..., BLOCK // 2:] << 4)).contiguous())
         self.register_buffer("scale", scale)
         self.register_buffer("offset", offset)
