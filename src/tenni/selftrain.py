@@ -232,6 +232,8 @@ def self_train(make, train: Dataset, pool: Dataset, cfg: SelfTrainConfig, *, tea
     own = getattr(teacher, "chosen_", teacher)  # auto (with a label-name prior): its winner's weighting
     balanced = getattr(getattr(own, "config_", None), "class_weight", None) == "balanced"
     base = np.full(len(classes), 1.0 / len(classes)) if balanced else counts / counts.sum()
+    if done and "base" in done[0]:  # the first teacher's, as a run that was not interrupted keeps it
+        base = np.asarray(done[0]["base"])
     prior = np.asarray(done[0]["prior"]) if done else counts / counts.sum()
     with progress("self-training", cfg.rounds if show else None) as bar:
         bar.advance(len(done))
@@ -268,7 +270,7 @@ def self_train(make, train: Dataset, pool: Dataset, cfg: SelfTrainConfig, *, tea
             if checkpoint is not None:
                 atomic_write_json(checkpoint / f"round-{r}.json", {
                     "indices": idx.tolist(), "pseudo": pseudo, "prior": np.asarray(prior).tolist(),
-                    "record": vars(record)})
+                    "base": np.asarray(base).tolist(), "record": vars(record)})
                 if hasattr(labeler, "round_done"):  # the round is saved: its labelling job's files can go
                     labeler.round_done(r, checkpoint, last=r == cfg.rounds)
             if show:
