@@ -61,7 +61,7 @@ def test_quotas_sum_to_the_budget_even_when_it_is_smaller_than_the_classes():
     assert class_quotas(np.full(20, 0.05), 10).sum() == 10  # rounding each share alone: 20 quotas of 0
     assert class_quotas(np.array([0.5, 0.5]), 3).tolist() == [2, 1]  # not 2 + 2
     assert class_quotas(np.array([0.7, 0.2, 0.1]), 10).tolist() == [7, 2, 1]
-    proba = np.tile(np.eye(20) * 0.9 + 0.005, (1, 1))
+    proba = np.eye(20) * 0.9 + 0.005
     assert len(select_pseudo_labels(proba, np.arange(20).astype(str), np.full(20, 0.05), 0.0, budget=10)) == 10
 
 
@@ -725,6 +725,12 @@ def test_a_pool_needs_no_column_named_by_label_col(tiny_backbone, tmp_path):
                       selftrain={"check_folds": 0})
     assert model.metrics["self_training"]["rounds"]
     assert data.read_bytes() == before
+    import pandas as pd
+
+    from tenni.data import read_pool
+
+    table = pd.DataFrame({"text": ["a b", "c d"], "label": ["north", None]})  # a label column only partly filled
+    assert read_pool(table).labels is None
 
 
 def test_the_checkpoint_key_follows_a_pool_files_bytes_not_its_path(tmp_path):

@@ -67,6 +67,7 @@ class ClusterLabeler:
         finished shards) and put into this machine's feature cache, where ``backbone.encode`` then finds them;
         the job's files are removed once imported. Returns the job's summary. ``workdir`` defaults to a folder
         under the cache named by the backbone's weights and the pool's items."""
+        import contextlib
         import hashlib
         import shutil
 
@@ -92,10 +93,8 @@ class ClusterLabeler:
             space.cache.put([space.item_key(str(pool.inputs[r])) for r in rows], feats)
         shutil.rmtree(out, ignore_errors=True)  # the job's files only: a caller's workdir may hold its own
         (workdir / "pool.parquet").unlink(missing_ok=True)
-        try:
+        with contextlib.suppress(OSError):
             workdir.rmdir()  # only when nothing else is left in it
-        except OSError:
-            pass
         info(f"the pool's features ({summary['items']} items) are in this machine's feature cache; the job's files "
              "are removed")
         return summary

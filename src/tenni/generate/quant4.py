@@ -2,8 +2,8 @@
 ``d`` and ``m`` per block): qlora's base where the model already came as 4-bit blocks.
 
 A base expanded from a Q4_0/Q4_1 GGUF (the offline SmolLM2) is already on this grid (Q4_0's ``w = d * (q - 8)`` is
-the case ``m = -8d``, recovered where a block's codes do not span 0..15), so storing it this way loses nothing: the
-blocks are recovered exactly from the expanded weights, and LoRA trains over the same function as
+the case ``m = -8d``), so storing it this way loses nothing: the blocks are recovered exactly from the expanded
+weights, and LoRA trains over the same function as
 lora's fp32 base at 5 bits a weight. bitsandbytes' NF4 instead re-rounds those weights to another grid (0.45 nats
 of answer-token loss on SmolLM2: docs/benchmarks.md). On any other base this is plain round-to-nearest 4-bit with a
 scale and offset per 32 weights. Pure PyTorch (no kernels): each call dequantizes the layer's weights, so qlora
